@@ -1,0 +1,356 @@
+"""Float recurrent models: LSTM, GRU, LiGRU and SRU, and their canonical form.
+
+:class:`RNNModel` stacks single-layer recurrent modules (optionally
+bidirectional) with an optional per-frame linear head. Inputs are
+``(batch, time, features)``. LSTM and GRU layers are ``torch.nn.LSTM`` /
+``torch.nn.GRU`` (PyTorch semantics); LiGRU and SRU are defined here after
+Ravanelli et al. and Lei et al. (see ``shared/REFERENCES.md``).
+
+:func:`from_torch` turns what users hand us (an ``RNNModel``, a plain
+``nn.LSTM`` / ``nn.GRU``, or a module that holds one of those and at most one
+``nn.Linear`` head) into an ``RNNModel``; :func:`canonical` lists the
+matrices and vectors of every layer and direction in the order the
+quantizer and the golden model use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+CELLS = ("lstm", "gru", "ligru", "sru")
+#: Gate rows per hidden unit of each cell's input-path (x) matrix.
+X_GATES = {"lstm": 4, "gru": 3, "ligru": 2, "sru": 3}
+#: Gate rows per hidden unit of the hidden-path (h) matrix (SRU has none).
+H_GATES = {"lstm": 4, "gru": 3, "ligru": 2, "sru": 0}
+
+
+class UnsupportedModelError(ValueError):
+    """The model uses an option or a layer this tool does not support."""
+
+
+class LiGRUDirection(nn.Module):
+    """One direction of a light GRU layer (no reset gate, ReLU candidate).
+
+    ``a = BN(Wa x) + Ua h``, ``z = sigmoid(BN(Wz x) + Uz h)``,
+    ``h' = z * h + (1 - z) * relu(a)``; batch norm acts on the input
+    projections only.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.w = nn.Linear(input_size, 2 * hidden_size, bias=False)
+        self.bn = nn.BatchNorm1d(2 * hidden_size)
+        self.u = nn.Linear(hidden_size, 2 * hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        wx = self.bn(self.w(x).reshape(b * t, -1)).reshape(b, t, -1)
+        h = x.new_zeros(b, self.hidden_size)
+        out = []
+        for step in range(t):
+            a, z = (wx[:, step] + self.u(h)).chunk(2, dim=-1)
+            z = torch.sigmoid(z)
+            h = z * h + (1 - z) * torch.relu(a)
+            out.append(h)
+        return torch.stack(out, dim=1)
+
+
+class SRUDirection(nn.Module):
+    """One direction of a simple recurrent unit layer.
+
+    ``[x~, fx, rx, (p)] = W x``; ``f = sigmoid(fx + vf*c + bf)``,
+    ``r = sigmoid(rx + vr*c + br)``, ``c' = f*c + (1-f)*x~``,
+    ``h' = r*c' + (1-r)*hw`` with highway ``hw = x`` when input and hidden
+    sizes match and ``hw = p`` (a projection of x) otherwise.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.projected = input_size != hidden_size
+        self.w = nn.Linear(input_size, (4 if self.projected else 3) * hidden_size, bias=False)
+        self.vf = nn.Parameter(torch.empty(hidden_size).uniform_(-0.5, 0.5))
+        self.vr = nn.Parameter(torch.empty(hidden_size).uniform_(-0.5, 0.5))
+        self.bf = nn.Parameter(torch.zeros(hidden_size))
+        self.br = nn.Parameter(torch.zeros(hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        u = self.w(x)
+        c = x.new_zeros(b, self.hidden_size)
+        out = []
+        for step in range(t):
+            parts = u[:, step].chunk(4 if self.projected else 3, dim=-1)
+            xt, fx, rx = parts[:3]
+            hw = parts[3] if self.projected else x[:, step]
+            f = torch.sigmoid(fx + self.vf * c + self.bf)
+            r = torch.sigmoid(rx + self.vr * c + self.br)
+            c = f * c + (1 - f) * xt
+            out.append(r * c + (1 - r) * hw)
+        return torch.stack(out, dim=1)
+
+
+class BiLayer(nn.Module):
+    """A layer of one or two :class:`LiGRUDirection` / :class:`SRUDirection`."""
+
+    def __init__(self, direction_cls, input_size: int, hidden_size: int, bidirectional: bool):
+        super().__init__()
+        self.directions = nn.ModuleList(
+            direction_cls(input_size, hidden_size) for _ in range(2 if bidirectional else 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [self.directions[0](x)]
+        if len(self.directions) == 2:
+            outs.append(self.directions[1](x.flip(1)).flip(1))
+        return torch.cat(outs, dim=-1)
+
+
+class RNNModel(nn.Module):
+    """A stack of recurrent layers with an optional per-frame linear head.
+
+    Parameters
+    ----------
+    cell : {"lstm", "gru", "ligru", "sru"}
+    input_size, hidden_size, num_layers : int
+    bidirectional : bool
+        Each layer runs forwards and backwards in time; outputs concatenate.
+    num_classes : int
+        Size of the linear head; 0 for none (outputs are the last layer's h).
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = False, num_classes: int = 0):
+        super().__init__()
+        if cell not in CELLS:
+            raise UnsupportedModelError(f"unknown cell type {cell!r}; choose one of {', '.join(CELLS)}")
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if v < 1:
+                raise UnsupportedModelError(f"{name} must be at least 1, got {v}")
+        self.cell = cell
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.num_classes = num_classes
+        dirs = 2 if bidirectional else 1
+        layers = []
+        for i in range(num_layers):
+            n_in = input_size if i == 0 else dirs * hidden_size
+            if cell == "lstm":
+                layers.append(nn.LSTM(n_in, hidden_size, batch_first=True, bidirectional=bidirectional))
+            elif cell == "gru":
+                layers.append(nn.GRU(n_in, hidden_size, batch_first=True, bidirectional=bidirectional))
+            else:
+                cls = LiGRUDirection if cell == "ligru" else SRUDirection
+                layers.append(BiLayer(cls, n_in, hidden_size, bidirectional))
+        self.layers = nn.ModuleList(layers)
+        self.head = nn.Linear(dirs * hidden_size, num_classes) if num_classes else None
+
+    @property
+    def output_size(self) -> int:
+        return self.num_classes or (2 if self.bidirectional else 1) * self.hidden_size
+
+    def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of every layer (before the head), each ``(batch, time, dirs*hidden)``."""
+        outs = []
+        for layer in self.layers:
+            x = layer(x)
+            if isinstance(x, tuple):
+                x = x[0]
+            outs.append(x)
+        return outs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.layer_outputs(x)[-1]
+        return self.head(h) if self.head is not None else h
+
+    def config(self) -> dict:
+        return dict(cell=self.cell, input_size=self.input_size, hidden_size=self.hidden_size,
+                    num_layers=self.num_layers, bidirectional=self.bidirectional,
+                    num_classes=self.num_classes)
+
+
+# --- accepting user models ----------------------------------------------------------
+
+
+def _check_torch_rnn(rnn: nn.RNNBase) -> None:
+    if getattr(rnn, "proj_size", 0):
+        raise UnsupportedModelError(
+            f"{type(rnn).__name__} with proj_size={rnn.proj_size} is not supported: "
+            "retrain without a projection (proj_size=0)")
+
+
+def _from_torch_rnn(rnn: nn.RNNBase, head: nn.Linear | None) -> RNNModel:
+    _check_torch_rnn(rnn)
+    cell = "lstm" if isinstance(rnn, nn.LSTM) else "gru"
+    model = RNNModel(cell, rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.bidirectional,
+                     head.out_features if head is not None else 0)
+    dirs = 2 if rnn.bidirectional else 1
+    with torch.no_grad():
+        for i, layer in enumerate(model.layers):
+            for d in range(dirs):
+                sfx = f"_l{i}" + ("_reverse" if d else "")
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    dst = getattr(layer, name + ("_l0_reverse" if d else "_l0"))
+                    src = getattr(rnn, name + sfx, None)
+                    if src is None:  # bias=False
+                        dst.zero_()
+                    else:
+                        dst.copy_(src)
+        if head is not None:
+            if head.in_features != model.head.in_features:
+                raise UnsupportedModelError(
+                    f"the Linear head takes {head.in_features} features but the recurrent layers "
+                    f"give {model.head.in_features}")
+            model.head.weight.copy_(head.weight)
+            if head.bias is not None:
+                model.head.bias.copy_(head.bias)
+            else:
+                model.head.bias.zero_()
+    return model
+
+
+def from_torch(obj) -> RNNModel:
+    """Return an :class:`RNNModel` equivalent to ``obj``.
+
+    Accepts an ``RNNModel``, an ``nn.LSTM`` / ``nn.GRU``, or a module holding
+    exactly one of those and at most one ``nn.Linear`` (taken as a per-frame
+    head applied to the recurrent output). Anything else raises
+    :class:`UnsupportedModelError` naming what is wrong.
+    """
+    if isinstance(obj, RNNModel):
+        return obj
+    if isinstance(obj, dict):
+        raise UnsupportedModelError(
+            "the file holds a state_dict, not a module: save the whole model with torch.save(model, path)")
+    if not isinstance(obj, nn.Module):
+        raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(obj).__name__}")
+    if isinstance(obj, (nn.LSTM, nn.GRU)):
+        return _from_torch_rnn(obj, None)
+    if isinstance(obj, nn.RNNBase):
+        raise UnsupportedModelError(
+            f"{type(obj).__name__} is not supported: use LSTM, GRU, or this project's LiGRU / SRU")
+    inner = [m for m in obj.modules() if isinstance(m, RNNModel)]
+    if len(inner) == 1:
+        return inner[0]
+    rnns = [m for m in obj.modules() if isinstance(m, nn.RNNBase)]
+    if len(rnns) != 1:
+        raise UnsupportedModelError(
+            f"{type(obj).__name__} holds {len(rnns)} recurrent modules; exactly one nn.LSTM or nn.GRU "
+            "(with an optional nn.Linear head) is supported")
+    if not isinstance(rnns[0], (nn.LSTM, nn.GRU)):
+        raise UnsupportedModelError(
+            f"{type(rnns[0]).__name__} is not supported: use LSTM, GRU, or this project's LiGRU / SRU")
+    linears = [m for m in obj.modules() if isinstance(m, nn.Linear)]
+    if len(linears) > 1:
+        raise UnsupportedModelError(
+            f"{type(obj).__name__} holds {len(linears)} nn.Linear layers; at most one (the output head) is supported")
+    rnn_params = {id(p) for p in rnns[0].parameters()} | {id(p) for m in linears for p in m.parameters()}
+    other = [n for n, p in obj.named_parameters() if id(p) not in rnn_params]
+    if other:
+        raise UnsupportedModelError(
+            f"{type(obj).__name__} has parameters outside its recurrent module and head: {', '.join(other[:5])}")
+    return _from_torch_rnn(rnns[0], linears[0] if linears else None)
+
+
+def load_torch_model(path) -> RNNModel:
+    """Load a ``torch.save``-d model file and convert it with :func:`from_torch`.
+
+    Raises :class:`UnsupportedModelError` with a readable message when the
+    file cannot be read or holds something unsupported.
+    """
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise UnsupportedModelError(f"{path}: no such file") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise UnsupportedModelError(f"{path} is not a PyTorch model file ({type(e).__name__}: {e})") from None
+    model = from_torch(obj)
+    return model.eval()
+
+
+# --- canonical form --------------------------------------------------------------------
+
+
+@dataclass
+class DirectionSpec:
+    """Float parameters of one direction of one layer, in canonical order.
+
+    ``w_x`` rows are gate-major (LSTM i,f,g,o; GRU r,z,n; LiGRU a,z with
+    batch norm folded in; SRU x~,f,r[,p]); ``w_h`` likewise (``None`` for
+    SRU). ``vectors`` holds the cell's other parameters: ``bias`` (LSTM,
+    LiGRU; GRU r,z,n input-side bias with the hidden r,z biases folded in;
+    SRU f,r), ``bias_hn`` (GRU), ``vf``/``vr`` (SRU).
+    """
+
+    w_x: np.ndarray
+    w_h: np.ndarray | None
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSpec:
+    """The float model as plain arrays: what the quantizer works from."""
+
+    cell: str
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    layers: list[list[DirectionSpec]]
+    head_w: np.ndarray | None
+    head_b: np.ndarray | None
+    float_params: int
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.head_w is None else self.head_w.shape[0]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def canonical(model: RNNModel) -> ModelSpec:
+    """Extract every layer and direction of ``model`` as a :class:`ModelSpec`."""
+    model = from_torch(model)
+    hs = model.hidden_size
+    layers = []
+    for layer in model.layers:
+        dirs = []
+        if model.cell in ("lstm", "gru"):
+            for d in range(2 if model.bidirectional else 1):
+                sfx = "_l0_reverse" if d else "_l0"
+                w_x, w_h = _np(getattr(layer, "weight_ih" + sfx)), _np(getattr(layer, "weight_hh" + sfx))
+                b_ih, b_hh = _np(getattr(layer, "bias_ih" + sfx)), _np(getattr(layer, "bias_hh" + sfx))
+                if model.cell == "lstm":
+                    vec = {"bias": b_ih + b_hh}
+                else:
+                    folded = b_ih.copy()
+                    folded[: 2 * hs] += b_hh[: 2 * hs]
+                    vec = {"bias": folded, "bias_hn": b_hh[2 * hs:].copy()}
+                dirs.append(DirectionSpec(w_x, w_h, vec))
+        elif model.cell == "ligru":
+            for dm in layer.directions:
+                bn = dm.bn
+                k = _np(bn.weight) / np.sqrt(_np(bn.running_var) + bn.eps)
+                bias = _np(bn.bias) - k * _np(bn.running_mean)
+                dirs.append(DirectionSpec(k[:, None] * _np(dm.w.weight), _np(dm.u.weight), {"bias": bias}))
+        else:
+            for dm in layer.directions:
+                dirs.append(DirectionSpec(_np(dm.w.weight), None, {
+                    "bias": np.concatenate([_np(dm.bf), _np(dm.br)]), "vf": _np(dm.vf), "vr": _np(dm.vr)}))
+        layers.append(dirs)
+    head_w = _np(model.head.weight) if model.head is not None else None
+    head_b = _np(model.head.bias) if model.head is not None else None
+    n_params = sum(p.numel() for p in model.parameters())
+    if model.cell == "ligru":  # batch norm's running statistics are parameters at inference
+        n_params += sum(2 * layer.directions[0].bn.num_features * len(layer.directions) for layer in model.layers)
+    return ModelSpec(model.cell, model.input_size, hs, model.num_layers, model.bidirectional,
+                     layers, head_w, head_b, n_params)

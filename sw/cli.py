@@ -38,7 +38,9 @@ def load_array(path: str, what: str):
     except Exception as e:  # noqa: BLE001 - numpy raises several kinds for a bad file
         raise UserError(f"{what} file {path} is not a NumPy .npy array ({type(e).__name__}: {e})") from None
     if not isinstance(arr, np.ndarray):
-        raise UserError(f"{what} file {path} holds several arrays; give one (batch, time, features) .npy array")
+        arr.close()
+        raise UserError(f"{what} file {path} is not a NumPy .npy array (it is a zip archive, such as .npz "
+                        "or a torch file); give one (batch, time, features) .npy array")
     return arr
 
 
@@ -51,6 +53,9 @@ def cmd_quantize(args) -> int:
     from .models import load_torch_model
     from .quant import quantize
 
+    out = Path(args.output)
+    if not out.parent.exists():
+        raise UserError(f"output directory {out.parent} does not exist")
     model = load_torch_model(args.model)
     if args.calib:
         calib = load_array(args.calib, "calibration")
@@ -65,9 +70,6 @@ def cmd_quantize(args) -> int:
               "(give real inputs with --calib X.npy for accurate clipping)", file=sys.stderr)
     qm = quantize(model, calib, wbits=args.wbits, abits=args.abits, skip=args.skip,
                   meta={"source": str(args.model), "calibration": source})
-    out = Path(args.output)
-    if out.parent and not out.parent.exists():
-        raise UserError(f"output directory {out.parent} does not exist")
     qm.save(out)
     print(f"wrote {out}: {qm.cell}, {qm.num_layers} layer(s) x {qm.hidden_size} units"
           f"{' bidirectional' if qm.bidirectional else ''}, weights {args.wbits} bit, activations "

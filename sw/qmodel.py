@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,7 +279,7 @@ class QModel:
                             header["bidirectional"], layers, head, header["float_params"], header["meta"])
         except QModelFormatError:
             raise
-        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, EOFError) as e:
+        except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, TypeError, OSError, EOFError) as e:
             raise QModelFormatError(f"{path} is damaged ({type(e).__name__}: {e}): quantize the model again") from None
         model.validate(path)
         return model

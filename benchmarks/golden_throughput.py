@@ -1,0 +1,68 @@
+"""Golden-model throughput against PyTorch float inference of the same model.
+
+For each cell type: a 2-layer, 128-unit model with a 40-class head on
+40-feature inputs, batch 32 x 200 steps. Both run in this one process,
+alternating, several rounds; the figure is sequence steps x batch per
+second, and the ratio golden / PyTorch of the medians.
+
+    python benchmarks/golden_throughput.py [--rounds N] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from sw.golden import emulate
+from sw.models import RNNModel
+from sw.quant import quantize
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(args.batch, args.steps, 40)).astype(np.float32)
+    xt = torch.as_tensor(x)
+    work = args.batch * args.steps
+    rows = []
+    print(f"threads: torch {torch.get_num_threads()}; batch {args.batch} x {args.steps} steps; "
+          f"2 layers x {args.hidden} units, 40 inputs, 40 classes; {args.rounds} rounds")
+    print(f"{'cell':6} {'torch float steps/s':>20} {'golden steps/s':>16} {'golden/torch':>13}")
+    for cell in ("lstm", "gru", "ligru", "sru"):
+        model = RNNModel(cell, 40, args.hidden, 2, False, 40).eval()
+        qm = quantize(model, x[:8], 4, 8)
+        t_torch, t_gold = [], []
+        with torch.no_grad():
+            model(xt)
+            for _ in range(args.rounds):
+                t_torch.append(timed(lambda: model(xt)))
+                t_gold.append(timed(lambda: emulate(qm, x)))
+        f_torch = work / statistics.median(t_torch)
+        f_gold = work / statistics.median(t_gold)
+        rows.append({"cell": cell, "torch_steps_per_s": f_torch, "golden_steps_per_s": f_gold,
+                     "ratio": f_gold / f_torch})
+        print(f"{cell:6} {f_torch:20,.0f} {f_gold:16,.0f} {f_gold / f_torch:13.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": vars(args), "results": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -96,6 +96,7 @@ _NOUNS = [
     ("rabbit", "rabbits"), ("chicken", "chickens"), ("monkey", "monkeys"),
     ("squirrel", "squirrels"), ("butterfly", "butterflies"), ("beetle", "beetles"),
 ]  # fmt: skip
+_NOUNS = list(dict.fromkeys(_NOUNS))  # drop repeats, keep order
 
 # (base, past) pairs of transitive verbs.
 _VERBS_T = [

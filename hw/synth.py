@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 from collections.abc import Mapping
@@ -182,7 +181,10 @@ class SynthReport:
         ``"nextpnr"`` (``<top>.tim``) and, with ``report=True``, ``"report"``
         (nextpnr's ``report.json``) and ``"summary"`` (this report as JSON).
     elapsed_s : float
-        Wall-clock time of the tool run, in seconds.
+        Wall-clock time of the tool runs, in seconds.
+    step_times_s : dict of str to float
+        The same per step: ``"yosys"``, ``"nextpnr"``, ``"icepack"`` /
+        ``"ecppack"``.
     """
 
     board: str
@@ -202,6 +204,7 @@ class SynthReport:
     bitstream: Path | None = None
     logs: dict[str, Path] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    step_times_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def min_fmax_mhz(self) -> float | None:
@@ -277,6 +280,11 @@ def _count_ffs(cells: Mapping[str, int], family: str) -> int:
     return sum(n for cell, n in cells.items() if cell.startswith(prefix))
 
 
+def _tool_env_var(tool: str) -> str:
+    # The variable Amaranth reads for a tool (as amaranth._toolchain.tool_env_var).
+    return tool.upper().replace("-", "_").replace("+", "X")
+
+
 def _clean_clock(name: str) -> str:
     return name[len("$glbnet$"):] if name.startswith("$glbnet$") else name
 
@@ -288,9 +296,11 @@ def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/s
     """Build a bitstream for ``board`` and report resources and timing.
 
     The platform's build plan is written to ``build_dir`` (``plat.build(...,
-    do_build=False)``) and its shell script is run there, so the board's
-    programmer is never required.  The console output of the tools goes to
-    ``build_dir/build.log``; nothing is printed.
+    do_build=False)``, so the board's programmer is never required) and its
+    commands (Yosys, nextpnr, icepack / ecppack) are run there one by one, with
+    the tools :mod:`hw.toolchain` selects.  The console output of the tools
+    goes to ``build_dir/build.log``; nothing is printed.  The build script
+    ``build_<top_name>.sh`` is left there too, to rerun the flow by hand.
 
     Parameters
     ----------
@@ -377,33 +387,39 @@ def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/s
 
     logs = {"build": root / "build.log", "yosys": root / f"{top_name}.rpt",
             "nextpnr": root / f"{top_name}.tim"}
-    script = f"{plan.script}.sh"
+    step_logs = {"yosys": logs["yosys"], "nextpnr": logs["nextpnr"]}
+    # Run the plan's commands one by one (the same ones as its shell script,
+    # from its JSON twin), so that a failure is pinned to its step.  Amaranth's
+    # toolchain environment script (AMARANTH_ENV_<toolchain>) is not sourced.
+    commands = json.loads(plan.files[f"{plan.script}.json"])["commands"]
+    step_times: dict[str, float] = {}
     start = time.monotonic()
     with open(logs["build"], "w") as log_file:
-        result = subprocess.run(["sh", script], cwd=root, stdout=log_file,
-                                stderr=subprocess.STDOUT, env=os.environ.copy())
+        for argv in commands:
+            tool = argv[0]
+            step = "nextpnr" if tool.startswith("nextpnr") else tool
+            log_file.write(f"$ {' '.join(argv)}\n")
+            log_file.flush()
+            t0 = time.monotonic()
+            result = subprocess.run([os.environ.get(_tool_env_var(tool)) or tool, *argv[1:]],
+                                    cwd=root, stdout=log_file, stderr=subprocess.STDOUT)
+            step_times[step] = time.monotonic() - t0
+            if result.returncode != 0:
+                log = step_logs.get(step, logs["build"])
+                if not log.exists() or log.stat().st_size == 0:
+                    log = logs["build"]
+                log_file.flush()
+                details = _last_errors(log) or _last_errors(logs["build"])
+                raise SynthesisError(
+                    f"{step} failed (exit status {result.returncode}) building {top_name!r} for "
+                    f"{board}:\n{details}\nsee {log}", step=step, log=log)
     elapsed = time.monotonic() - start
-
-    if result.returncode != 0:
-        pack_tool = "icepack" if spec.family == "ice40" else "ecppack"
-        if not products["yosys"].exists():
-            step, log = "yosys", logs["yosys"]
-        elif not products["nextpnr"].exists():
-            step, log = "nextpnr", logs["nextpnr"]
-        else:
-            step, log = pack_tool, logs["build"]
-        if not log.exists() or log.stat().st_size == 0:
-            log = logs["build"]
-        details = _last_errors(log) or _last_errors(logs["build"])
-        raise SynthesisError(
-            f"{step} failed (exit status {result.returncode}) building {top_name!r} for "
-            f"{board}:\n{details}\nsee {log}", step=step, log=log)
 
     cells = _yosys_cells(root / _STAT_FILE)
     synth = SynthReport(
         board=board, family=spec.family, device=platform.device, top_name=top_name,
         build_dir=root, cells=cells, bitstream=products["pack"], logs=logs,
-        elapsed_s=elapsed)
+        elapsed_s=elapsed, step_times_s=step_times)
     if spec.ff_resource is None:
         synth.ffs = _count_ffs(cells, spec.family)
 

@@ -10,9 +10,11 @@ what has not changed:
 - Verilator always gets ``-Wno-fatal`` (Amaranth's Verilog has width
   warnings), plus the caller's extra build arguments;
 - every (simulator, toplevel, build key, parameters) gets one build directory
-  under a cache root (default ``<repo>/build/sim/``), and the C++ build is
+  under a cache root (default ``<repo>/build/sim/``, or
+  ``$DELTARNN_SIM_CACHE``), and the C++ build is
   skipped when a stamp file there records the same hash of Verilog sources,
-  arguments and tool versions;
+  arguments and tool versions; Verilator's run-time library objects, which
+  every model links, are compiled once and shared between build directories;
 - results are returned as the path of cocotb's JUnit XML file (a failing cocotb
   test does not raise); :func:`parse_results` reads it and
   :func:`check_results` raises :class:`CocotbTestFailure` with the first
@@ -33,6 +35,10 @@ test must drive reset itself.  Verilator is a 2-state simulator (``x`` reads as
 0, or as random values with ``extra_args=("--x-assign", "unique",
 "--x-initial", "unique")`` and the plusargs ``+verilator+rand+reset+2``,
 ``+verilator+seed+N``); an Icarus run catches reads of uninitialised memory.
+
+The functions change ``os.environ`` and ``sys.path`` while they call cocotb's
+runner (and restore them afterwards), so do not call them from several threads
+of one process at once; separate processes (pytest-xdist workers) are fine.
 """
 
 from __future__ import annotations
@@ -41,13 +47,14 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import functools
 import logging
 import os
-import functools
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable, Mapping, Sequence
@@ -79,7 +86,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Where build directories go unless a call names another root.
+#: Where build directories go unless a call names another root or the
+#: ``DELTARNN_SIM_CACHE`` environment variable names one.
 DEFAULT_CACHE_ROOT: Path = Path(__file__).resolve().parent.parent / "build" / "sim"
 
 #: Simulators this module can drive.
@@ -236,7 +244,7 @@ def _check_simulator(simulator: str) -> None:
         exe = verilator_bin_dir() / "verilator"
         if not exe.is_file():
             raise SimulatorNotFound(f"{exe} is missing; reinstall the `verilator` package")
-        for tool in ("perl", "make", "g++"):
+        for tool in ("perl", "make", os.environ.get("CXX") or "c++"):
             if shutil.which(tool) is None:
                 raise SimulatorNotFound(f"Verilator needs `{tool}` on PATH, and it is not there")
     else:
@@ -311,7 +319,8 @@ def _safe_name(text: str) -> str:
 
 
 def build_dir_for(toplevel: str, build_key: Any = None, *, parameters: Mapping[str, object] | None = None,
-                  simulator: str = "verilator", cache_root: str | os.PathLike | None = None) -> Path:
+                  waves: str | None = None, simulator: str = "verilator",
+                  cache_root: str | os.PathLike | None = None) -> Path:
     """Return the build directory of one (simulator, toplevel, key, parameters).
 
     Parameters
@@ -324,22 +333,31 @@ def build_dir_for(toplevel: str, build_key: Any = None, *, parameters: Mapping[s
         parameters of the Amaranth component.  ``None`` for a single variant.
     parameters : mapping, optional
         Verilog parameters passed to the simulator (they take part in the key).
+    waves : str, optional
+        ``"fst"`` or ``"vcd"`` for a model that records waves: it gets its own
+        directory (suffix ``-fst`` / ``-vcd``), so switching waves on and off
+        does not rebuild either model.
     simulator : str
         ``"verilator"`` or ``"icarus"``.
     cache_root : str or os.PathLike, optional
-        Root of all build directories; :data:`DEFAULT_CACHE_ROOT` by default.
+        Root of all build directories; by default ``$DELTARNN_SIM_CACHE`` if
+        set, else :data:`DEFAULT_CACHE_ROOT` (``<repo>/build/sim``).
 
     Returns
     -------
     pathlib.Path
-        ``<cache_root>/<simulator>/<toplevel>`` or
-        ``<cache_root>/<simulator>/<toplevel>-<hash>``.
+        ``<cache_root>/<simulator>/<toplevel>[-<hash>][-<waves>]``.
     """
-    root = Path(cache_root) if cache_root is not None else DEFAULT_CACHE_ROOT
+    if cache_root is not None:
+        root = Path(cache_root)
+    else:
+        root = Path(os.environ.get("DELTARNN_SIM_CACHE") or DEFAULT_CACHE_ROOT)
     name = _safe_name(toplevel)
     if build_key is not None or parameters:
         digest = hashlib.sha256(_canonical([build_key, dict(parameters or {})]).encode()).hexdigest()
         name = f"{name}-{digest[:12]}"
+    if waves:
+        name = f"{name}-{waves}"
     return root.absolute() / simulator / name
 
 
@@ -383,6 +401,151 @@ def _locked(build_dir: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+_RUNTIME_DIR = "_runtime"
+
+
+def _runtime_cache_root() -> Path:
+    # Shared by all cache roots (the objects depend on the key only), so that
+    # tests with a temporary cache root reuse them too.
+    return Path(os.environ.get("DELTARNN_SIM_CACHE") or DEFAULT_CACHE_ROOT) / "verilator" / _RUNTIME_DIR
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_identity() -> str:
+    cxx = os.environ.get("CXX") or "c++"
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return f"{cxx} {out.splitlines()[0] if out else '?'}"
+
+
+def _runtime_objects(build_dir: Path) -> tuple[list[str], str] | None:
+    """Names of Verilator's global objects and the text that determines them."""
+    try:
+        classes = (build_dir / "Vtop_classes.mk").read_text()
+    except OSError:
+        return None
+    switches, names, in_globals = [], [], False
+    for line in classes.splitlines():
+        stripped = line.strip()
+        if re.match(r"^VM_[A-Z0-9_]+ = ", stripped):
+            switches.append(stripped)
+        if stripped.startswith("VM_GLOBAL_"):
+            in_globals = True
+            continue
+        if in_globals:
+            if stripped.endswith("\\"):
+                names.append(stripped.rstrip("\\").strip())
+                continue
+            in_globals = False
+    names = [n for n in names if n]
+    return (names, "\n".join(switches)) if names else None
+
+
+def _normalised_makefile(build_dir: Path, toplevel: str) -> str | None:
+    """Vtop.mk without what only concerns this design (its name, user source dirs)."""
+    try:
+        lines = (build_dir / "Vtop.mk").read_text().splitlines()
+    except OSError:
+        return None
+    out, skipping = [], False
+    for line in lines:
+        if line.startswith("VM_USER_DIR"):
+            skipping = True
+        if skipping:
+            if not line.strip():
+                skipping = False
+            continue
+        out.append(re.sub(rf"(?<![\w.$/-]){re.escape(toplevel)}(?![\w.-])", "@TOP@", line))
+    return "\n".join(out)
+
+
+def _runtime_key(build_dir: Path, toplevel: str) -> tuple[str, list[str]] | None:
+    # make compiles the global objects with flags taken from Vtop.mk,
+    # Vtop_classes.mk, verilated.mk and the environment: key on exactly those.
+    found = _runtime_objects(build_dir)
+    makefile = _normalised_makefile(build_dir, toplevel)
+    if found is None or makefile is None:
+        return None
+    names, switches = found
+    material = [_simulator_version("verilator"), _compiler_identity(), switches, makefile,
+                {v: os.environ.get(v, "") for v in ("CXX", "CXXFLAGS", "CPPFLAGS", "OPT",
+                                                    "OPT_FAST", "OPT_SLOW", "OPT_GLOBAL",
+                                                    "OBJCACHE", "MAKEFLAGS")}]
+    return hashlib.sha256(_canonical(material).encode()).hexdigest()[:16], names
+
+
+def _restore_runtime(build_dir: Path, cache: Path, names: Sequence[str]) -> bool:
+    """Copy cached run-time objects in, newer than the fresh Vtop.mk."""
+    if not all((cache / f"{n}.o").is_file() and (cache / f"{n}.d").is_file() for n in names):
+        return False
+    now = time.time()
+    for n in names:
+        for ext in (".o", ".d"):
+            target = build_dir / f"{n}{ext}"
+            shutil.copyfile(cache / f"{n}{ext}", target)
+            os.utime(target, (now, now))
+    log.info("reused Verilator run-time objects from %s", cache)
+    return True
+
+
+def _save_runtime(build_dir: Path, cache: Path, names: Sequence[str]) -> None:
+    """Keep this build's run-time objects if they depend on Verilator's headers only."""
+    if cache.is_dir():
+        return
+    include_dir = str(verilator_bin_dir().parent / "include")
+    for n in names:
+        obj, dep = build_dir / f"{n}.o", build_dir / f"{n}.d"
+        if not (obj.is_file() and dep.is_file()):
+            return
+        deps = dep.read_text().replace("\\\n", " ").split(":", 1)[-1].split()
+        if any(not os.path.abspath(d).startswith(include_dir) for d in deps):
+            return
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache.parent))
+    try:
+        for n in names:
+            for ext in (".o", ".d"):
+                shutil.copyfile(build_dir / f"{n}{ext}", tmp / f"{n}{ext}")
+        os.rename(tmp, cache)
+    except OSError:
+        pass    # another process saved it first, or the disk is full: no harm
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _caching_verilator(runtime_root: Path):
+    """cocotb's Verilator runner, with the run-time objects cached between builds.
+
+    Hooks ``Runner._execute_cmds`` (private API of cocotb 2.1): before the
+    ``make`` step, cached ``verilated*.o`` files are copied in with a fresh
+    modification time; after it, new ones are saved.
+    """
+    from cocotb_tools.runner import Verilator
+
+    class _CachingVerilator(Verilator):
+        def _execute_cmds(self, cmds, cwd, stdout=None):
+            for cmd in cmds:
+                keyed = None
+                if cmd and os.path.basename(str(cmd[0])) == "make":
+                    keyed = _runtime_key(self.build_dir, self.hdl_toplevel)
+                    if keyed is not None:
+                        try:
+                            _restore_runtime(self.build_dir, runtime_root / keyed[0], keyed[1])
+                        except OSError as exc:      # make compiles them instead
+                            log.warning("cannot reuse Verilator run-time objects: %s", exc)
+                super()._execute_cmds([cmd], cwd, stdout)
+                if keyed is not None:
+                    try:
+                        _save_runtime(self.build_dir, runtime_root / keyed[0], keyed[1])
+                    except OSError as exc:
+                        log.warning("cannot cache Verilator run-time objects: %s", exc)
+
+    return _CachingVerilator()
+
+
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -413,7 +576,8 @@ def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_
           defines: Mapping[str, object] | None = None, includes: Sequence[str | os.PathLike] = (),
           waves: bool | str | None = False, simulator: str = "verilator",
           timescale: tuple[str, str] | None = _DEFAULT_TIMESCALE,
-          cache_root: str | os.PathLike | None = None, force: bool = False) -> BuildInfo:
+          cache_root: str | os.PathLike | None = None, force: bool = False,
+          share_runtime: bool = True) -> BuildInfo:
     """Build (or reuse) the simulation executable of ``toplevel``.
 
     The build is skipped when the build directory's stamp file holds the same
@@ -439,7 +603,9 @@ def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_
     parameters, defines : mapping, optional
         Verilog parameters (``-G``/``-P``) and macro definitions.
     includes : sequence of path-like
-        Verilog include directories.
+        Verilog include directories.  Their ``.v``/``.vh``/``.sv``/``.svh``
+        files take part in the stamp; a file pulled in with ```include`` from
+        anywhere else does not.
     waves : bool, str or None
         Build with wave tracing: ``"fst"``, ``"vcd"`` (Verilator only),
         ``True`` (FST when possible, see :func:`fst_supported`, else VCD),
@@ -452,9 +618,18 @@ def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_
         ``(unit, precision)`` for sources without a ``timescale``; Amaranth's
         Verilog has none.  Defaults to ``("1ns", "1ps")``.
     cache_root : path-like, optional
-        Root of the build directories (:data:`DEFAULT_CACHE_ROOT`).
+        Root of the build directories; see :func:`build_dir_for`.
     force : bool
         Rebuild even when the stamp matches.
+    share_runtime : bool
+        Verilator only: reuse Verilator's compiled run-time library objects
+        (``verilated*.o``, about 20 CPU-seconds of compilation) from
+        ``$DELTARNN_SIM_CACHE/verilator/_runtime/<key>/`` (by default
+        ``<repo>/build/sim/verilator/_runtime``, whatever ``cache_root`` is),
+        keyed by the Verilator version, the compiler, the flag variables of
+        the environment and the generated makefiles (design names removed).
+        Verilator regenerates ``Vtop.mk`` on every run and the run-time objects
+        depend on it, so without this every rebuild recompiles them.
 
     Returns
     -------
@@ -485,8 +660,8 @@ def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_
     if wave_format == "fst" and simulator == "verilator":
         build_args.append("--trace-fst")     # with the runner's --trace: FST wins
 
-    build_dir = build_dir_for(toplevel, build_key, parameters=parameters, simulator=simulator,
-                              cache_root=cache_root)
+    build_dir = build_dir_for(toplevel, build_key, parameters=parameters, waves=wave_format,
+                              simulator=simulator, cache_root=cache_root)
     manifest = {
         "simulator": _simulator_version(simulator),
         "cocotb": metadata.version("cocotb"),
@@ -513,7 +688,10 @@ def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_
         stamp.unlink(missing_ok=True)
         log.info("building %s model of %s in %s", simulator, toplevel, build_dir)
         with _environment():
-            runner = get_runner(simulator)
+            if simulator == "verilator" and share_runtime:
+                runner = _caching_verilator(_runtime_cache_root())
+            else:
+                runner = get_runner(simulator)
             try:
                 runner.build(
                     sources=sources, hdl_toplevel=toplevel, build_args=build_args,
@@ -605,7 +783,7 @@ def run_cocotb(verilog_sources: Iterable[str | os.PathLike], toplevel: str, test
     timescale : tuple of str, optional
         See :func:`build`.
     cache_root : path-like, optional
-        Root of the build directories (:data:`DEFAULT_CACHE_ROOT`).
+        Root of the build directories; see :func:`build_dir_for`.
     force_build : bool
         Rebuild even when the stamp matches.
 
@@ -704,6 +882,7 @@ def run_component(elaboratable, test_module, *, toplevel: str = "top", build_key
     """
     from .verilog import write_verilog
 
+    # The Verilog goes beside the plain (wave-less) model of this variant.
     bdir = build_dir_for(toplevel, build_key, parameters=kwargs.get("parameters"),
                          simulator=simulator, cache_root=cache_root)
     source = write_verilog(elaboratable, bdir / f"{toplevel}.v", name=toplevel, ports=ports)

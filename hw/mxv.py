@@ -1,0 +1,302 @@
+"""Delta-sparse integer matrix-vector unit (``DeltaMxV``).
+
+For every delta ``(j, d)`` in the delta buffer the unit adds ``d`` times column
+``j`` of a weight matrix to the accumulators, ``P`` rows per cycle. Memory
+layouts and the pipeline are described in :class:`DeltaMxV` and in
+``docs/gateware.md``.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["DeltaMxV", "delta_layout"]
+
+
+def delta_layout(index_bits: int, delta_bits: int) -> data.StructLayout:
+    """Layout of one delta buffer entry.
+
+    Parameters
+    ----------
+    index_bits : int
+        Width of the unsigned column index.
+    delta_bits : int
+        Width of the signed delta.
+
+    Returns
+    -------
+    amaranth.lib.data.StructLayout
+        ``{index: unsigned(index_bits), delta: signed(delta_bits)}``: the index
+        occupies bits ``[0, index_bits)`` and the delta bits
+        ``[index_bits, index_bits + delta_bits)`` of the entry.
+    """
+    return data.StructLayout({
+        "index": unsigned(index_bits),
+        "delta": signed(delta_bits),
+    })
+
+
+class DeltaMxV(wiring.Component):
+    """Delta-sparse integer matrix-vector unit with ``P`` parallel lanes.
+
+    For each delta ``(j, d)`` of the delta buffer, in buffer order, and for
+    each word ``w`` in ``0 .. words-1``, lane ``p`` of accumulator word
+    ``acc_base + w`` is incremented by ``d`` times lane ``p`` of weight word
+    ``w_base + j*words + w``; all ``P`` lanes in parallel. Additions wrap at
+    ``acc_bits`` (no saturation: the loader guarantees that no accumulator
+    overflows). Addresses wrap at ``waddr_bits`` / ``aaddr_bits``.
+
+    Memory layouts (the memories are outside the unit, which only drives
+    their ports; all read ports are synchronous, data one cycle after the
+    address):
+
+    - weights: words of ``P*wmem_bits`` bits, lane ``p`` = bits
+      ``[p*wmem_bits, (p+1)*wmem_bits)``, signed. Row ``r`` of column ``j``
+      of a matrix with ``words = ceil(R/P)`` words per column is at word
+      ``w_base + j*words + r//P``, lane ``r % P``; padding lanes hold 0.
+    - accumulators: words of ``P*acc_bits`` bits, lane ``p`` = bits
+      ``[p*acc_bits, (p+1)*acc_bits)``, signed. Row ``r`` is at word
+      ``acc_base + r//P``, lane ``r % P``. The read port must be transparent
+      to the write port.
+    - delta buffer: entry ``i`` (``0 .. count-1``) is a
+      :func:`delta_layout` struct, index in the low ``index_bits`` bits, the
+      signed delta in the next ``delta_bits`` bits.
+
+    Pipeline (one item = one accumulator word of one delta): stage 0 steps
+    through the items and reads the delta entry at each column's first word;
+    stage 1 multiplies the column index by ``words``; stage 2 issues the
+    weight and accumulator reads; stage 3 multiply-adds and writes the
+    accumulator word. Consecutive items that hit the same accumulator word
+    (``words == 1``) are handled by the transparent accumulator read port.
+
+    Latency and throughput: one accumulator word per cycle with no bubbles,
+    also between deltas and when ``words == 1``. If ``start`` is high in
+    cycle 0, ``done`` is high in cycle ``count*words + LATENCY`` (exactly,
+    also for ``count == 0``); the last accumulator write happens in the
+    cycle before ``done``, so every write is visible to reads issued from the
+    ``done`` cycle on. ``busy`` is high from cycle 1 up to and including
+    cycle ``count*words + LATENCY - 1``; it is low in the ``done`` cycle, so
+    a new run may start in that cycle.
+
+    Parameters
+    ----------
+    lanes : int
+        ``P``, lanes (rows processed per cycle), ``>= 1``.
+    wmem_bits : int
+        Width of a signed weight slot, 2 .. 16.
+    delta_bits : int
+        Width of a signed delta.
+    acc_bits : int
+        Width of a signed accumulator.
+    waddr_bits : int
+        Word address width of the weight memory.
+    aaddr_bits : int
+        Word address width of the accumulator memory.
+    dbuf_depth : int
+        Number of entries of the delta buffer.
+    index_bits : int
+        Width of the unsigned column index of a delta entry.
+    words_bits : int
+        Width of the run-time ``words`` input.
+
+    Attributes
+    ----------
+    LATENCY : int
+        ``L`` in the cycle count ``count*words + L`` from ``start`` to
+        ``done`` (4).
+    dbuf_layout : amaranth.lib.data.StructLayout
+        Layout of a delta buffer entry, see :func:`delta_layout`.
+
+    Members
+    -------
+    start : In(1)
+        One-cycle pulse that starts a run; ignored while ``busy``. ``count``,
+        ``words``, ``w_base`` and ``acc_base`` must be valid in the start
+        cycle and held stable while ``busy`` is high.
+    count : In(range(dbuf_depth + 1))
+        Number of deltas in the delta buffer (entries ``0 .. count-1``).
+    words : In(words_bits)
+        Words per weight column, ``ceil(rows / P)``; must be ``>= 1``.
+    w_base : In(waddr_bits)
+        Weight word address of column 0 of the matrix.
+    acc_base : In(aaddr_bits)
+        Accumulator word address of rows ``0 .. P-1``.
+    busy : Out(1)
+        High while a run is in progress (see above).
+    done : Out(1)
+        One-cycle pulse in the cycle after the last accumulator write.
+    deltas : Out(32)
+        Deltas processed in the current (or last) run: reset to 0 by
+        ``start``, incremented as each delta enters the pipeline, equal to
+        ``count`` when ``done`` is high, held until the next ``start``.
+    dbuf_addr : Out(range(dbuf_depth))
+        Delta buffer read address.
+    dbuf_en : Out(1)
+        Delta buffer read enable.
+    dbuf_data : In(dbuf_layout)
+        Delta buffer read data (one cycle after ``dbuf_addr``/``dbuf_en``).
+    w_addr : Out(waddr_bits)
+        Weight memory read address.
+    w_en : Out(1)
+        Weight memory read enable.
+    w_data : In(P * wmem_bits)
+        Weight memory read data.
+    acc_rd_addr : Out(aaddr_bits)
+        Accumulator read address.
+    acc_rd_en : Out(1)
+        Accumulator read enable.
+    acc_rd_data : In(P * acc_bits)
+        Accumulator read data (transparent to the write port).
+    acc_wr_addr : Out(aaddr_bits)
+        Accumulator write address.
+    acc_wr_en : Out(1)
+        Accumulator write enable.
+    acc_wr_data : Out(P * acc_bits)
+        Accumulator write data.
+    """
+
+    #: Cycles from ``start`` to ``done`` are ``count*words + LATENCY``.
+    LATENCY = 4
+
+    def __init__(self, *, lanes, wmem_bits, delta_bits, acc_bits, waddr_bits,
+                 aaddr_bits, dbuf_depth, index_bits, words_bits):
+        if lanes < 1:
+            raise ValueError(f"lanes must be >= 1, not {lanes}")
+        if not 2 <= wmem_bits <= 16:
+            raise ValueError(f"wmem_bits must be in 2..16, not {wmem_bits}")
+        for name, value in (("delta_bits", delta_bits), ("acc_bits", acc_bits)):
+            if value < 2:
+                raise ValueError(f"{name} must be >= 2, not {value}")
+        for name, value in (("waddr_bits", waddr_bits), ("aaddr_bits", aaddr_bits),
+                            ("dbuf_depth", dbuf_depth), ("index_bits", index_bits),
+                            ("words_bits", words_bits)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, not {value}")
+        self.lanes = lanes
+        self.wmem_bits = wmem_bits
+        self.delta_bits = delta_bits
+        self.acc_bits = acc_bits
+        self.waddr_bits = waddr_bits
+        self.aaddr_bits = aaddr_bits
+        self.dbuf_depth = dbuf_depth
+        self.index_bits = index_bits
+        self.words_bits = words_bits
+        self.dbuf_layout = delta_layout(index_bits, delta_bits)
+        super().__init__({
+            "start": In(1),
+            "count": In(range(dbuf_depth + 1)),
+            "words": In(words_bits),
+            "w_base": In(waddr_bits),
+            "acc_base": In(aaddr_bits),
+            "busy": Out(1),
+            "done": Out(1),
+            "deltas": Out(32),
+            "dbuf_addr": Out(range(dbuf_depth)),
+            "dbuf_en": Out(1),
+            "dbuf_data": In(self.dbuf_layout),
+            "w_addr": Out(waddr_bits),
+            "w_en": Out(1),
+            "w_data": In(lanes * wmem_bits),
+            "acc_rd_addr": Out(aaddr_bits),
+            "acc_rd_en": Out(1),
+            "acc_rd_data": In(lanes * acc_bits),
+            "acc_wr_addr": Out(aaddr_bits),
+            "acc_wr_en": Out(1),
+            "acc_wr_data": Out(lanes * acc_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P, WB, AB = self.lanes, self.wmem_bits, self.acc_bits
+
+        take = Signal()
+        m.d.comb += take.eq(self.start & ~self.busy)
+
+        # --- stage 0: item sequencer, delta buffer read ----------------------
+        running = Signal()
+        col = Signal(range(self.dbuf_depth + 1))     # delta index i
+        word = Signal(self.words_bits)               # word w within the column
+        first0 = Signal()
+        last_word0 = Signal()
+        last0 = Signal()
+        m.d.comb += [
+            first0.eq(word == 0),
+            last_word0.eq(word == self.words - 1),
+            last0.eq(running & last_word0 & (col == self.count - 1)),
+            self.dbuf_addr.eq(col),
+            self.dbuf_en.eq(running & first0),
+        ]
+        with m.If(take):
+            m.d.sync += [
+                running.eq(self.count != 0),
+                col.eq(0),
+                word.eq(0),
+                self.busy.eq(1),
+                self.deltas.eq(0),
+            ]
+        with m.Elif(running):
+            with m.If(last_word0):
+                m.d.sync += [word.eq(0), col.eq(col + 1)]
+            with m.Else():
+                m.d.sync += word.eq(word + 1)
+            with m.If(last0):
+                m.d.sync += running.eq(0)
+            with m.If(first0):
+                m.d.sync += self.deltas.eq(self.deltas + 1)
+
+        # --- stage 1: delta entry arrives; column offset j*words --------------
+        v1, first1, last1 = Signal(), Signal(), Signal()
+        m.d.sync += [
+            v1.eq(running),
+            first1.eq(first0),
+            # a run with count == 0 sends a lone end marker down the pipeline
+            last1.eq(last0 | (take & (self.count == 0))),
+        ]
+
+        # --- stage 2: weight and accumulator reads ---------------------------
+        v2, first2, last2 = Signal(), Signal(), Signal()
+        offset2 = Signal(self.waddr_bits)
+        delta2 = Signal(signed(self.delta_bits))
+        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
+        with m.If(first1):
+            m.d.sync += [
+                offset2.eq(self.dbuf_data.index * self.words),
+                delta2.eq(self.dbuf_data.delta),
+            ]
+        w_ptr = Signal(self.waddr_bits)   # weight address issued in the previous item
+        a_ptr = Signal(self.aaddr_bits)   # accumulator address issued in the previous item
+        w_addr2 = Signal(self.waddr_bits)
+        a_addr2 = Signal(self.aaddr_bits)
+        m.d.comb += [
+            w_addr2.eq(Mux(first2, self.w_base + offset2, w_ptr + 1)),
+            a_addr2.eq(Mux(first2, self.acc_base, a_ptr + 1)),
+            self.w_addr.eq(w_addr2),
+            self.w_en.eq(v2),
+            self.acc_rd_addr.eq(a_addr2),
+            self.acc_rd_en.eq(v2),
+        ]
+        with m.If(v2):
+            m.d.sync += [w_ptr.eq(w_addr2), a_ptr.eq(a_addr2)]
+
+        # --- stage 3: multiply-add, accumulator write ------------------------
+        v3, last3 = Signal(), Signal()
+        delta3 = Signal(signed(self.delta_bits))
+        a_addr3 = Signal(self.aaddr_bits)
+        m.d.sync += [v3.eq(v2), last3.eq(last2), delta3.eq(delta2), a_addr3.eq(a_addr2)]
+        for p in range(P):
+            weight = self.w_data[p * WB:(p + 1) * WB].as_signed()
+            acc = self.acc_rd_data[p * AB:(p + 1) * AB].as_signed()
+            m.d.comb += self.acc_wr_data[p * AB:(p + 1) * AB].eq(acc + weight * delta3)
+        m.d.comb += [
+            self.acc_wr_addr.eq(a_addr3),
+            self.acc_wr_en.eq(v3),
+        ]
+
+        # --- completion -------------------------------------------------------
+        m.d.sync += self.done.eq(last3)
+        with m.If(last3):
+            m.d.sync += self.busy.eq(0)
+
+        return m

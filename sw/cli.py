@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--cell", choices=["lstm", "gru", "ligru", "sru"], default="gru")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
+
+    from .study_cli import add_commands as add_study_commands
+    add_study_commands(sub)
     return p
 
 

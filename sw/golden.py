@@ -96,6 +96,8 @@ class EmulationResult:
     layer_outputs_fx: list[np.ndarray]
     stats: Stats
     input_q: np.ndarray = field(repr=False, default=None)
+    #: per path, deltas emitted at each step ``(batch, time)`` (both directions summed)
+    step_deltas: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
     @property
     def outputs(self) -> np.ndarray:
@@ -198,7 +200,7 @@ STEPS = {"lstm": lstm_step, "gru": gru_step, "ligru": ligru_step}
 
 
 def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, reverse: bool,
-               dense: bool, stats: dict[str, PathStats]) -> np.ndarray:
+               dense: bool, stats: dict[str, PathStats], step_deltas: dict[str, np.ndarray]) -> np.ndarray:
     """Run one direction of one layer over a whole batch; return h ``(B, T, H)``."""
     layer = qm.layers[layer_index]
     if reverse:
@@ -207,6 +209,7 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, rev
     hs = qm.hidden_size
     ref_x, fired = (q_x, q_x != 0) if dense else delta_encode(q_x, layer.x_act.theta)
     _count(stats[f"{layer_index}.x"], d.x, fired, dense)
+    _per_step(step_deltas, f"{layer_index}.x", fired.sum(axis=-1), reverse)
     rqx = accumulate_to_fx(matvec(ref_x, d.x), d.x)
     h = np.zeros((bsz, hs), dtype=np.int64)
     c = np.zeros((bsz, hs), dtype=np.int64)
@@ -223,6 +226,7 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, rev
         acc_h = np.zeros((bsz, d.h.rows), dtype=np.int64)
         w_h = d.h.weights.T.astype(np.float64)
         nnz = 0
+        per_step = np.zeros((bsz, steps), dtype=np.int64)
         for t in range(steps):
             q_h = C.quantize_act(h, act.mult, act.shift, act.bits)
             if dense:
@@ -233,9 +237,11 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, rev
                 f = np.abs(delta) > act.theta
                 ref_h = np.where(f, q_h, ref_h)
                 acc_h += ((delta * f).astype(np.float64) @ w_h).astype(np.int64)
-                nnz += int(np.count_nonzero(f))
+                per_step[:, t] = f.sum(axis=-1)
+                nnz += int(per_step[:, t].sum())
             h, c = step(rqx[:, t], accumulate_to_fx(acc_h, d.h), d, (h, c))
             out[:, t] = h
+        _per_step(step_deltas, f"{layer_index}.h", per_step, reverse)
         # h_{-1} = 0 is no work for any implementation: count steps 1..T-1 only.
         p = stats[f"{layer_index}.h"]
         p.elements += bsz * (steps - 1) * hs
@@ -243,6 +249,11 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, rev
         p.macs_dense += bsz * (steps - 1) * d.h.rows * d.h.cols
         p.macs_needed += nnz * d.h.rows
     return out[:, ::-1] if reverse else out
+
+
+def _per_step(step_deltas: dict[str, np.ndarray], name: str, counts: np.ndarray, reverse: bool) -> None:
+    counts = counts[:, ::-1] if reverse else counts
+    step_deltas[name] = step_deltas[name] + counts if name in step_deltas else counts.copy()
 
 
 def _count(p: PathStats, m: QMatrix, fired: np.ndarray, dense: bool) -> None:
@@ -286,13 +297,14 @@ def emulate(qm: QModel, x: np.ndarray, dense: bool = False) -> EmulationResult:
         m = qm.matrices(name)[0]
         paths[name] = PathStats(rows=sum(mm.rows for mm in qm.matrices(name)), cols=m.cols)
     layer_outputs = []
+    step_deltas: dict[str, np.ndarray] = {}
     values = x
     input_q = None
     for i, layer in enumerate(qm.layers):
         q_x = quantize_path_input(values, layer.x_act, float_input=i == 0)
         if i == 0:
             input_q = q_x
-        outs = [_direction(qm, i, d, q_x, reverse=j == 1, dense=dense, stats=paths)
+        outs = [_direction(qm, i, d, q_x, reverse=j == 1, dense=dense, stats=paths, step_deltas=step_deltas)
                 for j, d in enumerate(layer.directions)]
         values = np.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
         layer_outputs.append(values)
@@ -301,6 +313,7 @@ def emulate(qm: QModel, x: np.ndarray, dense: bool = False) -> EmulationResult:
         q = quantize_path_input(values, head.act, float_input=False)
         ref, fired = (q, q != 0) if dense else delta_encode(q, head.act.theta)
         _count(paths["head.x"], head.matrix, fired, dense)
+        _per_step(step_deltas, "head.x", fired.sum(axis=-1), False)
         values = C.fx_add(accumulate_to_fx(matvec(ref, head.matrix), head.matrix), head.bias)
     stats = Stats(paths, qm.storage_bits(), 32 * qm.float_params)
-    return EmulationResult(values, layer_outputs, stats, input_q)
+    return EmulationResult(values, layer_outputs, stats, input_q, step_deltas)

@@ -1,0 +1,87 @@
+"""Cycle model of the core: the exact cycles of every STEP.
+
+A STEP is one accept cycle followed by a sequence of phases; a phase is one
+``*_GO`` cycle that starts a unit, the unit's own cycles, and the cycle in
+which the sequencer sees its ``done``:
+
+==============  ==================================================  ====================
+phase           cycles                                              when
+==============  ==================================================  ====================
+encode          ``n + DeltaEncoder.LATENCY + 1``                    x path of layers > 0, every h path, the head
+MxV             ``deltas * ceil(rows / P) + DeltaMxV.LATENCY + 1``   every path
+cell update     ``H * program_cycles(cell) + CellEngine.LATENCY + 1``  every layer
+output          ``K * program_cycles(HEAD_OUT) + CellEngine.LATENCY + 1`` with a head of K classes,
+                ``H * program_cycles(H_OUT) + CellEngine.LATENCY + 1``  without
+==============  ==================================================  ====================
+
+with ``n`` the vector length the encoder scans (H) and ``rows`` the rows of
+the path's matrix. The output phase assumes the response stream is always
+ready. ``STEP_CYCLES`` (a core register) measures the same quantity.
+"""
+
+from __future__ import annotations
+
+from sw.device import H_BLOCKS, X_BLOCKS, ceil_div
+
+from .encoder import DeltaEncoder
+from .engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, program_cycles
+from .mxv import DeltaMxV
+
+ACCEPT = 1
+
+
+def encode_cycles(n: int) -> int:
+    return n + DeltaEncoder.LATENCY + 1
+
+
+def mxv_cycles(deltas: int, rows: int, lanes: int) -> int:
+    return deltas * ceil_div(rows, lanes) + DeltaMxV.LATENCY + 1
+
+
+def engine_cycles(items: int, program) -> int:
+    return items * program_cycles(program) + CellEngine.LATENCY + 1
+
+
+def x_rows(cell: str, hidden: int, sru_identity: bool) -> int:
+    return (X_BLOCKS[cell] - (1 if cell == "sru" and sru_identity else 0)) * hidden
+
+
+def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[str, int],
+                sru_identity: list[bool] | None = None) -> list[tuple[str, int]]:
+    """Phases of one STEP and their cycles, in order.
+
+    ``deltas`` maps each path (``"0.x"``, ``"0.h"``, ..., ``"head.x"``) to
+    the deltas it processes in this step; its layer paths give the layer
+    count.
+    """
+    layers = 1 + max(int(k.split(".")[0]) for k in deltas if k[0].isdigit())
+    phases = [("accept", ACCEPT)]
+    for i in range(layers):
+        if i > 0:
+            phases.append((f"{i}.x encode", encode_cycles(hidden)))
+        ident = bool(sru_identity[i]) if sru_identity else False
+        phases.append((f"{i}.x MxV", mxv_cycles(deltas[f"{i}.x"], x_rows(cell, hidden, ident), lanes)))
+        if H_BLOCKS[cell]:
+            phases.append((f"{i}.h encode", encode_cycles(hidden)))
+            phases.append((f"{i}.h MxV", mxv_cycles(deltas[f"{i}.h"], H_BLOCKS[cell] * hidden, lanes)))
+        phases.append((f"{i} cell", engine_cycles(hidden, CELL_PROGRAMS[cell])))
+    if classes:
+        phases.append(("head encode", encode_cycles(hidden)))
+        phases.append(("head MxV", mxv_cycles(deltas["head.x"], classes, lanes)))
+        phases.append(("output", engine_cycles(classes, HEAD_OUT)))
+    else:
+        phases.append(("output", engine_cycles(hidden, H_OUT)))
+    return phases
+
+
+def step_cycles(*args, **kwargs) -> int:
+    """Total cycles of one STEP (see :func:`step_phases` for the arguments)."""
+    return sum(c for _, c in step_phases(*args, **kwargs))
+
+
+def model_step_cycles(qm, lanes: int, step_deltas: dict, seq: int = 0) -> list[int]:
+    """Predicted cycles of every step of sequence ``seq`` from the golden model's ``step_deltas``."""
+    ident = [d.directions[0].highway is not None for d in qm.layers]
+    steps = next(iter(step_deltas.values())).shape[1]
+    return [step_cycles(qm.cell, lanes, qm.hidden_size, qm.num_classes,
+                        {k: int(v[seq, t]) for k, v in step_deltas.items()}, ident) for t in range(steps)]

@@ -1,0 +1,94 @@
+"""The whole core in the Amaranth simulator against the golden model, bit for bit.
+
+Every output of every time step equals the golden model's integers, and the
+STEP_CYCLES register equals the cycle model, step by step.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from hw.core import Core
+from hw.cycles import model_step_cycles
+from hw.drive import run_core
+from sw.device import DeviceFitError, DeviceParams, Reg, input_deltas, pack
+from sw.golden import emulate
+from sw.quant import quantize
+from tests.sw.helpers import random_input, random_model
+
+FULL = bool(os.environ.get("DELTARNN_FULL"))
+PARAMS = dict(lanes=4, max_input=16, max_hidden=40, max_layers=3, max_classes=8, wmem_bits=16, abits=16,
+              acc_bits=48)
+
+# (cell, input, hidden, layers, classes, wbits, abits, skip, theta, steps)
+CASES = [
+    ("lstm", 13, 37, 2, 5, 4, 8, ["1.h"], 0, 4),
+    ("gru", 13, 37, 3, 0, 2, 6, ["0.x"], 2, 4),
+    ("ligru", 13, 37, 2, 5, 8, 8, ["head.x"], 0, 4),
+    ("sru", 13, 37, 3, 5, 4, 8, ["1.x"], 1, 4),
+    ("sru", 9, 9, 2, 0, 4, 8, [], 0, 4),            # identity highway in every layer
+]
+if FULL:
+    CASES += [
+        ("lstm", 13, 37, 3, 0, 2, 4, ["0.x", "2.h"], 3, 12),
+        ("gru", 13, 37, 2, 7, 8, 8, ["head.x", "1.h"], 0, 12),
+        ("ligru", 13, 37, 3, 0, 4, 6, ["2.x"], 2, 12),
+        ("sru", 16, 16, 3, 7, 8, 8, ["0.x"], 4, 12),
+    ]
+
+
+def _run(cell, n_in, hidden, layers, classes, wbits, abits, skip, theta, steps, lanes=4, seed=0):
+    model = random_model(cell, n_in, hidden, layers, False, classes, seed=seed)
+    x = np.repeat(random_input(1, (steps + 1) // 2, n_in, seed=seed + 1), 2, axis=1)[:, :steps]  # some repeats
+    qm = quantize(model, random_input(4, 20, n_in, seed=seed + 2), wbits, abits, skip=skip)
+    qm.set_thresholds(theta, theta)
+    params = DeviceParams(cell, **{**PARAMS, "lanes": lanes})
+    gold = emulate(qm, x)
+    run = run_core(Core(params, pack(qm, params)), input_deltas(qm, x[0]), qm.output_size)
+    return qm, gold, run
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}x{c[2]}x{c[3]}-w{c[5]}a{c[6]}-t{c[8]}")
+def test_core_equals_golden_and_cycle_model(case):
+    qm, gold, run = _run(*case)
+    np.testing.assert_array_equal(run.outputs, gold.outputs_fx[0])
+    assert run.step_cycles == model_step_cycles(qm, PARAMS["lanes"], gold.step_deltas)
+
+
+@pytest.mark.parametrize("lanes", [1, 8])
+def test_lane_counts(lanes):
+    qm, gold, run = _run("gru", 6, 11, 2, 3, 4, 8, [], 1, 3, lanes=lanes, seed=5)
+    np.testing.assert_array_equal(run.outputs, gold.outputs_fx[0])
+    assert run.step_cycles == model_step_cycles(qm, lanes, gold.step_deltas)
+
+
+def test_loading_by_write_commands_and_counters():
+    """The host path: an empty core loaded with WRITE commands; delta counters match the golden model."""
+    model = random_model("lstm", 5, 6, 2, False, 3, seed=3)
+    x = random_input(1, 3, 5, seed=4)
+    qm = quantize(model, x, 4, 8)
+    params = DeviceParams("lstm", **PARAMS)
+    gold = emulate(qm, x)
+    regs = [Reg.DELTAS + i for i in range(4)] + [Reg.DELTAS + 2 * params.max_layers, Reg.STEPS, Reg.ID_LANES]
+    run = run_core(Core(params), input_deltas(qm, x[0]), qm.output_size, writes=pack(qm, params).writes(),
+                   read_regs=regs)
+    np.testing.assert_array_equal(run.outputs, gold.outputs_fx[0])
+    for i, name in enumerate(["0.x", "0.h", "1.x", "1.h"]):
+        assert run.regs[Reg.DELTAS + i] == gold.step_deltas[name].sum()
+    assert run.regs[Reg.DELTAS + 2 * params.max_layers] == gold.step_deltas["head.x"].sum()
+    assert run.regs[Reg.STEPS] == 3 and run.regs[Reg.ID_LANES] == params.lanes
+
+
+def test_models_that_do_not_fit_are_refused():
+    params = DeviceParams("gru", **PARAMS)
+    qm = quantize(random_model("gru", 5, 6, 1, True, 0), random_input(2, 4, 5), 4, 8)
+    with pytest.raises(DeviceFitError, match="bidirectional"):
+        pack(qm, params)
+    qm = quantize(random_model("lstm", 20, 50, 1, False, 0), random_input(2, 4, 20), 4, 8)
+    with pytest.raises(DeviceFitError, match=r"LSTM but the core was built for GRU.*input size 20 > the core's 16"):
+        pack(qm, params)
+    small = DeviceParams("gru", **{**PARAMS, "wmem_bits": 4, "abits": 8})
+    qm = quantize(random_model("gru", 5, 6, 1, False, 0), random_input(2, 4, 5), 4, 8, skip=["0.h"])
+    with pytest.raises(DeviceFitError, match="16-bit weights > the core's 4-bit slots"):
+        pack(qm, small)

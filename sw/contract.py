@@ -57,12 +57,16 @@ def qmax(bits: int) -> int:
     return (1 << (bits - 1)) - 1
 
 
+#: NumPy's clip ufunc (np.clip adds a costly Python layer on small arrays).
+_clip = getattr(getattr(np, "_core", None), "umath", np).clip
+
+
 def saturate(v, bits: int):
     """Clamp signed integers to ``bits`` bits (two's complement range)."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     if isinstance(v, (int, np.integer)):
         return int(min(max(int(v), lo), hi))
-    return np.clip(v, lo, hi)
+    return _clip(v, lo, hi)
 
 
 def clamp_symmetric(v, bits: int):
@@ -70,7 +74,7 @@ def clamp_symmetric(v, bits: int):
     m = qmax(bits)
     if isinstance(v, (int, np.integer)):
         return int(min(max(int(v), -m), m))
-    return np.clip(v, -m, m)
+    return _clip(v, -m, m)
 
 
 def round_shift(v, shift: int):
@@ -181,11 +185,11 @@ def lut_index(x_fx, kind: str):
     idx = (x_fx >> LUT_SHIFT[kind]) + n // 2
     if isinstance(idx, (int, np.integer)):
         return int(min(max(int(idx), 0), n - 1))
-    return np.clip(idx, 0, n - 1)
+    return _clip(idx, 0, n - 1)
 
 
-SIGMOID_TABLE = activation_table("sigmoid")
-TANH_TABLE = activation_table("tanh")
+SIGMOID_TABLE = activation_table("sigmoid").astype(np.int32)
+TANH_TABLE = activation_table("tanh").astype(np.int32)
 _TABLES = {"sigmoid": SIGMOID_TABLE, "tanh": TANH_TABLE}
 
 

@@ -20,11 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import contract as C
 from .qmodel import QActivation, QDirection, QMatrix, QModel
 
 _EXACT_BITS = 53
+#: float32 products are exact while every partial sum stays below 2**24.
+_EXACT_BITS_F32 = 24
 
 
 class EmulationError(ValueError):
@@ -125,9 +128,16 @@ def delta_encode(q: np.ndarray, theta: int) -> tuple[np.ndarray, np.ndarray]:
     return refs, fired
 
 
+def exact_float(fan_in: int, wbits: int, vmax: int) -> type:
+    """The narrowest float type whose BLAS products of these integers are exact."""
+    bound = fan_in * C.qmax(wbits) * vmax
+    return np.float32 if bound < 1 << _EXACT_BITS_F32 else np.float64
+
+
 def matvec(v: np.ndarray, m: QMatrix) -> np.ndarray:
-    """Exact integer ``v @ m.weights.T`` over the last axis (float64 BLAS)."""
-    out = v.reshape(-1, v.shape[-1]).astype(np.float64) @ m.weights.T.astype(np.float64)
+    """Exact integer ``v @ m.weights.T`` over the last axis (float32 or float64 BLAS)."""
+    ft = exact_float(m.cols, m.wbits, int(np.abs(v).max(initial=0)))
+    out = v.reshape(-1, v.shape[-1]).astype(ft) @ m.weights.T.astype(ft)
     return out.astype(np.int64).reshape(*v.shape[:-1], m.rows)
 
 
@@ -150,44 +160,44 @@ def _split(v: np.ndarray, n: int) -> list[np.ndarray]:
     return np.split(v, n, axis=-1)
 
 
-def lstm_step(rqx, rqh, d: QDirection, state):
+def lstm_step(rqx, rqh, vec: dict, state):
     """One LSTM update: pre-activations in fixed point -> (h, c)."""
     h, c = state
-    i, f, g, o = _split(C.fx_add(rqx, rqh, d.vectors["bias"]), 4)
+    i, f, g, o = _split(C.fx_add(rqx, rqh, vec["bias"]), 4)
     i, f, g, o = C.sigmoid(i), C.sigmoid(f), C.tanh(g), C.sigmoid(o)
     c = C.fx_add(C.fx_mul(f, c), C.fx_mul(i, g))
     return C.fx_mul(o, C.tanh(c)), c
 
 
-def gru_step(rqx, rqh, d: QDirection, state):
+def gru_step(rqx, rqh, vec: dict, state):
     """One GRU update (PyTorch form; the reset gate scales the hidden part of n)."""
     h, _ = state
     xr, xz, xn = _split(rqx, 3)
     hr, hz, hn = _split(rqh, 3)
-    br, bz, bn = _split(d.vectors["bias"], 3)
+    br, bz, bn = _split(vec["bias"], 3)
     r = C.sigmoid(C.fx_add(xr, hr, br))
     z = C.sigmoid(C.fx_add(xz, hz, bz))
-    nh = C.fx_add(hn, d.vectors["bias_hn"])
+    nh = C.fx_add(hn, vec["bias_hn"])
     n = C.tanh(C.fx_add(C.fx_add(xn, bn), C.fx_mul(r, nh)))
     return C.fx_add(C.fx_mul(C.FX_ONE - z, n), C.fx_mul(z, h)), None
 
 
-def ligru_step(rqx, rqh, d: QDirection, state):
+def ligru_step(rqx, rqh, vec: dict, state):
     """One LiGRU update (batch norm folded into the x-path weights and bias)."""
     h, _ = state
-    a, z = _split(C.fx_add(rqx, rqh, d.vectors["bias"]), 2)
+    a, z = _split(C.fx_add(rqx, rqh, vec["bias"]), 2)
     z = C.sigmoid(z)
     return C.fx_add(C.fx_mul(z, h), C.fx_mul(C.FX_ONE - z, C.relu(a))), None
 
 
-def sru_step(rqx, highway, d: QDirection, state):
+def sru_step(rqx, highway, vec: dict, state):
     """One SRU update; ``highway`` is the fixed-point skip input."""
     _, c = state
     parts = _split(rqx, rqx.shape[-1] // c.shape[-1])
     xt, fx, rx = parts[:3]
-    bf, br = _split(d.vectors["bias"], 2)
-    f = C.sigmoid(C.fx_add(fx, C.fx_mul(d.vectors["vf"], c), bf))
-    r = C.sigmoid(C.fx_add(rx, C.fx_mul(d.vectors["vr"], c), br))
+    bf, br = _split(vec["bias"], 2)
+    f = C.sigmoid(C.fx_add(fx, C.fx_mul(vec["vf"], c), bf))
+    r = C.sigmoid(C.fx_add(rx, C.fx_mul(vec["vr"], c), br))
     c = C.fx_add(C.fx_mul(f, c), C.fx_mul(C.FX_ONE - f, xt))
     hw = highway if highway is not None else parts[3]
     return C.fx_add(C.fx_mul(r, c), C.fx_mul(C.FX_ONE - r, hw)), c
@@ -210,37 +220,42 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, rev
     ref_x, fired = (q_x, q_x != 0) if dense else delta_encode(q_x, layer.x_act.theta)
     _count(stats[f"{layer_index}.x"], d.x, fired, dense)
     _per_step(step_deltas, f"{layer_index}.x", fired.sum(axis=-1), reverse)
-    rqx = accumulate_to_fx(matvec(ref_x, d.x), d.x)
-    h = np.zeros((bsz, hs), dtype=np.int64)
-    c = np.zeros((bsz, hs), dtype=np.int64)
+    # Every fixed-point value fits 16 bits and every product of two of them 31 bits: int32 is exact
+    # from here on, and twice as fast as int64.
+    rqx = accumulate_to_fx(matvec(ref_x, d.x), d.x).astype(np.int32)
+    vec = {k: v.astype(np.int32) for k, v in d.vectors.items()}
+    h = np.zeros((bsz, hs), dtype=np.int32)
+    c = np.zeros((bsz, hs), dtype=np.int32)
     out = np.empty((bsz, steps, hs), dtype=np.int64)
     if qm.cell == "sru":
-        hw = None if d.highway is None else C.requantize(ref_x, d.highway[0], d.highway[1])
+        hw = None if d.highway is None else C.requantize(ref_x, d.highway[0], d.highway[1]).astype(np.int32)
         for t in range(steps):
-            h, c = sru_step(rqx[:, t], None if hw is None else hw[:, t], d, (h, c))
+            h, c = sru_step(rqx[:, t], None if hw is None else hw[:, t], vec, (h, c))
             out[:, t] = h
     else:
         step = STEPS[qm.cell]
         act = layer.h_act
         ref_h = np.zeros((bsz, hs), dtype=np.int64)
         acc_h = np.zeros((bsz, d.h.rows), dtype=np.int64)
-        w_h = d.h.weights.T.astype(np.float64)
+        ft = exact_float(d.h.cols, d.h.wbits, 2 * C.qmax(act.bits))
+        w_h = d.h.weights.T.astype(ft)
         nnz = 0
         per_step = np.zeros((bsz, steps), dtype=np.int64)
-        for t in range(steps):
-            q_h = C.quantize_act(h, act.mult, act.shift, act.bits)
-            if dense:
-                acc_h = (q_h.astype(np.float64) @ w_h).astype(np.int64)
-                nnz += q_h.size if t else 0
-            else:
-                delta = q_h - ref_h
-                f = np.abs(delta) > act.theta
-                ref_h = np.where(f, q_h, ref_h)
-                acc_h += ((delta * f).astype(np.float64) @ w_h).astype(np.int64)
-                per_step[:, t] = f.sum(axis=-1)
-                nnz += int(per_step[:, t].sum())
-            h, c = step(rqx[:, t], accumulate_to_fx(acc_h, d.h), d, (h, c))
-            out[:, t] = h
+        with threadpool_limits(1, user_api="blas"):  # threads only slow products this small
+            for t in range(steps):
+                q_h = C.quantize_act(h.astype(np.int64), act.mult, act.shift, act.bits)
+                if dense:
+                    acc_h = (q_h.astype(ft) @ w_h).astype(np.int64)
+                    nnz += q_h.size if t else 0
+                else:
+                    delta = q_h - ref_h
+                    f = np.abs(delta) > act.theta
+                    ref_h = np.where(f, q_h, ref_h)
+                    acc_h += ((delta * f).astype(ft) @ w_h).astype(np.int64)
+                    per_step[:, t] = f.sum(axis=-1)
+                    nnz += int(per_step[:, t].sum())
+                h, c = step(rqx[:, t], accumulate_to_fx(acc_h, d.h).astype(np.int32), vec, (h, c))
+                out[:, t] = h
         _per_step(step_deltas, f"{layer_index}.h", per_step, reverse)
         # h_{-1} = 0 is no work for any implementation: count steps 1..T-1 only.
         p = stats[f"{layer_index}.h"]
@@ -314,6 +329,6 @@ def emulate(qm: QModel, x: np.ndarray, dense: bool = False) -> EmulationResult:
         ref, fired = (q, q != 0) if dense else delta_encode(q, head.act.theta)
         _count(paths["head.x"], head.matrix, fired, dense)
         _per_step(step_deltas, "head.x", fired.sum(axis=-1), False)
-        values = C.fx_add(accumulate_to_fx(matvec(ref, head.matrix), head.matrix), head.bias)
+        values = C.fx_add(accumulate_to_fx(matvec(ref, head.matrix), head.matrix), head.bias).astype(np.int64)
     stats = Stats(paths, qm.storage_bits(), 32 * qm.float_params)
     return EmulationResult(values, layer_outputs, stats, input_q, step_deltas)

@@ -2,7 +2,8 @@
 
 Train a small recurrent classifier on :mod:`sw.synthetic` data, quantize it
 (4-bit weights, 8-bit activations), emulate it bit-exactly at a few delta
-thresholds, and print accuracy, compression and operations eliminated.
+thresholds, print accuracy, compression and operations eliminated, then run
+a few steps on the gateware core in the Amaranth simulator.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from .synthetic import make_task
 from .train import frame_accuracy, train_frames
 
 
-def run_demo(seed: int = 0, cell: str = "gru", hidden: int = 32, out=print) -> dict:
+def run_demo(seed: int = 0, cell: str = "gru", hidden: int = 32, out=print, gateware: bool = True,
+             gateware_steps: int = 3) -> dict:
     """Run the demo and return its figures (for tests)."""
     t0 = time.perf_counter()
     x_train, y_train = make_task(96, 60, seed=seed)
@@ -55,5 +57,30 @@ def run_demo(seed: int = 0, cell: str = "gru", hidden: int = 32, out=print) -> d
     out("")
     out(stats_table(first.stats, title="per-path statistics at theta 0"))
     figures["compression_pct"] = first.stats.compression_pct
+
+    if gateware:
+        figures["gateware"] = _gateware(qm, x_test[:1, :gateware_steps], out)
     out(f"done in {time.perf_counter() - t0:.1f} s")
     return figures
+
+
+def _gateware(qm, x, out) -> dict:
+    """Run the quantized model on the core in the Amaranth simulator and compare with the golden model."""
+    from hw.core import Core
+    from hw.cycles import model_step_cycles
+    from hw.drive import run_core
+
+    from .device import DeviceParams, input_deltas, pack
+
+    qm.set_thresholds(2, 2)
+    params = DeviceParams(qm.cell, lanes=8, max_input=qm.input_size, max_hidden=qm.hidden_size,
+                          max_layers=qm.num_layers, max_classes=max(qm.num_classes, 1), wmem_bits=4, abits=8,
+                          acc_bits=qm.accumulator_bits())
+    out(f"4. the gateware core (P = {params.lanes} lanes) in the Amaranth simulator, {x.shape[1]} steps at theta 2 ...")
+    gold = emulate(qm, x)
+    run = run_core(Core(params, pack(qm, params)), input_deltas(qm, x[0]), qm.output_size)
+    equal = bool(np.array_equal(run.outputs, gold.outputs_fx[0]))
+    predicted = model_step_cycles(qm, params.lanes, gold.step_deltas)
+    out(f"   outputs bit-identical to the golden model: {'yes' if equal else 'NO'}; cycles per step "
+        f"{run.step_cycles} (cycle model {'agrees' if predicted == run.step_cycles else 'DISAGREES'})")
+    return {"equal": equal, "step_cycles": run.step_cycles, "predicted": predicted}

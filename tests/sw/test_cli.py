@@ -86,8 +86,9 @@ def test_console_script_help():
 def test_demo_runs(capsys):
     from sw.demo import run_demo
 
-    figures = run_demo(seed=0, out=lambda *_: None)
+    figures = run_demo(seed=0, out=lambda *_: None, gateware_steps=2)
     assert figures["float_accuracy"] > 0.6
     assert figures["compression_pct"] > 80
     shares = [p["eliminated_pct"] for p in figures["points"]]
     assert shares == sorted(shares) and shares[-1] > shares[0]
+    assert figures["gateware"]["equal"] and figures["gateware"]["step_cycles"] == figures["gateware"]["predicted"]

@@ -29,10 +29,12 @@ instruction                 cycles  effect
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sw import contract as C
+
+from .activation import Activation
 
 LSTM = [
     ("rq", 0, "x", 0), ("rq", 1, "h", 0), ("vec", 2, 0), ("add", 0, 0, 1, 2), ("sig", 3, 0),
@@ -188,18 +190,10 @@ class CellEngine(wiring.Component):
             with m.If(~rq_from_ref & (rq_lane == self.broken_lane)):
                 m.d.comb += rq_result.eq(sat16(rq_prod >> rq_shift))
 
-        # activation ROMs
-        roms = {}
+        # activation tables (one cycle latency)
+        acts = {}
         for kind in ("sigmoid", "tanh"):
-            rom = memory.Memory(shape=signed(C.FX_BITS), depth=1 << C.LUT_ADDR_BITS,
-                                init=[int(v) for v in C.table(kind)])
-            m.submodules[f"{kind}_rom"] = rom
-            roms[kind] = rom.read_port()
-
-        def lut_addr(x, kind):
-            idx = (x >> C.LUT_SHIFT[kind]) + (1 << (C.LUT_ADDR_BITS - 1))
-            return Mux(idx < 0, 0, Mux(idx > (1 << C.LUT_ADDR_BITS) - 1, (1 << C.LUT_ADDR_BITS) - 1, idx))[
-                :C.LUT_ADDR_BITS]
+            acts[kind] = m.submodules[kind] = Activation(kind)
 
         hidden = self.hidden
 
@@ -291,15 +285,14 @@ class CellEngine(wiring.Component):
                             m.d.sync += regs[dst].eq(src)
                             advance()
                     elif op in ("sig", "tanh"):
-                        kind = "sigmoid" if op == "sig" else "tanh"
-                        port = roms[kind]
+                        act = acts["sigmoid" if op == "sig" else "tanh"]
                         with m.State(name + "_0"):
                             m.d.comb += self.busy.eq(1)
-                            m.d.comb += port.addr.eq(lut_addr(regs[ins[2]], kind))
+                            m.d.comb += act.x.eq(regs[ins[2]])
                             m.next = name + "_1"
                         with m.State(name + "_1"):
                             m.d.comb += self.busy.eq(1)
-                            m.d.sync += regs[ins[1]].eq(port.data)
+                            m.d.sync += regs[ins[1]].eq(act.y)
                             advance()
                     else:
                         with m.State(name + "_0"):
@@ -334,6 +327,4 @@ class CellEngine(wiring.Component):
                                     advance()
                             else:
                                 raise ValueError(f"unknown instruction {ins!r}")
-        for rom in roms.values():
-            m.d.comb += rom.en.eq(1)
         return m

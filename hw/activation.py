@@ -1,0 +1,62 @@
+"""Activation: sigmoid and tanh by table lookup, ReLU.
+
+The ROMs are initialised from :func:`sw.contract.table`, the arrays the golden
+model indexes, so both compute the same integers by construction.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from sw import contract as C
+
+KINDS = ("sigmoid", "tanh", "relu")
+
+
+def lut_address(x, kind: str):
+    """``clamp((x >> LUT_SHIFT[kind]) + N/2, 0, N-1)`` of a signed fixed-point value."""
+    n = 1 << C.LUT_ADDR_BITS
+    idx = (x >> C.LUT_SHIFT[kind]) + n // 2
+    return Mux(idx < 0, 0, Mux(idx > n - 1, n - 1, idx))[:C.LUT_ADDR_BITS]
+
+
+class Activation(wiring.Component):
+    """One activation function of a 16-bit fixed-point input.
+
+    Parameters
+    ----------
+    kind : {"sigmoid", "tanh", "relu"}
+
+    Members
+    -------
+    x : In(signed(16))
+        Input, sampled every cycle.
+    y : Out(signed(16))
+        ``f(x)`` of the input one cycle earlier.
+
+    Latency 1 cycle, throughput one value per cycle. sigmoid and tanh read a
+    1024-entry ROM (``sw.contract.table(kind)``); ReLU is ``max(x, 0)``,
+    registered to keep the same latency.
+    """
+
+    LATENCY = 1
+
+    def __init__(self, kind: str):
+        if kind not in KINDS:
+            self._MustUse__silence = True   # no "created but never used" warning
+            raise ValueError(f"unknown activation {kind!r}; choose one of {', '.join(KINDS)}")
+        self.kind = kind
+        super().__init__({"x": In(signed(C.FX_BITS)), "y": Out(signed(C.FX_BITS))})
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.kind == "relu":
+            m.d.sync += self.y.eq(Mux(self.x < 0, 0, self.x))
+            return m
+        m.submodules.rom = rom = memory.Memory(shape=signed(C.FX_BITS), depth=1 << C.LUT_ADDR_BITS,
+                                               init=[int(v) for v in C.table(self.kind)])
+        port = rom.read_port()
+        m.d.comb += [port.addr.eq(lut_address(self.x, self.kind)), port.en.eq(1), self.y.eq(port.data)]
+        return m

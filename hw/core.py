@@ -240,8 +240,14 @@ class Core(wiring.Component):
         ]
 
         # --- memory port wiring -------------------------------------------------------------------
+        # The weight memory's two ports share one address and never read while writing (the host
+        # writes in IDLE, the MxV reads during a STEP), so Yosys can merge them into the single
+        # port of a RAM without a second port (the iCE40 UP5K's SPRAM, whose read data holds
+        # during a write): the read enable is gated by the write enables only to show Yosys that.
+        w_addr = Signal.like(w_rd.addr)
         m.d.comb += [
-            w_rd.addr.eq(mxv.w_addr), w_rd.en.eq(mxv.w_en), mxv.w_data.eq(w_rd.data),
+            w_addr.eq(mxv.w_addr), w_rd.addr.eq(w_addr), w_wr.addr.eq(w_addr),
+            w_rd.en.eq(mxv.w_en & ~w_wr.en.any()), mxv.w_data.eq(w_rd.data),
             dbuf_rd.addr.eq(mxv.dbuf_addr), dbuf_rd.en.eq(mxv.dbuf_en), mxv.dbuf_data.eq(dbuf_rd.data),
             acc_rd.addr.eq(Mux(mxv.acc_rd_en, mxv.acc_rd_addr, eng.acc_addr)),
             acc_rd.en.eq(mxv.acc_rd_en | eng.acc_en),
@@ -307,7 +313,7 @@ class Core(wiring.Component):
                                                 m.d.sync += s.eq(cmd.data)
                                 with m.Case(Region.WEIGHT):
                                     lane = offset[:lanes_log2] if lanes_log2 else Const(0, 1)
-                                    m.d.comb += [w_wr.addr.eq(offset >> lanes_log2),
+                                    m.d.comb += [w_addr.eq(offset >> lanes_log2),
                                                  w_wr.data.eq(cmd.data[:p.wmem_bits].replicate(p.lanes)),
                                                  w_wr.en.eq(Const(1, p.lanes) << lane)]
                                 with m.Case(Region.MULT):

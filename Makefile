@@ -21,7 +21,8 @@ test-all: $(STAMP)
 	DELTARNN_FULL=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/golden_throughput.py
+	$(PY) benchmarks/golden_throughput.py --json benchmarks/results/golden_throughput.json
+	$(PY) benchmarks/synth_core.py --board all
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

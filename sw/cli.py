@@ -298,4 +298,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Import by name, so `python -m sw.cli` and the subcommands share one UserError class.
+    from sw.cli import main as _main
+    sys.exit(_main())

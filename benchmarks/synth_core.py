@@ -42,12 +42,13 @@ def _git_state() -> dict:
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
+                                  check=True).stdout
         except (OSError, subprocess.CalledProcessError):
             return None
-    dirty = git("status", "--porcelain", "--", "hw", "sw")
-    return {"commit": git("rev-parse", "HEAD"),
-            "dirty": sorted(line[3:] for line in dirty.splitlines()) if dirty else []}
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--", "hw", "sw") or ""    # "XY path" per line
+    return {"commit": commit.strip() if commit else None,
+            "dirty": sorted(line[3:] for line in dirty.splitlines() if line.strip())}
 
 
 def _row(rec: dict) -> str:

@@ -70,7 +70,7 @@ class SynthTop(Elaboratable):
         m = Module()
         m.submodules.core = core = Core(self.params)
 
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        uart = platform.request("uart", 0, dir="-")       # rx, tx (and the ULX3S's unused rts, dtr)
         m.submodules.rx = rx = io.FFBuffer("i", uart.rx)
         m.submodules.tx = tx = io.FFBuffer("o", uart.tx)
         m.submodules.valid = valid = io.FFBuffer("i", platform.request("button", 0, dir="-"))
@@ -390,7 +390,8 @@ def record(name: str, config: SynthConfig, build_dir: str | os.PathLike,
                         **{k: round(v, 1) for k, v in report.step_times_s.items()}},
         })
     else:
-        rec.update({"fits": False, "error": str(error).splitlines()[:3] if error else None,
+        lines = str(error).splitlines() if error else []
+        rec.update({"fits": False, "error": [ln for ln in lines if not ln.startswith("see ")] or None,
                     "failed_step": getattr(error, "step", None)})
     rec["nextpnr_utilisation"] = nextpnr_utilisation(root / "top.tim")
     rec["yosys_cells"] = cells

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from sw.golden import emulate
-from sw.models import RNNModel
-from sw.quant import quantize
+from deltarnn.quant.golden import emulate
+from deltarnn.models import RNNModel
+from deltarnn.quant.quantizer import quantize
 
 
 def timed(fn) -> float:

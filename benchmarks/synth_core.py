@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Resource use and Fmax of the accelerator core on the iCEBreaker (iCE40 UP5K) and ULX3S (ECP5 85F).
 
-Builds every configuration of :data:`hw.synth_top.CONFIGS` for the chosen
-board(s) (Yosys, nextpnr, icepack / ecppack, through :func:`hw.synth_top.build`:
-the core inside the measurement harness :class:`hw.synth_top.SynthTop`) and
+Builds every configuration of :data:`deltarnn.fpga.harness.CONFIGS` for the chosen
+board(s) (Yosys, nextpnr, icepack / ecppack, through :func:`deltarnn.fpga.harness.build`:
+the core inside the measurement harness :class:`deltarnn.fpga.harness.SynthTop`) and
 writes one JSON record per configuration to ``benchmarks/results/synth/``:
 LUT / FF / DSP / RAM use, nextpnr's Fmax and critical path, the memory
 mapping Yosys chose and the build times. A configuration that does not fit
@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hw.synth import SynthesisError  # noqa: E402
-from hw.synth_top import CONFIGS, build, compare_with_baseline, record  # noqa: E402
+from deltarnn.fpga.synth import SynthesisError  # noqa: E402
+from deltarnn.fpga.harness import CONFIGS, build, compare_with_baseline, record  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "synth"
 BOARD_NAMES = ("icebreaker", "ulx3s-85f")

@@ -1,6 +1,6 @@
 """Activation: sigmoid and tanh by table lookup, ReLU.
 
-The ROMs are initialised from :func:`sw.contract.table`, the arrays the golden
+The ROMs are initialised from :func:`deltarnn.spec.contract.table`, the arrays the golden
 model indexes, so both compute the same integers by construction.
 """
 
@@ -10,7 +10,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw import contract as C
+from deltarnn.spec import contract as C
 
 KINDS = ("sigmoid", "tanh", "relu")
 
@@ -37,7 +37,7 @@ class Activation(wiring.Component):
         ``f(x)`` of the input one cycle earlier.
 
     Latency 1 cycle, throughput one value per cycle. sigmoid and tanh read a
-    1024-entry ROM (``sw.contract.table(kind)``); ReLU is ``max(x, 0)``,
+    1024-entry ROM (``deltarnn.spec.contract.table(kind)``); ReLU is ``max(x, 0)``,
     registered to keep the same latency.
     """
 

@@ -2,8 +2,8 @@
 
 No board I/O: a command stream in, a response stream out. The board top and
 the co-simulation drive exactly this. The memory map and register addresses
-come from :mod:`sw.device`; the per-phase cycle costs are modelled in
-:mod:`hw.cycles` and documented in ``docs/gateware.md``.
+come from :mod:`deltarnn.spec.memory_map`; the per-phase cycle costs are modelled in
+:mod:`deltarnn.hw.cycles` and documented in ``docs/gateware.md``.
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw import contract as C
-from sw.device import (ADDR_BITS, CELL_CODES, DATA_BITS, H_BLOCKS, REGION_SHIFT, X_BLOCKS, DeviceParams, Image,
-                       LayerReg, Op, Reg, Region, layer_reg)
+from deltarnn.spec import contract as C
+from deltarnn.spec.memory_map import ADDR_BITS, CELL_CODES, DATA_BITS, H_BLOCKS, REGION_SHIFT, X_BLOCKS, DeviceParams, LayerReg, Op, Reg, Region, layer_reg
 
-from .encoder import DeltaEncoder
-from .engine import CellEngine, Program
-from .mxv import DeltaMxV
+from deltarnn.hw.encoder import DeltaEncoder
+from deltarnn.hw.engine import CellEngine, Program
+from deltarnn.hw.mxv import DeltaMxV
 
 
 def command_layout() -> data.StructLayout:
-    """One command: ``op`` (:class:`sw.device.Op`), ``addr``, ``data``."""
+    """One command: ``op`` (:class:`deltarnn.spec.memory_map.Op`), ``addr``, ``data``."""
     return data.StructLayout({"op": unsigned(3), "addr": unsigned(ADDR_BITS), "data": unsigned(DATA_BITS)})
 
 
@@ -45,12 +44,17 @@ class Core(wiring.Component):
 
     Parameters
     ----------
-    params : sw.device.DeviceParams
+    params : deltarnn.spec.memory_map.DeviceParams
         Lanes, maximum sizes and widths (elaboration parameters).
-    image : sw.device.Image, optional
-        Initial contents of weights, multipliers, vectors and registers (for
-        simulation and for bitstreams with a built-in model); the host can
-        always overwrite them with WRITE commands.
+    weights, mult, vec : numpy.ndarray, optional
+        Initial contents of the weight memory (``(weight_depth, lanes)``), the
+        requantization multipliers (``(acc_depth * lanes,)``) and the
+        fixed-point vectors (``(vec_depth,)``), for simulation and for
+        bitstreams with a built-in model (the host's
+        :meth:`deltarnn.device.image.Image.core_init` gives all four); the host
+        can always overwrite them with WRITE commands.
+    regs : dict of int to int, optional
+        Initial register values, by register address.
     broken_lane : int, optional
         Test-only fault injection: the engine rounds requantization results of
         accumulator lane ``broken_lane`` one step down. Never set it in a
@@ -59,20 +63,22 @@ class Core(wiring.Component):
     Members
     -------
     cmd : In(stream.Signature(command_layout()))
-        Commands: WRITE, READ, DELTA, STEP, RESET (``sw.device.Op``).
+        Commands: WRITE, READ, DELTA, STEP, RESET (``deltarnn.spec.memory_map.Op``).
     rsp : Out(stream.Signature(32))
         Responses: one word per READ; per STEP, the outputs of the time step
         (fixed point, sign-extended), ``classes`` of them with a head, else
         ``hidden``.
 
     Latency and throughput: WRITE and DELTA take one command per cycle
-    (DELTA two); a STEP takes the cycles given by :func:`hw.cycles.step_cycles`
+    (DELTA two); a STEP takes the cycles given by :func:`deltarnn.hw.cycles.step_cycles`
     (rsp always ready); RESET takes ``clear_depth + 1`` cycles.
     """
 
-    def __init__(self, params: DeviceParams, image: Image | None = None, broken_lane: int | None = None):
+    def __init__(self, params: DeviceParams, *, weights=None, mult=None, vec=None, regs=None,
+                 broken_lane: int | None = None):
         self.p = params
-        self.image = image
+        self.init_weights, self.init_mult, self.init_vec = weights, mult, vec
+        self.init_regs = dict(regs or {})
         self.broken_lane = broken_lane
         super().__init__({
             "cmd": In(stream.Signature(command_layout())),
@@ -88,7 +94,6 @@ class Core(wiring.Component):
         m = Module()
         p = self.p
         lanes_log2 = (p.lanes - 1).bit_length()
-        img = self.image
         index_bits = _bits_for(p.max_cols + 1)
         gx, gh = X_BLOCKS[p.cell], H_BLOCKS[p.cell]
 
@@ -105,11 +110,11 @@ class Core(wiring.Component):
             return [sum((int(v) & ((1 << width) - 1)) << (i * width) for i, v in enumerate(row)) for row in rows]
 
         w_mem = mem("weights", unsigned(p.lanes * p.wmem_bits), p.weight_depth,
-                    packed_words(img.weights, p.wmem_bits) if img else ())
+                    packed_words(self.init_weights, p.wmem_bits) if self.init_weights is not None else ())
         acc_mem = mem("acc", unsigned(p.lanes * p.acc_bits), p.acc_depth)
         mult_mem = mem("mult", unsigned(C.MULT_BITS), p.acc_depth * p.lanes,
-                       [int(v) for v in img.mult] if img else ())
-        vec_mem = mem("vec", signed(C.FX_BITS), p.vec_depth, [int(v) for v in img.vec] if img else ())
+                       [int(v) for v in self.init_mult] if self.init_mult is not None else ())
+        vec_mem = mem("vec", signed(C.FX_BITS), p.vec_depth, [int(v) for v in self.init_vec] if self.init_vec is not None else ())
         h_mem = mem("h", signed(C.FX_BITS), p.state_depth)
         c_mem = mem("c", signed(C.FX_BITS), p.state_depth)
         ref_mem = mem("ref", signed(p.abits), p.ref_depth)
@@ -137,7 +142,7 @@ class Core(wiring.Component):
         dbuf_wr, dbuf_rd = dbuf_mem.write_port(), dbuf_mem.read_port()
 
         # --- registers --------------------------------------------------------------------
-        regs0 = img.regs if img else {}
+        regs0 = self.init_regs
 
         def reg(addr, shape):
             return Signal(shape, init=int(regs0.get(addr, 0)), name=f"reg_{addr:03x}")

@@ -21,11 +21,11 @@ ready. ``STEP_CYCLES`` (a core register) measures the same quantity.
 
 from __future__ import annotations
 
-from sw.device import H_BLOCKS, X_BLOCKS, ceil_div
+from deltarnn.spec.memory_map import H_BLOCKS, X_BLOCKS, ceil_div
 
-from .encoder import DeltaEncoder
-from .engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, program_cycles
-from .mxv import DeltaMxV
+from deltarnn.hw.encoder import DeltaEncoder
+from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, program_cycles
+from deltarnn.hw.mxv import DeltaMxV
 
 ACCEPT = 1
 

@@ -1,4 +1,4 @@
-"""Drive a :class:`hw.core.Core` in the Amaranth simulator (pysim).
+"""Drive a :class:`deltarnn.hw.core.Core` in the Amaranth simulator (pysim).
 
 The same command sequence the host sends over the serial link: WRITE the
 image (or start from an image built into the memories), RESET, then per time
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.sim import Simulator
 
-from sw.device import Op, Reg, Region, addr
+from deltarnn.spec.memory_map import Op, Reg, Region, addr
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 :class:`DeltaEncoder` scans a fixed-point vector ``h`` from the core's state
 memory, quantizes every element to an MxV activation integer exactly as
-:func:`sw.contract.quantize_act` does, and applies the delta rule of
+:func:`deltarnn.spec.contract.quantize_act` does, and applies the delta rule of
 ``docs/datapath.md`` section 5 against the reference vector it keeps in the
 reference memory::
 
@@ -20,7 +20,7 @@ from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw import contract as C
+from deltarnn.spec import contract as C
 
 __all__ = ["delta_entry_layout", "DeltaEncoder"]
 
@@ -33,7 +33,7 @@ def delta_entry_layout(index_bits: int, delta_bits: int) -> data.StructLayout:
     index_bits : int
         Width of the unsigned element index (position in the encoded vector).
     delta_bits : int
-        Width of the signed delta, at least ``sw.contract.delta_bits(abits)``.
+        Width of the signed delta, at least ``deltarnn.spec.contract.delta_bits(abits)``.
 
     Returns
     -------
@@ -70,8 +70,8 @@ class DeltaEncoder(wiring.Component):
     when ``|d| > theta`` writes ``q`` back to ``ref_base + k`` and the entry
     ``{index: k, delta: d}`` to the delta buffer at the next free address
     (``0, 1, 2, ...`` in index order). Bit exact with
-    :func:`sw.contract.quantize_act` and the delta rule of
-    :func:`sw.golden.delta_encode`, with no wrap-around for any input
+    :func:`deltarnn.spec.contract.quantize_act` and the delta rule of
+    :func:`deltarnn.quant.golden.delta_encode`, with no wrap-around for any input
     (``h * mult`` is computed at full width, shifts above 31 give 0, the clamp
     covers the whole product range).
 
@@ -99,7 +99,7 @@ class DeltaEncoder(wiring.Component):
         references are ``signed(abits_max)``.
     delta_bits : int
         Width of the signed delta in a buffer entry, at least
-        ``sw.contract.delta_bits(abits_max)``.
+        ``deltarnn.spec.contract.delta_bits(abits_max)``.
     src_addr_bits : int
         Address width of the source (state) memory read port.
     ref_addr_bits : int
@@ -188,8 +188,7 @@ class DeltaEncoder(wiring.Component):
                             ("delta_bits", delta_bits)]:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        if not C.MIN_BITS <= abits_max <= C.MAX_BITS:
-            raise ValueError(f"abits_max must be in {C.MIN_BITS}..{C.MAX_BITS}, not {abits_max}")
+        C.check_bits("abits_max", abits_max)
         if delta_bits < C.delta_bits(abits_max):
             raise ValueError(f"delta_bits must be at least delta_bits({abits_max}) = "
                              f"{C.delta_bits(abits_max)}, not {delta_bits}")

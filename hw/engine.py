@@ -32,9 +32,9 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw import contract as C
+from deltarnn.spec import contract as C
 
-from .activation import Activation
+from deltarnn.hw.activation import Activation
 
 LSTM = [
     ("rq", 0, "x", 0), ("rq", 1, "h", 0), ("vec", 2, 0), ("add", 0, 0, 1, 2), ("sig", 3, 0),
@@ -93,10 +93,10 @@ class CellEngine(wiring.Component):
 
     Parameters
     ----------
-    params : sw.device.DeviceParams
+    params : deltarnn.spec.memory_map.DeviceParams
         Cell type (selects the CELL program), sizes and widths.
     broken_lane : int, optional
-        Test-only fault injection (see :class:`hw.core.Core`).
+        Test-only fault injection (see :class:`deltarnn.hw.core.Core`).
 
     Members
     -------

@@ -12,6 +12,8 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from deltarnn.spec import contract as C
+
 __all__ = ["DeltaMxV", "delta_layout"]
 
 
@@ -164,8 +166,7 @@ class DeltaMxV(wiring.Component):
                  aaddr_bits, dbuf_depth, index_bits, words_bits):
         if lanes < 1:
             raise ValueError(f"lanes must be >= 1, not {lanes}")
-        if not 2 <= wmem_bits <= 16:
-            raise ValueError(f"wmem_bits must be in 2..16, not {wmem_bits}")
+        C.check_bits("wmem_bits", wmem_bits)
         for name, value in (("delta_bits", delta_bits), ("acc_bits", acc_bits)):
             if value < 2:
                 raise ValueError(f"{name} must be >= 2, not {value}")

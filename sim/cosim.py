@@ -3,21 +3,21 @@
 :func:`run_cosim` takes a QModel and float inputs ``(batch, time, features)``
 and
 
-1. elaborates a :class:`hw.core.Core` (``params``, or one sized to the model by
-   :func:`device_params_for`) and exports its Verilog (:mod:`sim.verilog`) into
+1. elaborates a :class:`deltarnn.hw.core.Core` (``params``, or one sized to the model by
+   :func:`device_params_for`) and exports its Verilog (:mod:`deltarnn.sim.verilog`) into
    the build directory of that (toplevel, parameters, variant, build arguments)
    (skipped when the gateware sources are unchanged: see :func:`export_core`);
-2. builds the simulator model with :func:`sim.runner.build` (skipped when the
+2. builds the simulator model with :func:`deltarnn.sim.runner.build` (skipped when the
    Verilog and the arguments are unchanged), for Verilator with
    :data:`FAST_ARGS` and a control file that makes only the ports and the
    state memories VPI-visible;
 3. writes everything the testbench needs into ``cosim.npz`` in a run directory:
-   the WRITE commands of ``sw.device.pack(qm, params).writes()`` (the host's
+   the WRITE commands of ``deltarnn.device.image.pack(qm, params).writes()`` (the host's
    real loading path: the core starts without an image), the layer-0 deltas of
-   every time step (``sw.device.input_deltas``), the golden model's outputs
-   and every layer's ``h`` (``sw.golden.emulate``) and the cycle model's
-   step cycles (``hw.cycles``);
-4. runs the cocotb testbench :mod:`sim.tb_core` in the simulator, which RESETs
+   every time step (``deltarnn.device.image.input_deltas``), the golden model's outputs
+   and every layer's ``h`` (``deltarnn.quant.golden.emulate``) and the cycle model's
+   step cycles (``deltarnn.hw.cycles``);
+4. runs the cocotb testbench :mod:`deltarnn.sim.tb_core` in the simulator, which RESETs
    before each sequence, streams the deltas, STEPs, compares every output and
    every layer's hidden state after every step, and reports the first
    divergence (sequence, time step, layer, neuron, golden value, RTL value);
@@ -25,11 +25,11 @@ and
 
 A failing comparison does not raise: look at :attr:`CosimResult.ok` (or call
 :meth:`CosimResult.check`).  A build failure or a simulator crash raises
-:class:`sim.runner.SimulationError`.
+:class:`deltarnn.sim.runner.SimulationError`.
 
 Variants (each its own build directory, so none rebuilds another):
 
-- ``broken_lane=k``: the test-only fault of :class:`hw.core.Core`;
+- ``broken_lane=k``: the test-only fault of :class:`deltarnn.hw.core.Core`;
 - ``random_state=seed``: Verilator with ``--x-assign unique --x-initial
   unique`` and ``+verilator+rand+reset+2 +verilator+seed+<seed>``: every
   variable without an initial value (the memories' read registers, and with
@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runner
+from deltarnn.sim import runner
 
 __all__ = [
     "TOPLEVEL",
@@ -96,7 +96,6 @@ RANDOM_STATE_ARGS = ("--x-assign", "unique", "--x-initial", "unique")
 #: generated makefile's ``-Os`` gains another ~1.5x for ~2x the C++ compile time.
 FAST_ARGS = ("--no-public-flat-rw", "-CFLAGS", "-O2")
 
-_REPO = Path(__file__).resolve().parent.parent
 #: RAMs of the top module (everything but the activation ROMs, which live in the engine).
 _RAMS = ("weights", "acc", "mult", "vec", "h", "c", "ref", "dbuf")
 
@@ -164,7 +163,7 @@ class CosimResult:
 
     def describe_divergence(self) -> str:
         """The first divergence in words, or ``""``."""
-        from .tb_core import describe
+        from deltarnn.sim.tb_core import describe
 
         return describe(self.first_divergence) if self.first_divergence else ""
 
@@ -201,15 +200,15 @@ def device_params_for(qm, lanes: int = 4, round_to: int = 8):
 
     Raises
     ------
-    sw.device.DeviceFitError
+    deltarnn.device.image.DeviceFitError
         If no core can run the model (bidirectional layers), or ``lanes`` is
         not a power of two.
     """
-    from sw import contract as C
-    from sw.device import DeviceFitError, DeviceParams
+    from deltarnn.spec import contract as C
+    from deltarnn.device.image import DeviceFitError, check_fits
+    from deltarnn.spec.memory_map import DeviceParams, check_lanes
 
-    if lanes < 1 or lanes & (lanes - 1):
-        raise DeviceFitError(f"lanes must be a power of two, got {lanes}")
+    check_lanes(lanes, DeviceFitError)
     wbits = max(m.wbits for name in qm.paths() for m in qm.matrices(name))
     abits = max(a.bits for a in qm.paths().values())
 
@@ -222,7 +221,7 @@ def device_params_for(qm, lanes: int = 4, round_to: int = 8):
         max_classes=_round_up(qm.num_classes, lanes) if qm.num_classes else lanes,
         wmem_bits=width(wbits), abits=width(abits),
         acc_bits=min(C.ACC_BITS, _round_up(qm.accumulator_bits(), 8)))
-    params.check_fits(qm)
+    check_fits(qm, params)
     return params
 
 
@@ -230,10 +229,12 @@ def device_params_for(qm, lanes: int = 4, round_to: int = 8):
 
 
 def _gateware_digest() -> str:
-    """Hash of everything the core's Verilog depends on (its Python sources, tool versions)."""
+    """Hash of everything the core's Verilog depends on (the gateware and the spec it imports, tool versions)."""
     h = hashlib.sha256()
-    files = sorted((_REPO / "hw").glob("*.py")) + [_REPO / "sw" / n for n in ("contract.py", "device.py",
-                                                                            "qmodel.py")]
+    import deltarnn.hw
+    import deltarnn.spec
+
+    files = [f for pkg in (deltarnn.hw, deltarnn.spec) for f in sorted(Path(pkg.__file__).parent.glob("*.py"))]
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -266,7 +267,7 @@ def export_core(params, broken_lane: int | None = None, *, strip_init: bool = Fa
     """Write the core's Verilog (and Verilator control file) into its build directory.
 
     Returns ``([core.v, core.vlt], seconds)`` (Verilator) or ``([core.v], seconds)``
-    (Icarus).  The build directory is :func:`sim.runner.build_dir_for` of
+    (Icarus).  The build directory is :func:`deltarnn.sim.runner.build_dir_for` of
     (``"core"``, the parameters, the fault, the variant, the build arguments),
     so that every variant keeps its own simulator build.  The Amaranth
     elaboration and Yosys conversion (several seconds) are skipped when a stamp
@@ -287,9 +288,9 @@ def export_core(params, broken_lane: int | None = None, *, strip_init: bool = Fa
             return sources, time.perf_counter() - t0
     except (OSError, ValueError):
         pass
-    from hw.core import Core
+    from deltarnn.hw.core import Core
 
-    from .verilog import to_verilog
+    from deltarnn.sim.verilog import to_verilog
 
     text = to_verilog(Core(params, broken_lane=broken_lane), name=TOPLEVEL)
     if strip_init:
@@ -364,7 +365,7 @@ def strip_memory_init(text: str) -> str:
 
 def _dense_writes(img) -> list[tuple[int, int]]:
     """Every word of the weight, multiplier and vector memories, and the registers."""
-    from sw.device import Region, addr
+    from deltarnn.spec.memory_map import Region, addr
 
     out = [(addr(Region.REG, a), v) for a, v in sorted(img.regs.items())]
     w = img.weights.reshape(-1)
@@ -377,11 +378,11 @@ def _dense_writes(img) -> list[tuple[int, int]]:
 def prepare_data(qm, x: np.ndarray, params, path: Path, *, result_path: Path, progress_path: Path | None,
                  state_memory: str, full_image: bool = False, check_state: bool = True,
                  gold=None, extra_config: dict | None = None) -> dict:
-    """Write the testbench's ``.npz`` (see :mod:`sim.tb_core`); return its config."""
-    from hw.cycles import model_step_cycles
-    from hw.engine import H_OUT, HEAD_OUT, program_cycles
-    from sw.device import input_deltas, pack
-    from sw.golden import emulate
+    """Write the testbench's ``.npz`` (see :mod:`deltarnn.sim.tb_core`); return its config."""
+    from deltarnn.hw.cycles import model_step_cycles
+    from deltarnn.hw.engine import H_OUT, HEAD_OUT, program_cycles
+    from deltarnn.device.image import input_deltas, pack
+    from deltarnn.quant.golden import emulate
 
     gold = gold if gold is not None else emulate(qm, x)
     img = pack(qm, params)
@@ -480,15 +481,15 @@ def run_cosim(qm, x: np.ndarray, *, params=None, lanes: int = 4, simulator: str 
 
     Parameters
     ----------
-    qm : sw.qmodel.QModel
+    qm : deltarnn.quant.qmodel.QModel
         Its thresholds are used as they are (set them before).
     x : float array ``(batch, time, input_size)``
         Every sequence runs, with a RESET before each.
-    params : sw.device.DeviceParams, optional
+    params : deltarnn.spec.memory_map.DeviceParams, optional
         The core to build; default :func:`device_params_for` ``(qm, lanes)``.
     simulator : ``"verilator"`` or ``"icarus"``
     waves : ``"vcd"``, ``"fst"`` or None
-        Record waves (Verilator: VCD, or FST where :func:`sim.runner.fst_supported`;
+        Record waves (Verilator: VCD, or FST where :func:`deltarnn.sim.runner.fst_supported`;
         Icarus: FST only).  ``wave_path``: where to move the file afterwards.
     broken_lane : int, optional
         Build the fault-injected core (test only).
@@ -503,7 +504,7 @@ def run_cosim(qm, x: np.ndarray, *, params=None, lanes: int = 4, simulator: str 
     extra_args : sequence of str
         More simulator build arguments (they take part in the build key).
     cache_root : path-like, optional
-        Root of the build directories (:func:`sim.runner.build_dir_for`).
+        Root of the build directories (:func:`deltarnn.sim.runner.build_dir_for`).
     run_dir : path-like, optional
         Where the data, results, log and waves go; a new temporary directory
         by default, removed after a passing run if ``keep_run_dir`` is false
@@ -512,9 +513,9 @@ def run_cosim(qm, x: np.ndarray, *, params=None, lanes: int = 4, simulator: str 
         Called with ``{"timesteps", "total", "sim_cycles", "elapsed_s",
         "sim_cycles_per_s"}`` about every ``progress_every_s`` seconds.
     require_cycle_model : bool
-        Make a STEP_CYCLES that differs from :mod:`hw.cycles` fail the cocotb
+        Make a STEP_CYCLES that differs from :mod:`deltarnn.hw.cycles` fail the cocotb
         test too (it is always counted in ``cycle_model_mismatches``).
-    golden : sw.golden.EmulationResult, optional
+    golden : deltarnn.quant.golden.EmulationResult, optional
         Compare with these integers instead of ``emulate(qm, x)`` (e.g. a
         model of an injected fault); its ``step_deltas`` give the cycle model.
 
@@ -524,17 +525,17 @@ def run_cosim(qm, x: np.ndarray, *, params=None, lanes: int = 4, simulator: str 
 
     Raises
     ------
-    sw.device.DeviceFitError
+    deltarnn.device.image.DeviceFitError
         If the model does not fit ``params``.
-    sim.runner.SimulatorNotFound, sim.runner.SimulationError
+    deltarnn.sim.runner.SimulatorNotFound, deltarnn.sim.runner.SimulationError
     """
-    from sw.golden import check_input, emulate
+    from deltarnn.quant.golden import check_input, emulate
 
     t_start = time.perf_counter()
     x = check_input(qm, x)
     if params is None:
         params = device_params_for(qm, lanes)
-    params.check_fits(qm)
+    check_fits(qm, params)
     if random_state is not None and simulator != "verilator":
         raise ValueError("random_state needs Verilator (Icarus is 4-state: X is already X)")
     build_args = (verilator_args(fast=fast, random_state=random_state is not None)

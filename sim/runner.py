@@ -22,8 +22,8 @@ what has not changed:
 
 Typical use, from a pytest test::
 
-    from sim.verilog import write_verilog
-    from sim.runner import run_cocotb, check_results
+    from deltarnn.sim.verilog import write_verilog
+    from deltarnn.sim.runner import run_cocotb, check_results
 
     v = write_verilog(Counter(width=8), tmp_path / "counter.v", name="counter")
     xml = run_cocotb([v.path], "counter", "tb_counter", python_search=[tb_dir],
@@ -63,7 +63,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from hw.toolchain import venv_bin_dir
+from deltarnn.fpga.toolchain import venv_bin_dir
 
 __all__ = [
     "DEFAULT_CACHE_ROOT",
@@ -591,7 +591,7 @@ def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_
     Parameters
     ----------
     verilog_sources : iterable of path-like
-        Verilog files, e.g. from :func:`sim.verilog.write_verilog`.
+        Verilog files, e.g. from :func:`deltarnn.sim.verilog.write_verilog`.
     toplevel : str
         Name of the top module.
     build_key : optional
@@ -869,7 +869,7 @@ def run_component(elaboratable, test_module, *, toplevel: str = "top", build_key
         The elaboration parameters of the design (anything JSON-serialisable),
         so that each variant gets its own build directory.
     ports : optional
-        See :func:`sim.verilog.to_verilog`.
+        See :func:`deltarnn.sim.verilog.to_verilog`.
     simulator, cache_root
         See :func:`run_cocotb`.
     **kwargs
@@ -880,7 +880,7 @@ def run_component(elaboratable, test_module, *, toplevel: str = "top", build_key
     pathlib.Path
         The results file; see :func:`run_cocotb`.
     """
-    from .verilog import write_verilog
+    from deltarnn.sim.verilog import write_verilog
 
     # The Verilog goes beside the plain (wave-less) model of this variant.
     bdir = build_dir_for(toplevel, build_key, parameters=kwargs.get("parameters"),

@@ -1,7 +1,7 @@
-"""cocotb testbench of the whole core (:class:`hw.core.Core`) against the golden model.
+"""cocotb testbench of the whole core (:class:`deltarnn.hw.core.Core`) against the golden model.
 
 This module runs *inside the simulator process* (Verilator or Icarus), started
-by :func:`sim.cosim.run_cosim`.  It imports nothing of the project beyond
+by :func:`deltarnn.sim.cosim.run_cosim`.  It imports nothing of the project beyond
 NumPy: everything it needs (the WRITE commands of the packed QModel, the
 layer-0 deltas of every time step, the golden model's outputs and every
 layer's hidden state, the cycle model's predictions, the names of the state
@@ -10,7 +10,7 @@ in the environment variable ``DELTARNN_COSIM_DATA``.  Results go to the JSON
 file named in that file's ``config`` (and progress, while it runs, to another);
 the cocotb test fails if any compared integer differs.
 
-The host path is followed exactly (:mod:`hw.drive` does the same in pysim):
+The host path is followed exactly (:mod:`deltarnn.hw.drive` does the same in pysim):
 WRITE the image, then per sequence RESET, and per time step the layer-0
 DELTA commands and a STEP, collecting the outputs from ``rsp``.  After every
 step the testbench also reads each layer's ``h`` (the core's state memory,
@@ -22,7 +22,7 @@ Speed: the clock is cocotb's C (GPI) clock and the testbench never wakes up
 once per cycle while the core computes.  It acts only at falling clock edges
 (all waits are ``Timer``s of whole periods), holds ``rsp.ready`` low so that
 an output waits for it (the stream's back-pressure), and sleeps through each
-STEP for the number of cycles the cycle model (:mod:`hw.cycles`) predicts
+STEP for the number of cycles the cycle model (:mod:`deltarnn.hw.cycles`) predicts
 until the next output, then polls cycle by cycle.  With an exact cycle model
 no cycle is polled and no cycle is stalled, so ``STEP_CYCLES`` equals the
 model; the testbench checks that too (``cycle_model_mismatches``).
@@ -43,7 +43,7 @@ from cocotb.triggers import FallingEdge, Timer
 
 DATA_ENV = "DELTARNN_COSIM_DATA"
 
-# Opcodes and registers (sw.device.Op / Reg; repeated here so that the
+# Opcodes and registers (deltarnn.spec.memory_map.Op / Reg; repeated here so that the
 # simulator process imports NumPy only, and checked by tests/sim/test_cosim.py).
 OP_WRITE, OP_READ, OP_DELTA, OP_STEP, OP_RESET = 0, 1, 2, 3, 4
 REG_CYCLES, REG_STEP_CYCLES, REG_STEPS = 0x110, 0x111, 0x112

@@ -2,10 +2,10 @@
 
 :func:`to_verilog` converts a :class:`amaranth.lib.wiring.Component` (or any
 elaboratable with explicit ports) with :func:`amaranth.back.verilog.convert`,
-after :func:`hw.toolchain.setup_environment` has pointed Amaranth at the
+after :func:`deltarnn.fpga.toolchain.setup_environment` has pointed Amaranth at the
 pip-installed Yosys.  :func:`write_verilog` writes the text to a file only when
 it differs from the file's current contents, so a file's modification time (and
-the content hash that :mod:`sim.runner` keys its builds on) changes only when
+the content hash that :mod:`deltarnn.sim.runner` keys its builds on) changes only when
 the design does.
 
 Port naming: a component's signature members become ports named by their path
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-from hw.toolchain import require_tools, setup_environment
+from deltarnn.fpga.toolchain import require_tools, setup_environment
 
 __all__ = ["VerilogFile", "to_verilog", "write_verilog"]
 
@@ -73,7 +73,7 @@ def to_verilog(elaboratable, *, name: str = "top", ports=None, emit_src: bool = 
 
     Raises
     ------
-    hw.toolchain.ToolchainError
+    deltarnn.fpga.toolchain.ToolchainError
         If Yosys cannot be found.
     """
     from amaranth.back import verilog

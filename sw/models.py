@@ -4,7 +4,7 @@
 bidirectional) with an optional per-frame linear head. Inputs are
 ``(batch, time, features)``. LSTM and GRU layers are ``torch.nn.LSTM`` /
 ``torch.nn.GRU`` (PyTorch semantics); LiGRU and SRU are defined here after
-Ravanelli et al. and Lei et al. (see ``shared/REFERENCES.md``).
+Ravanelli et al. and Lei et al. ("Light Gated Recurrent Units for Speech Recognition", IEEE TETCI 2018, doi:10.1109/TETCI.2017.2762739; "Simple Recurrent Units for Highly Parallelizable Recurrence", EMNLP 2018, doi:10.18653/v1/D18-1477).
 
 :func:`from_torch` turns what users hand us (an ``RNNModel``, a plain
 ``nn.LSTM`` / ``nn.GRU``, or a module that holds one of those and at most one
@@ -21,11 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-CELLS = ("lstm", "gru", "ligru", "sru")
-#: Gate rows per hidden unit of each cell's input-path (x) matrix.
-X_GATES = {"lstm": 4, "gru": 3, "ligru": 2, "sru": 3}
-#: Gate rows per hidden unit of the hidden-path (h) matrix (SRU has none).
-H_GATES = {"lstm": 4, "gru": 3, "ligru": 2, "sru": 0}
+from deltarnn.spec.cells import CELLS, H_GATES, X_GATES
+
 
 
 class UnsupportedModelError(ValueError):

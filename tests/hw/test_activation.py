@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.activation import Activation
-from sw import contract as C
+from deltarnn.hw.activation import Activation
+from deltarnn.spec import contract as C
 
 
 @pytest.mark.parametrize("kind", ["sigmoid", "tanh", "relu"])

@@ -9,13 +9,14 @@ import os
 import numpy as np
 import pytest
 
-from hw.core import Core
-from hw.cycles import model_step_cycles
-from hw.drive import run_core
-from sw.device import DeviceFitError, DeviceParams, Reg, input_deltas, pack
-from sw.golden import emulate
-from sw.quant import quantize
-from tests.sw.helpers import random_input, random_model
+from deltarnn.hw.core import Core
+from deltarnn.hw.cycles import model_step_cycles
+from deltarnn.hw.drive import run_core
+from deltarnn.spec.memory_map import DeviceParams, Reg
+from deltarnn.device.image import DeviceFitError, input_deltas, pack
+from deltarnn.quant.golden import emulate
+from deltarnn.quant.quantizer import quantize
+from tests.helpers import random_input, random_model
 
 FULL = bool(os.environ.get("DELTARNN_FULL"))
 PARAMS = dict(lanes=4, max_input=16, max_hidden=40, max_layers=3, max_classes=8, wmem_bits=16, abits=16,
@@ -45,7 +46,7 @@ def _run(cell, n_in, hidden, layers, classes, wbits, abits, skip, theta, steps, 
     qm.set_thresholds(theta, theta)
     params = DeviceParams(cell, **{**PARAMS, "lanes": lanes})
     gold = emulate(qm, x)
-    run = run_core(Core(params, pack(qm, params)), input_deltas(qm, x[0]), qm.output_size)
+    run = run_core(Core(params, **pack(qm, params).core_init()), input_deltas(qm, x[0]), qm.output_size)
     return qm, gold, run
 
 

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Tests of hw.encoder.DeltaEncoder in Amaranth's simulator, against sw.contract."""
+"""Tests of deltarnn.hw.encoder.DeltaEncoder in Amaranth's simulator, against deltarnn.spec.contract."""
 
 import numpy as np
 import pytest
@@ -7,10 +7,10 @@ from amaranth import Elaboratable, Module, unsigned
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from hw import toolchain
-from hw.encoder import DeltaEncoder, delta_entry_layout
-from sw import contract as C
-from sw.golden import delta_encode
+from deltarnn.fpga import toolchain
+from deltarnn.hw.encoder import DeltaEncoder, delta_entry_layout
+from deltarnn.spec import contract as C
+from deltarnn.quant.golden import delta_encode
 
 SRC_ADDR_BITS = 6
 REF_ADDR_BITS = 6
@@ -244,8 +244,8 @@ def test_layout():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(abits_max=1), "abits_max must be in"),
-    (dict(abits_max=17), "abits_max must be in"),
+    (dict(abits_max=1), "abits_max must be between 2 and 16 bits, got "),
+    (dict(abits_max=17), "abits_max must be between 2 and 16 bits, got "),
     (dict(delta_bits=8), "delta_bits must be at least"),
     (dict(dbuf_depth=9), "dbuf_depth"),
     (dict(index_bits=3), "index_bits"),

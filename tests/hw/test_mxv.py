@@ -1,4 +1,4 @@
-"""Tests of hw.mxv.DeltaMxV: pysim against a NumPy model, exact cycle counts."""
+"""Tests of deltarnn.hw.mxv.DeltaMxV: pysim against a NumPy model, exact cycle counts."""
 
 import gc
 
@@ -8,7 +8,7 @@ from amaranth import Const, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from hw.mxv import DeltaMxV, delta_layout
+from deltarnn.hw.mxv import DeltaMxV, delta_layout
 
 
 def _wrap(v, bits):
@@ -315,7 +315,7 @@ def test_bad_params():
 
 def test_verilog():
     try:
-        from hw.toolchain import setup_environment
+        from deltarnn.fpga.toolchain import setup_environment
         setup_environment()
     except ImportError:  # pragma: no cover
         import os

@@ -1,9 +1,9 @@
 """Co-simulation of the whole core in Verilator (cocotb) against the golden model.
 
 Every test builds (or reuses, from ``build/sim/``) a Verilator model of
-:class:`hw.core.Core`, loads a QModel with the host's WRITE commands, runs its
+:class:`deltarnn.hw.core.Core`, loads a QModel with the host's WRITE commands, runs its
 sequences and compares every output and every layer's hidden state after
-every step with :func:`sw.golden.emulate` (:mod:`sim.cosim`, :mod:`sim.tb_core`).
+every step with :func:`deltarnn.quant.golden.emulate` (:mod:`deltarnn.sim.cosim`, :mod:`deltarnn.sim.tb_core`).
 
 The core's parameters are fixed per cell type (one Verilator build each, plus
 one of the random-initial-state variant); hypothesis randomises only the
@@ -24,11 +24,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim import cosim, runner, tb_core
-from sw import contract as C
-from sw.device import DeviceFitError, DeviceParams, Op, Reg
-from sw.quant import path_names, quantize
-from tests.sw.helpers import random_input, random_model
+from deltarnn.sim import cosim, runner, tb_core
+from deltarnn.spec import contract as C
+from deltarnn.spec.memory_map import DeviceParams, Op, Reg
+from deltarnn.device.image import DeviceFitError
+from deltarnn.quant.quantizer import path_names, quantize
+from tests.helpers import random_input, random_model
 
 FULL = bool(os.environ.get("DELTARNN_FULL"))
 CELLS = ("lstm", "gru", "ligru", "sru")
@@ -91,12 +92,12 @@ def model_configs(draw, cell: str, max_steps: int):
 
 @functools.lru_cache(maxsize=None)
 def trained(cell: str):
-    """A 2-layer model trained on sw.synthetic's task (under a second), quantized 4/8 bit."""
+    """A 2-layer model trained on deltarnn.speech.synthetic's task (under a second), quantized 4/8 bit."""
     import torch
 
-    from sw.models import RNNModel
-    from sw.synthetic import make_task
-    from sw.train import frame_accuracy, train_frames
+    from deltarnn.models import RNNModel
+    from deltarnn.speech.synthetic import make_task
+    from deltarnn.speech.train import frame_accuracy, train_frames
 
     x, y = make_task(32, 40, seed=0)
     torch.manual_seed(0)
@@ -113,7 +114,7 @@ def trained(cell: str):
 
 
 def test_testbench_constants_match_the_device():
-    from hw.core import command_layout
+    from deltarnn.hw.core import command_layout
 
     assert (tb_core.OP_WRITE, tb_core.OP_READ, tb_core.OP_DELTA, tb_core.OP_STEP, tb_core.OP_RESET) == \
         (Op.WRITE, Op.READ, Op.DELTA, Op.STEP, Op.RESET)
@@ -188,8 +189,8 @@ def test_sru_identity_highway(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_trained_model_long_run(cell, tmp_path):
-    """A model trained by the project on sw.synthetic's task: LONG_STEPS time steps, zero mismatches."""
-    from sw.synthetic import make_task
+    """A model trained by the project on deltarnn.speech.synthetic's task: LONG_STEPS time steps, zero mismatches."""
+    from deltarnn.speech.synthetic import make_task
 
     qm = trained(cell)
     qm.set_thresholds(1, 1)
@@ -232,7 +233,7 @@ def test_reads_of_unwritten_memory_are_caught(tmp_path):
 
 def _faulty_golden(qm, x, lanes: int, lane: int, monkeypatch):
     """The golden model with the core's test-only fault: floor instead of round half up in one lane."""
-    import sw.golden as G
+    import deltarnn.quant.golden as G
 
     def broken(acc, m):
         good = C.requantize(acc, m.mult, m.shift)
@@ -269,8 +270,8 @@ def _first_divergence(good, bad):
 ], ids=lambda c: f"{c[0]}-classes{c[4]}")
 def test_broken_lane_is_caught_and_located(case, tmp_path, monkeypatch):
     """The suite can fail: the fault-injected core is caught and the report names the right place."""
-    from sw.device import X_BLOCKS
-    from sw.golden import emulate
+    from deltarnn.spec.memory_map import X_BLOCKS
+    from deltarnn.quant.golden import emulate
 
     cell, n_in, hidden, layers, classes, wbits, abits, skip, theta_x, theta_h = case
     lane = 1
@@ -310,7 +311,7 @@ def test_icarus_four_state(tmp_path):
 
 
 def test_cli_cosim(tmp_path, capsys):
-    from sw.cli import main
+    from deltarnn.cli import main
 
     qm, x = make_case("gru", 4, 7, 1, 3, 4, 8, theta_x=1, batch=2, steps=10, seed=9)
     model, inputs, waves = tmp_path / "m.qmodel", tmp_path / "x.npy", tmp_path / "w.vcd"

@@ -1,4 +1,4 @@
-"""Tests of sim.verilog (Verilog export) and sim.runner (cocotb under Verilator/Icarus).
+"""Tests of deltarnn.sim.verilog (Verilog export) and deltarnn.sim.runner (cocotb under Verilator/Icarus).
 
 This file is also the cocotb test module: the simulator imports it by path and
 runs the ``@cocotb.test`` functions below (their names do not start with
@@ -18,8 +18,8 @@ from amaranth.lib.wiring import In, Out
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
-from sim import runner
-from sim.verilog import to_verilog, write_verilog
+from deltarnn.sim import runner
+from deltarnn.sim.verilog import to_verilog, write_verilog
 
 THIS_FILE = Path(__file__)
 

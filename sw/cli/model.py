@@ -1,0 +1,116 @@
+"""``deltarnn quantize``, ``deltarnn emulate`` and ``deltarnn demo``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .args import CELLS, bits, load_array, nonneg_int
+from .errors import UserError
+
+
+def cmd_quantize(args) -> int:
+    import numpy as np
+
+    from deltarnn.models import load_torch_model
+    from deltarnn.quant.quantizer import quantize
+
+    out = Path(args.output)
+    if not out.parent.exists():
+        raise UserError(f"output directory {out.parent} does not exist")
+    model = load_torch_model(args.model)
+    if args.calib:
+        calib = load_array(args.calib, "calibration")
+        if calib.ndim != 3 or calib.shape[2] != model.input_size:
+            raise UserError(f"calibration data {args.calib} has shape {calib.shape}; "
+                            f"expected (batch, time, {model.input_size})")
+        source = args.calib
+    else:
+        calib = np.random.default_rng(args.seed).normal(size=(16, 100, model.input_size)).astype(np.float32)
+        source = "random normal data"
+        print("deltarnn: no --calib given: calibrating activation ranges on random normal data "
+              "(give real inputs with --calib X.npy for accurate clipping)", file=sys.stderr)
+    qm = quantize(model, calib, wbits=args.wbits, abits=args.abits, skip=args.skip,
+                  meta={"source": str(args.model), "calibration": source})
+    qm.save(out)
+    print(f"wrote {out}: {qm.cell}, {qm.num_layers} layer(s) x {qm.hidden_size} units"
+          f"{' bidirectional' if qm.bidirectional else ''}, weights {args.wbits} bit, activations "
+          f"{args.abits} bit, skipped paths: {', '.join(args.skip) or 'none'}, "
+          f"accumulators {qm.accumulator_bits()} bit")
+    return 0
+
+
+
+def cmd_emulate(args) -> int:
+    import numpy as np
+
+    from deltarnn.quant.golden import emulate
+    from deltarnn.quant.qmodel import QModel
+    from deltarnn.cli.report import stats_table
+
+    qm = QModel.load(args.model)
+    try:
+        qm.set_thresholds(args.theta_x, args.theta_h)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    x = load_array(args.input, "input")
+    result = emulate(qm, x)
+    if args.output:
+        np.save(args.output, result.outputs)
+    if args.json:
+        print(json.dumps({"model": str(args.model), "input_shape": list(x.shape),
+                          "thresholds": {k: a.theta for k, a in qm.paths().items()},
+                          "stats": result.stats.as_dict()}, indent=1))
+    else:
+        print(stats_table(result.stats, title=f"{args.model} on {args.input} {tuple(x.shape)}"))
+        if args.output:
+            print(f"wrote {args.output}: outputs {result.outputs.shape}")
+    return 0
+
+
+
+def cmd_demo(args) -> int:
+    from deltarnn.cli.demo import run_demo
+
+    run_demo(seed=args.seed, cell=args.cell)
+    return 0
+
+
+
+def add_commands(sub) -> None:
+    """Add ``quantize``, ``emulate`` and ``demo`` to the ``deltarnn`` parser."""
+    q = sub.add_parser("quantize", help="quantize a trained PyTorch model to a .qmodel file",
+                       description="Post-training quantization with MMSE clipping. MODEL.pt is a torch.save()d "
+                                   "module: an nn.LSTM or nn.GRU, a deltarnn model, or a module holding one "
+                                   "nn.LSTM/nn.GRU and at most one nn.Linear head.")
+    q.add_argument("model", metavar="MODEL.pt")
+    q.add_argument("-o", "--output", required=True, metavar="OUT.qmodel")
+    q.add_argument("--wbits", type=bits, default=4, metavar="N", help="weight bits, 2..16 (default 4)")
+    q.add_argument("--abits", type=bits, default=8, metavar="N", help="activation bits, 2..16 (default 8)")
+    q.add_argument("--skip", nargs="+", default=[], metavar="LAYER.x|LAYER.h",
+                   help="paths left at 16 bits, e.g. 0.x 1.h head.x")
+    q.add_argument("--calib", metavar="X.npy",
+                   help="float32 calibration inputs (batch, time, features); default: random data")
+    q.add_argument("--seed", type=int, default=0, help="seed of the random calibration data")
+    q.set_defaults(func=cmd_quantize)
+
+    e = sub.add_parser("emulate", help="run a .qmodel bit-exactly on inputs and count operations",
+                       description="Bit-exact integer emulation with delta networks (the golden model).")
+    e.add_argument("model", metavar="MODEL.qmodel")
+    e.add_argument("--input", required=True, metavar="X.npy", help="float32 inputs (batch, time, features)")
+    e.add_argument("--theta-x", type=nonneg_int, default=None, metavar="T",
+                   help="delta threshold of every x path (and the head), in quantization steps "
+                        "(default: the value stored in the model, 0 unless set)")
+    e.add_argument("--theta-h", type=nonneg_int, default=None, metavar="T",
+                   help="delta threshold of every h path, in quantization steps")
+    e.add_argument("--output", metavar="Y.npy", help="write the dequantized float outputs (batch, time, outputs)")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    e.set_defaults(func=cmd_emulate)
+
+    d = sub.add_parser("demo", help="train a tiny model, quantize it, emulate it, print the statistics",
+                       description="End-to-end demo on a synthetic sequence-labelling task (seconds).")
+    d.add_argument("--cell", choices=CELLS, default="gru")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+

@@ -1,0 +1,156 @@
+"""A QModel laid out in a core's memories, and a sequence turned into input deltas.
+
+The memory map itself (:class:`~deltarnn.spec.memory_map.DeviceParams`,
+regions, registers, opcodes) is shared with the gateware and lives in
+:mod:`deltarnn.spec.memory_map`; this module is the host's side of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from deltarnn.quant.qmodel import QModel
+from deltarnn.spec import contract as C
+from deltarnn.spec.memory_map import VECTOR_ORDER, DeviceParams, LayerReg, Reg, Region, addr, ceil_div, layer_reg
+
+
+class DeviceFitError(ValueError):
+    """The model does not fit the device's parameters."""
+
+
+
+def check_fits(qm: QModel, params: DeviceParams) -> None:
+    """Raise :class:`DeviceFitError` naming the first reason ``qm`` cannot run here."""
+    problems = []
+    if qm.cell != params.cell:
+        problems.append(f"the model is an {qm.cell.upper()} but the core was built for {params.cell.upper()}")
+    if qm.bidirectional:
+        problems.append("bidirectional layers need the whole sequence first; the device runs "
+                        "unidirectional models only")
+    if qm.num_layers > params.max_layers:
+        problems.append(f"{qm.num_layers} layers > the core's {params.max_layers}")
+    if qm.input_size > params.max_input:
+        problems.append(f"input size {qm.input_size} > the core's {params.max_input}")
+    if qm.hidden_size > params.max_hidden:
+        problems.append(f"hidden size {qm.hidden_size} > the core's {params.max_hidden}")
+    if qm.num_classes > params.max_classes:
+        problems.append(f"{qm.num_classes} classes > the core's {params.max_classes}")
+    for name, act in qm.paths().items():
+        if act.bits > params.abits:
+            problems.append(f"path {name} has {act.bits}-bit activations > the core's {params.abits}")
+        for m in qm.matrices(name):
+            if m.wbits > params.wmem_bits:
+                problems.append(f"path {name} has {m.wbits}-bit weights > the core's {params.wmem_bits}-bit slots")
+                break
+    if not problems and qm.accumulator_bits() > params.acc_bits:
+        problems.append(f"it needs {qm.accumulator_bits()}-bit accumulators > the core's {params.acc_bits}")
+    if problems:
+        raise DeviceFitError("the model does not fit this core: " + "; ".join(dict.fromkeys(problems)))
+
+
+
+
+# --- packing ----------------------------------------------------------------------------
+
+
+@dataclass
+class Image:
+    """Memory contents and register values for one QModel on one core."""
+
+    weights: np.ndarray   #: (weight_depth, lanes) int
+    mult: np.ndarray      #: (acc_depth * lanes,) int
+    vec: np.ndarray       #: (vec_depth,) int
+    regs: dict[int, int]  #: register address -> value
+
+    def core_init(self) -> dict:
+        """Keyword arguments of :class:`deltarnn.hw.core.Core` that build this image into the core."""
+        return {"weights": self.weights, "mult": self.mult, "vec": self.vec, "regs": self.regs}
+
+    def writes(self) -> list[tuple[int, int]]:
+        """``(addr, data)`` WRITE commands that load this image (non-zero memory words only)."""
+        out = [(addr(Region.REG, a), v) for a, v in sorted(self.regs.items())]
+        w = self.weights.reshape(-1)
+        out += [(addr(Region.WEIGHT, int(i)), int(w[i]) & 0xFFFFFFFF) for i in np.flatnonzero(w)]
+        out += [(addr(Region.MULT, int(i)), int(self.mult[i])) for i in np.flatnonzero(self.mult)]
+        out += [(addr(Region.VEC, int(i)), int(self.vec[i]) & 0xFFFFFFFF) for i in np.flatnonzero(self.vec)]
+        return out
+
+
+def _place_matrix(img: Image, p: DeviceParams, m, w_base: int, acc_base: int, rows_order: np.ndarray) -> None:
+    """Write matrix ``m`` (rows reordered by ``rows_order``) at ``w_base``, its multipliers at ``acc_base``."""
+    w = m.weights[rows_order]
+    rows, cols = w.shape
+    words = ceil_div(rows, p.lanes)
+    padded = np.zeros((cols, words * p.lanes), dtype=np.int64)
+    padded[:, :rows] = w.T
+    img.weights[w_base:w_base + cols * words] = padded.reshape(cols * words, p.lanes)
+    img.mult[acc_base * p.lanes:acc_base * p.lanes + rows] = m.mult[rows_order]
+
+
+def pack(qm: QModel, p: DeviceParams) -> Image:
+    """Lay ``qm`` out in the memories of a core with parameters ``p``."""
+    check_fits(qm, p)
+    img = Image(np.zeros((p.weight_depth, p.lanes), dtype=np.int64), np.zeros(p.acc_depth * p.lanes, dtype=np.int64),
+                np.zeros(p.vec_depth, dtype=np.int64), {})
+    hs = qm.hidden_size
+    regs = img.regs
+    regs[Reg.LAYERS] = qm.num_layers
+    regs[Reg.INPUT] = qm.input_size
+    regs[Reg.HIDDEN] = hs
+    regs[Reg.CLASSES] = qm.num_classes
+    for i, layer in enumerate(qm.layers):
+        d = layer.directions[0]
+        x_rows = np.arange(d.x.rows)
+        _place_matrix(img, p, d.x, p.weight_base(i, "x"), p.acc_base(i, "x"), x_rows)
+        regs[layer_reg(i, LayerReg.X_SHIFT)] = d.x.shift
+        xa = layer.x_act
+        regs[layer_reg(i, LayerReg.XA_MULT)] = xa.mult
+        regs[layer_reg(i, LayerReg.XA_SHIFT)] = xa.shift
+        regs[layer_reg(i, LayerReg.XA_BITS)] = xa.bits
+        regs[layer_reg(i, LayerReg.XA_THETA)] = xa.theta
+        if d.h is not None:
+            _place_matrix(img, p, d.h, p.weight_base(i, "h"), p.acc_base(i, "h"), np.arange(d.h.rows))
+            ha = layer.h_act
+            regs[layer_reg(i, LayerReg.H_SHIFT)] = d.h.shift
+            regs[layer_reg(i, LayerReg.HA_MULT)] = ha.mult
+            regs[layer_reg(i, LayerReg.HA_SHIFT)] = ha.shift
+            regs[layer_reg(i, LayerReg.HA_BITS)] = ha.bits
+            regs[layer_reg(i, LayerReg.HA_THETA)] = ha.theta
+        if qm.cell == "sru":
+            identity = d.highway is not None
+            regs[layer_reg(i, LayerReg.HW_IDENTITY)] = int(identity)
+            if identity:
+                regs[layer_reg(i, LayerReg.HW_MULT)], regs[layer_reg(i, LayerReg.HW_SHIFT)] = d.highway
+        vec = np.concatenate([d.vectors[k] for k in VECTOR_ORDER[qm.cell]])
+        img.vec[p.vec_base(i):p.vec_base(i) + vec.size] = vec
+    if qm.head is not None:
+        h = qm.head
+        _place_matrix(img, p, h.matrix, p.weight_base(p.max_layers, "x"), p.acc_base(p.max_layers, "x"),
+                      np.arange(h.matrix.rows))
+        regs[Reg.HEAD_SHIFT] = h.matrix.shift
+        regs[Reg.HEAD_A_MULT] = h.act.mult
+        regs[Reg.HEAD_A_SHIFT] = h.act.shift
+        regs[Reg.HEAD_A_BITS] = h.act.bits
+        regs[Reg.HEAD_THETA] = h.act.theta
+        base = p.max_layers * p.layer_vec_words
+        img.vec[base:base + h.bias.size] = h.bias
+    return img
+
+
+# --- streaming ---------------------------------------------------------------------------
+
+
+def input_deltas(qm: QModel, x: np.ndarray) -> list[list[tuple[int, int]]]:
+    """Per time step, the layer-0 ``(index, delta)`` pairs the host sends for one sequence ``x`` (time, features)."""
+    act = qm.layers[0].x_act
+    q = C.quantize_float_input(x, act.scale, act.bits)
+    ref = np.zeros(q.shape[1], dtype=np.int64)
+    steps = []
+    for t in range(q.shape[0]):
+        d = q[t] - ref
+        fired = np.flatnonzero(np.abs(d) > act.theta)
+        ref[fired] = q[t][fired]
+        steps.append([(int(j), int(d[j])) for j in fired])
+    return steps

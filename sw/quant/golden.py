@@ -1,0 +1,334 @@
+"""The golden model: bit-exact integer emulation of a QModel.
+
+This is the specification of the hardware (``docs/datapath.md``): the
+gateware must produce the same integers. It runs a batch of sequences at
+once. Matrix-vector products use float64 BLAS, exact because every partial
+sum is an integer below ``2**ACC_BITS <= 2**53`` (checked). Everything else
+is ``int64`` arithmetic through :mod:`deltarnn.spec.contract`.
+
+Two facts make it fast without changing a single integer:
+
+- an accumulator that starts at 0 and adds ``W[:, j] * d_j`` for every
+  emitted delta equals ``W @ ref`` at every step (integer sums telescope), so
+  the input (x) path of a layer is one matrix product over all time steps;
+- only the hidden (h) path is sequential; it accumulates deltas step by
+  step, as the hardware does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from deltarnn.spec import contract as C
+from deltarnn.quant.qmodel import QActivation, QDirection, QMatrix, QModel
+
+_EXACT_BITS = 53
+#: float32 products are exact while every partial sum stays below 2**24.
+_EXACT_BITS_F32 = 24
+
+
+class EmulationError(ValueError):
+    """Bad input to the emulator (shape, type, non-finite values)."""
+
+
+@dataclass
+class PathStats:
+    """Work of one path: dense MACs against the MACs the deltas need."""
+
+    rows: int
+    cols: int
+    elements: int = 0
+    deltas: int = 0
+    macs_dense: int = 0
+    macs_needed: int = 0
+
+    @property
+    def eliminated_pct(self) -> float:
+        return 100.0 * (1.0 - self.macs_needed / self.macs_dense) if self.macs_dense else 0.0
+
+    def as_dict(self) -> dict:
+        return {"rows": self.rows, "cols": self.cols, "elements": self.elements, "deltas": self.deltas,
+                "macs_dense": self.macs_dense, "macs_needed": self.macs_needed,
+                "eliminated_pct": self.eliminated_pct}
+
+
+@dataclass
+class Stats:
+    """Operation counts per path and model size."""
+
+    paths: dict[str, PathStats]
+    weight_bits: int
+    float_bits: int
+
+    @property
+    def macs_dense(self) -> int:
+        return sum(p.macs_dense for p in self.paths.values())
+
+    @property
+    def macs_needed(self) -> int:
+        return sum(p.macs_needed for p in self.paths.values())
+
+    @property
+    def eliminated_pct(self) -> float:
+        return 100.0 * (1.0 - self.macs_needed / self.macs_dense) if self.macs_dense else 0.0
+
+    @property
+    def compression_pct(self) -> float:
+        return 100.0 * (1.0 - self.weight_bits / self.float_bits)
+
+    def as_dict(self) -> dict:
+        return {"macs_dense": self.macs_dense, "macs_needed": self.macs_needed,
+                "eliminated_pct": self.eliminated_pct, "weight_bits": self.weight_bits,
+                "float_bits": self.float_bits, "compression_pct": self.compression_pct,
+                "paths": {k: v.as_dict() for k, v in self.paths.items()}}
+
+
+@dataclass
+class EmulationResult:
+    """Outputs of :func:`emulate`.
+
+    ``outputs_fx``: fixed-point integers of the last stage (head or last
+    layer), ``(batch, time, output_size)``; ``outputs``: the same as floats;
+    ``layer_outputs_fx``: every layer's h, ``(batch, time, dirs*hidden)``.
+    """
+
+    outputs_fx: np.ndarray
+    layer_outputs_fx: list[np.ndarray]
+    stats: Stats
+    input_q: np.ndarray = field(repr=False, default=None)
+    #: per path, deltas emitted at each step ``(batch, time)`` (both directions summed)
+    step_deltas: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+    @property
+    def outputs(self) -> np.ndarray:
+        return (self.outputs_fx / C.FX_ONE).astype(np.float32)
+
+
+# --- building blocks ----------------------------------------------------------------
+
+
+def delta_encode(q: np.ndarray, theta: int) -> tuple[np.ndarray, np.ndarray]:
+    """Delta-encode integer sequences ``q`` of shape ``(batch, time, n)``.
+
+    Per element: ``d = q - ref``; when ``|d| > theta`` the delta is emitted
+    and ``ref = q``. References start at 0. Returns the reference after each
+    step and where deltas fired, both ``(batch, time, n)``.
+    """
+    refs = np.empty_like(q)
+    fired = np.empty(q.shape, dtype=bool)
+    ref = np.zeros_like(q[:, 0])
+    for t in range(q.shape[1]):
+        f = np.abs(q[:, t] - ref) > theta
+        ref = np.where(f, q[:, t], ref)
+        refs[:, t] = ref
+        fired[:, t] = f
+    return refs, fired
+
+
+def exact_float(fan_in: int, wbits: int, vmax: int) -> type:
+    """The narrowest float type whose BLAS products of these integers are exact."""
+    bound = fan_in * C.qmax(wbits) * vmax
+    return np.float32 if bound < 1 << _EXACT_BITS_F32 else np.float64
+
+
+def matvec(v: np.ndarray, m: QMatrix) -> np.ndarray:
+    """Exact integer ``v @ m.weights.T`` over the last axis (float32 or float64 BLAS)."""
+    ft = exact_float(m.cols, m.wbits, int(np.abs(v).max(initial=0)))
+    out = v.reshape(-1, v.shape[-1]).astype(ft) @ m.weights.T.astype(ft)
+    return out.astype(np.int64).reshape(*v.shape[:-1], m.rows)
+
+
+def accumulate_to_fx(acc: np.ndarray, m: QMatrix) -> np.ndarray:
+    """Accumulators -> fixed point with the matrix's row multipliers."""
+    return C.requantize(acc, m.mult, m.shift)
+
+
+def quantize_path_input(values: np.ndarray, act: QActivation, float_input: bool) -> np.ndarray:
+    """The integers one path's matrix sees, before delta encoding."""
+    if float_input:
+        return C.quantize_float_input(values, act.scale, act.bits)
+    return C.quantize_act(values, act.mult, act.shift, act.bits)
+
+
+# --- cells ----------------------------------------------------------------------------
+
+
+def _split(v: np.ndarray, n: int) -> list[np.ndarray]:
+    return np.split(v, n, axis=-1)
+
+
+def lstm_step(rqx, rqh, vec: dict, state):
+    """One LSTM update: pre-activations in fixed point -> (h, c)."""
+    h, c = state
+    i, f, g, o = _split(C.fx_add(rqx, rqh, vec["bias"]), 4)
+    i, f, g, o = C.sigmoid(i), C.sigmoid(f), C.tanh(g), C.sigmoid(o)
+    c = C.fx_add(C.fx_mul(f, c), C.fx_mul(i, g))
+    return C.fx_mul(o, C.tanh(c)), c
+
+
+def gru_step(rqx, rqh, vec: dict, state):
+    """One GRU update (PyTorch form; the reset gate scales the hidden part of n)."""
+    h, _ = state
+    xr, xz, xn = _split(rqx, 3)
+    hr, hz, hn = _split(rqh, 3)
+    br, bz, bn = _split(vec["bias"], 3)
+    r = C.sigmoid(C.fx_add(xr, hr, br))
+    z = C.sigmoid(C.fx_add(xz, hz, bz))
+    nh = C.fx_add(hn, vec["bias_hn"])
+    n = C.tanh(C.fx_add(C.fx_add(xn, bn), C.fx_mul(r, nh)))
+    return C.fx_add(C.fx_mul(C.FX_ONE - z, n), C.fx_mul(z, h)), None
+
+
+def ligru_step(rqx, rqh, vec: dict, state):
+    """One LiGRU update (batch norm folded into the x-path weights and bias)."""
+    h, _ = state
+    a, z = _split(C.fx_add(rqx, rqh, vec["bias"]), 2)
+    z = C.sigmoid(z)
+    return C.fx_add(C.fx_mul(z, h), C.fx_mul(C.FX_ONE - z, C.relu(a))), None
+
+
+def sru_step(rqx, highway, vec: dict, state):
+    """One SRU update; ``highway`` is the fixed-point skip input."""
+    _, c = state
+    parts = _split(rqx, rqx.shape[-1] // c.shape[-1])
+    xt, fx, rx = parts[:3]
+    bf, br = _split(vec["bias"], 2)
+    f = C.sigmoid(C.fx_add(fx, C.fx_mul(vec["vf"], c), bf))
+    r = C.sigmoid(C.fx_add(rx, C.fx_mul(vec["vr"], c), br))
+    c = C.fx_add(C.fx_mul(f, c), C.fx_mul(C.FX_ONE - f, xt))
+    hw = highway if highway is not None else parts[3]
+    return C.fx_add(C.fx_mul(r, c), C.fx_mul(C.FX_ONE - r, hw)), c
+
+
+STEPS = {"lstm": lstm_step, "gru": gru_step, "ligru": ligru_step}
+
+
+# --- the model ------------------------------------------------------------------------
+
+
+def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, reverse: bool,
+               dense: bool, stats: dict[str, PathStats], step_deltas: dict[str, np.ndarray]) -> np.ndarray:
+    """Run one direction of one layer over a whole batch; return h ``(B, T, H)``."""
+    layer = qm.layers[layer_index]
+    if reverse:
+        q_x = q_x[:, ::-1]
+    bsz, steps, _ = q_x.shape
+    hs = qm.hidden_size
+    ref_x, fired = (q_x, q_x != 0) if dense else delta_encode(q_x, layer.x_act.theta)
+    _count(stats[f"{layer_index}.x"], d.x, fired, dense)
+    _per_step(step_deltas, f"{layer_index}.x", fired.sum(axis=-1), reverse)
+    # Every fixed-point value fits 16 bits and every product of two of them 31 bits: int32 is exact
+    # from here on, and twice as fast as int64.
+    rqx = accumulate_to_fx(matvec(ref_x, d.x), d.x).astype(np.int32)
+    vec = {k: v.astype(np.int32) for k, v in d.vectors.items()}
+    h = np.zeros((bsz, hs), dtype=np.int32)
+    c = np.zeros((bsz, hs), dtype=np.int32)
+    out = np.empty((bsz, steps, hs), dtype=np.int64)
+    if qm.cell == "sru":
+        hw = None if d.highway is None else C.requantize(ref_x, d.highway[0], d.highway[1]).astype(np.int32)
+        for t in range(steps):
+            h, c = sru_step(rqx[:, t], None if hw is None else hw[:, t], vec, (h, c))
+            out[:, t] = h
+    else:
+        step = STEPS[qm.cell]
+        act = layer.h_act
+        ref_h = np.zeros((bsz, hs), dtype=np.int64)
+        acc_h = np.zeros((bsz, d.h.rows), dtype=np.int64)
+        ft = exact_float(d.h.cols, d.h.wbits, 2 * C.qmax(act.bits))
+        w_h = d.h.weights.T.astype(ft)
+        nnz = 0
+        per_step = np.zeros((bsz, steps), dtype=np.int64)
+        with threadpool_limits(1, user_api="blas"):  # threads only slow products this small
+            for t in range(steps):
+                q_h = C.quantize_act(h.astype(np.int64), act.mult, act.shift, act.bits)
+                if dense:
+                    acc_h = (q_h.astype(ft) @ w_h).astype(np.int64)
+                    nnz += q_h.size if t else 0
+                else:
+                    delta = q_h - ref_h
+                    f = np.abs(delta) > act.theta
+                    ref_h = np.where(f, q_h, ref_h)
+                    acc_h += ((delta * f).astype(ft) @ w_h).astype(np.int64)
+                    per_step[:, t] = f.sum(axis=-1)
+                    nnz += int(per_step[:, t].sum())
+                h, c = step(rqx[:, t], accumulate_to_fx(acc_h, d.h).astype(np.int32), vec, (h, c))
+                out[:, t] = h
+        _per_step(step_deltas, f"{layer_index}.h", per_step, reverse)
+        # h_{-1} = 0 is no work for any implementation: count steps 1..T-1 only.
+        p = stats[f"{layer_index}.h"]
+        p.elements += bsz * (steps - 1) * hs
+        p.deltas += nnz
+        p.macs_dense += bsz * (steps - 1) * d.h.rows * d.h.cols
+        p.macs_needed += nnz * d.h.rows
+    return out[:, ::-1] if reverse else out
+
+
+def _per_step(step_deltas: dict[str, np.ndarray], name: str, counts: np.ndarray, reverse: bool) -> None:
+    counts = counts[:, ::-1] if reverse else counts
+    step_deltas[name] = step_deltas[name] + counts if name in step_deltas else counts.copy()
+
+
+def _count(p: PathStats, m: QMatrix, fired: np.ndarray, dense: bool) -> None:
+    n = fired.size if dense else int(np.count_nonzero(fired))
+    p.elements += fired.size
+    p.deltas += n
+    p.macs_dense += fired.size * m.rows
+    p.macs_needed += n * m.rows
+
+
+def check_input(qm: QModel, x: np.ndarray) -> np.ndarray:
+    """Validate a float input batch ``(batch, time, input_size)``."""
+    x = np.asarray(x)
+    if x.ndim == 2:
+        raise EmulationError(
+            f"input has shape {x.shape}; expected (batch, time, {qm.input_size}): add a batch axis")
+    if x.ndim != 3 or x.shape[2] != qm.input_size:
+        raise EmulationError(f"input has shape {x.shape}; expected (batch, time, {qm.input_size})")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise EmulationError(f"input has shape {x.shape}: it holds no time steps")
+    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+        raise EmulationError(f"input must be numeric, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise EmulationError("input contains NaN or infinite values")
+    return x.astype(np.float32)
+
+
+def emulate(qm: QModel, x: np.ndarray, dense: bool = False) -> EmulationResult:
+    """Run the QModel on float inputs ``x`` ``(batch, time, input_size)``.
+
+    ``dense=True`` bypasses delta encoding (every path recomputes its full
+    product each step): the reference the delta emulation must equal when
+    all thresholds are 0.
+    """
+    x = check_input(qm, x)
+    need = qm.accumulator_bits()
+    if need > min(C.ACC_BITS, _EXACT_BITS):
+        raise EmulationError(f"model needs {need}-bit accumulators, beyond the exact range")
+    paths = {}
+    for name in qm.paths():
+        m = qm.matrices(name)[0]
+        paths[name] = PathStats(rows=sum(mm.rows for mm in qm.matrices(name)), cols=m.cols)
+    layer_outputs = []
+    step_deltas: dict[str, np.ndarray] = {}
+    values = x
+    input_q = None
+    for i, layer in enumerate(qm.layers):
+        q_x = quantize_path_input(values, layer.x_act, float_input=i == 0)
+        if i == 0:
+            input_q = q_x
+        outs = [_direction(qm, i, d, q_x, reverse=j == 1, dense=dense, stats=paths, step_deltas=step_deltas)
+                for j, d in enumerate(layer.directions)]
+        values = np.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
+        layer_outputs.append(values)
+    if qm.head is not None:
+        head = qm.head
+        q = quantize_path_input(values, head.act, float_input=False)
+        ref, fired = (q, q != 0) if dense else delta_encode(q, head.act.theta)
+        _count(paths["head.x"], head.matrix, fired, dense)
+        _per_step(step_deltas, "head.x", fired.sum(axis=-1), False)
+        values = C.fx_add(accumulate_to_fx(matvec(ref, head.matrix), head.matrix), head.bias).astype(np.int64)
+    stats = Stats(paths, qm.storage_bits(), 32 * qm.float_params)
+    return EmulationResult(values, layer_outputs, stats, input_q, step_deltas)

@@ -1,0 +1,115 @@
+"""The golden model: delta vs dense, a literal reference, float tracking, statistics."""
+
+import numpy as np
+import pytest
+
+from deltarnn.spec.contract import quantize_float_input
+from deltarnn.quant.golden import EmulationError, emulate
+from deltarnn.quant.quantizer import quantize
+
+from tests.helpers import float_outputs, random_input, random_model
+from tests.quant import reference
+
+CELLS = ["lstm", "gru", "ligru", "sru"]
+SHAPES = [(1, False), (2, False), (1, True), (3, True)]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers,bidir", SHAPES)
+def test_theta0_delta_equals_dense(cell, layers, bidir):
+    m = random_model(cell, 7, 9, layers, bidir, classes=4, seed=layers)
+    x = random_input(5, 40, 7, seed=1)
+    for wbits, abits in ((4, 8), (2, 4), (8, 6)):
+        qm = quantize(m, x, wbits, abits)
+        delta, dense = emulate(qm, x), emulate(qm, x, dense=True)
+        np.testing.assert_array_equal(delta.outputs_fx, dense.outputs_fx)
+        for a, b in zip(delta.layer_outputs_fx, dense.layer_outputs_fx):
+            np.testing.assert_array_equal(a, b)
+        assert delta.stats.macs_needed <= dense.stats.macs_needed
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers,bidir", [(1, False), (2, True)])
+@pytest.mark.parametrize("theta", [0, 3])
+def test_matches_literal_reference(cell, layers, bidir, theta):
+    """Vectorised golden model == element-by-element Python-int reference, with deltas."""
+    m = random_model(cell, 4, 5, layers, bidir, classes=3, seed=7)
+    x = random_input(2, 12, 4, seed=2, scale=2.0)
+    qm = quantize(m, x, 4, 6, skip=["0.x"])
+    qm.set_thresholds(theta, theta)
+    golden = emulate(qm, x)
+    xq = quantize_float_input(x, qm.layers[0].x_act.scale, qm.layers[0].x_act.bits).tolist()
+    ref = np.array(reference.run(qm, xq), dtype=np.int64)
+    np.testing.assert_array_equal(golden.outputs_fx, ref)
+
+
+def test_sru_projection_and_identity_highway():
+    for n_in in (5, 6):  # 5 != hidden: projection; 6 == hidden: identity highway
+        m = random_model("sru", n_in, 6, 2, False, classes=0, seed=3)
+        x = random_input(2, 10, n_in, seed=4)
+        qm = quantize(m, x, 4, 8)
+        assert (qm.layers[0].directions[0].highway is None) == (n_in != 6)
+        assert qm.layers[1].directions[0].highway is not None
+        xq = quantize_float_input(x, qm.layers[0].x_act.scale, 8).tolist()
+        np.testing.assert_array_equal(emulate(qm, x).outputs_fx, np.array(reference.run(qm, xq)))
+
+
+# Measured: the largest deviation over these cases is 0.0040 (GRU); the bound leaves room.
+FLOAT_BOUND = 0.02
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers,bidir", SHAPES)
+def test_16bit_tracks_float(cell, layers, bidir):
+    m = random_model(cell, 8, 16, layers, bidir, classes=5, seed=11)
+    x = random_input(4, 60, 8, seed=5)
+    qm = quantize(m, x, 16, 16)
+    err = np.abs(emulate(qm, x).outputs - float_outputs(m, x)).max()
+    assert err < FLOAT_BOUND, f"{cell}: max |golden - float| = {err}"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_nothing_eliminated_when_everything_changes(cell):
+    """Inputs that change every element every step at 16 bits: the x path skips no work."""
+    m = random_model(cell, 6, 8, 1, False, classes=0, seed=2)
+    steps = 30
+    x = np.cumsum(np.ones((3, steps, 6), dtype=np.float32), axis=1) * 0.05 * np.linspace(1, 2, 6, dtype=np.float32)
+    qm = quantize(m, x, 16, 16)
+    stats = emulate(qm, x).stats
+    p = stats.paths["0.x"]
+    assert p.deltas == p.elements
+    assert p.eliminated_pct == 0.0
+    if all(s.deltas == s.elements for s in stats.paths.values()):
+        assert stats.eliminated_pct == 0.0
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_eliminated_grows_with_theta(cell):
+    m = random_model(cell, 6, 16, 2, False, classes=4, seed=8)
+    x = np.repeat(random_input(3, 25, 6, seed=9), 4, axis=1)  # held inputs, like speech frames
+    qm = quantize(m, x, 4, 8)
+    shares = []
+    for theta in (0, 2, 8, 32):
+        qm.set_thresholds(theta, theta)
+        shares.append(emulate(qm, x).stats.eliminated_pct)
+    assert shares[0] > 0  # integer quantization alone repeats values
+    assert all(a < b for a, b in zip(shares, shares[1:])), shares
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_4bit_compression_over_85_pct_at_128_units(cell):
+    m = random_model(cell, 40, 128, 1, False, classes=0, seed=0)
+    x = random_input(2, 5, 40)
+    stats = emulate(quantize(m, x, 4, 8), x).stats
+    assert stats.compression_pct > 85.0, stats.compression_pct
+
+
+def test_bad_inputs_are_refused_clearly():
+    m = random_model("gru", 5, 6)
+    qm = quantize(m, random_input(2, 5, 5), 4, 8)
+    with pytest.raises(EmulationError, match=r"expected \(batch, time, 5\)"):
+        emulate(qm, np.zeros((2, 5, 4), np.float32))
+    with pytest.raises(EmulationError, match="add a batch axis"):
+        emulate(qm, np.zeros((5, 5), np.float32))
+    with pytest.raises(EmulationError, match="NaN"):
+        emulate(qm, np.full((1, 3, 5), np.nan, np.float32))

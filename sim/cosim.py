@@ -363,18 +363,6 @@ def strip_memory_init(text: str) -> str:
 # --- the testbench's data ------------------------------------------------------------------------
 
 
-def _dense_writes(img) -> list[tuple[int, int]]:
-    """Every word of the weight, multiplier and vector memories, and the registers."""
-    from deltarnn.spec.memory_map import Region, addr
-
-    out = [(addr(Region.REG, a), v) for a, v in sorted(img.regs.items())]
-    w = img.weights.reshape(-1)
-    out += [(addr(Region.WEIGHT, i), int(v) & 0xFFFFFFFF) for i, v in enumerate(w.tolist())]
-    out += [(addr(Region.MULT, i), int(v)) for i, v in enumerate(img.mult.tolist())]
-    out += [(addr(Region.VEC, i), int(v) & 0xFFFFFFFF) for i, v in enumerate(img.vec.tolist())]
-    return out
-
-
 def prepare_data(qm, x: np.ndarray, params, path: Path, *, result_path: Path, progress_path: Path | None,
                  state_memory: str, full_image: bool = False, check_state: bool = True,
                  gold=None, extra_config: dict | None = None) -> dict:
@@ -386,7 +374,7 @@ def prepare_data(qm, x: np.ndarray, params, path: Path, *, result_path: Path, pr
 
     gold = gold if gold is not None else emulate(qm, x)
     img = pack(qm, params)
-    writes = _dense_writes(img) if full_image else img.writes()
+    writes = img.writes(every_word=full_image)
     ptr, idx, val = [0], [], []
     for b in range(x.shape[0]):
         per_step = input_deltas(qm, x[b])
@@ -529,6 +517,7 @@ def run_cosim(qm, x: np.ndarray, *, params=None, lanes: int = 4, simulator: str 
         If the model does not fit ``params``.
     deltarnn.sim.runner.SimulatorNotFound, deltarnn.sim.runner.SimulationError
     """
+    from deltarnn.device.image import check_fits
     from deltarnn.quant.golden import check_input, emulate
 
     t_start = time.perf_counter()

@@ -68,13 +68,18 @@ class Image:
         """Keyword arguments of :class:`deltarnn.hw.core.Core` that build this image into the core."""
         return {"weights": self.weights, "mult": self.mult, "vec": self.vec, "regs": self.regs}
 
-    def writes(self) -> list[tuple[int, int]]:
-        """``(addr, data)`` WRITE commands that load this image (non-zero memory words only)."""
+    def writes(self, every_word: bool = False) -> list[tuple[int, int]]:
+        """``(addr, data)`` WRITE commands that load this image.
+
+        The registers, then the weight, multiplier and vector words: the
+        non-zero ones, or with ``every_word`` all of them (a device that held
+        another model, or whose memories power up undefined, needs those).
+        """
         out = [(addr(Region.REG, a), v) for a, v in sorted(self.regs.items())]
-        w = self.weights.reshape(-1)
-        out += [(addr(Region.WEIGHT, int(i)), int(w[i]) & 0xFFFFFFFF) for i in np.flatnonzero(w)]
-        out += [(addr(Region.MULT, int(i)), int(self.mult[i])) for i in np.flatnonzero(self.mult)]
-        out += [(addr(Region.VEC, int(i)), int(self.vec[i]) & 0xFFFFFFFF) for i in np.flatnonzero(self.vec)]
+        for region, words in ((Region.WEIGHT, self.weights.reshape(-1)), (Region.MULT, self.mult),
+                              (Region.VEC, self.vec)):
+            index = np.arange(words.size) if every_word else np.flatnonzero(words)
+            out += [(addr(region, int(i)), int(words[i]) & 0xFFFFFFFF) for i in index]
         return out
 
 

@@ -13,7 +13,6 @@ Refresh the records with ``python benchmarks/synth_core.py``.
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,8 @@ from deltarnn.fpga.synth import SynthesisError
 from deltarnn.fpga.harness import (CONFIGS, WEIGHTS_TO_SPRAM, build, clock_constraint, compare_with_baseline,
                           critical_path, memory_mapping, nextpnr_utilisation, record, yosys_cells)
 
-FULL = bool(os.environ.get("DELTARNN_FULL"))
+from tests.conftest import FULL
+
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "synth"
 
 #: Memories of a GRU core that must reach a RAM block (``c`` is unused by a GRU and removed).

@@ -1,7 +1,5 @@
 """Activation ROMs against the golden model's tables, over every 16-bit input."""
 
-import os
-
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -9,11 +7,13 @@ from amaranth.sim import Simulator
 from deltarnn.hw.activation import Activation
 from deltarnn.spec import contract as C
 
+from tests.conftest import FULL
+
 
 @pytest.mark.parametrize("kind", ["sigmoid", "tanh", "relu"])
 def test_activation_matches_contract_on_every_input(kind):
     dut = Activation(kind)
-    if os.environ.get("DELTARNN_FULL") or kind == "relu":
+    if FULL or kind == "relu":
         xs = np.arange(C.FX_MIN, C.FX_MAX + 1, 1 if kind != "relu" else 97)
     else:  # both sides of every table entry's boundary, and the extremes
         edges = (np.arange(1 << C.LUT_ADDR_BITS) - (1 << (C.LUT_ADDR_BITS - 1))) << C.LUT_SHIFT[kind]

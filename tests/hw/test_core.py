@@ -4,7 +4,6 @@ Every output of every time step equals the golden model's integers, and the
 STEP_CYCLES register equals the cycle model, step by step.
 """
 
-import os
 
 import numpy as np
 import pytest
@@ -18,7 +17,8 @@ from deltarnn.quant.golden import emulate
 from deltarnn.quant.quantizer import quantize
 from tests.helpers import random_input, random_model
 
-FULL = bool(os.environ.get("DELTARNN_FULL"))
+from tests.conftest import FULL
+
 PARAMS = dict(lanes=4, max_input=16, max_hidden=40, max_layers=3, max_classes=8, wmem_bits=16, abits=16,
               acc_bits=48)
 

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from deltarnn.spec.cells import CELLS
+
 from deltarnn.spec.contract import quantize_float_input
 from deltarnn.quant.golden import EmulationError, emulate
 from deltarnn.quant.quantizer import quantize
@@ -10,7 +12,6 @@ from deltarnn.quant.quantizer import quantize
 from tests.helpers import float_outputs, random_input, random_model
 from tests.quant import reference
 
-CELLS = ["lstm", "gru", "ligru", "sru"]
 SHAPES = [(1, False), (2, False), (1, True), (3, True)]
 
 

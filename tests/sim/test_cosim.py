@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import shutil
 
@@ -26,13 +25,14 @@ from hypothesis import strategies as st
 
 from deltarnn.sim import cosim, runner, tb_core
 from deltarnn.spec import contract as C
+from deltarnn.spec.cells import CELLS
 from deltarnn.spec.memory_map import DeviceParams, Op, Reg
 from deltarnn.device.image import DeviceFitError
 from deltarnn.quant.quantizer import path_names, quantize
 from tests.helpers import random_input, random_model
 
-FULL = bool(os.environ.get("DELTARNN_FULL"))
-CELLS = ("lstm", "gru", "ligru", "sru")
+from tests.conftest import FULL
+
 #: The core of every cell type's build (as in tests/hw/test_core.py).
 PARAMS = dict(lanes=4, max_input=16, max_hidden=40, max_layers=3, max_classes=8, wmem_bits=16, abits=16,
               acc_bits=48)

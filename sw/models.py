@@ -44,13 +44,23 @@ class LiGRUDirection(nn.Module):
         self.bn = nn.BatchNorm1d(2 * hidden_size)
         self.u = nn.Linear(hidden_size, 2 * hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(batch, time, input)`` to ``h`` ``(batch, time, hidden)``.
+
+        ``mask`` ``(batch, time)`` marks the real frames of a zero-padded
+        batch: batch norm then sees (and, in training, learns from) those only.
+        """
         b, t, _ = x.shape
-        wx = self.bn(self.w(x).reshape(b * t, -1)).reshape(b, t, -1)
+        proj = self.w(x)
+        if mask is None or bool(mask.all()):
+            wx = self.bn(proj.reshape(b * t, -1)).reshape(b, t, -1)
+        else:
+            wx = proj.new_zeros(proj.shape)
+            wx[mask] = self.bn(proj[mask])
         h = x.new_zeros(b, self.hidden_size)
         out = []
-        for step in range(t):
-            a, z = (wx[:, step] + self.u(h)).chunk(2, dim=-1)
+        for wxt in wx.unbind(1):
+            a, z = (wxt + self.u(h)).chunk(2, dim=-1)
             z = torch.sigmoid(z)
             h = z * h + (1 - z) * torch.relu(a)
             out.append(h)
@@ -76,15 +86,21 @@ class SRUDirection(nn.Module):
         self.bf = nn.Parameter(torch.zeros(hidden_size))
         self.br = nn.Parameter(torch.zeros(hidden_size))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(batch, time, input)`` to ``h`` ``(batch, time, hidden)``.
+
+        ``mask`` is accepted for the same call as :class:`LiGRUDirection` and
+        unused: nothing in an SRU depends on other frames of the batch.
+        """
         b, t, _ = x.shape
         u = self.w(x)
         c = x.new_zeros(b, self.hidden_size)
+        xs = x.unbind(1)
         out = []
-        for step in range(t):
-            parts = u[:, step].chunk(4 if self.projected else 3, dim=-1)
+        for step, ut in enumerate(u.unbind(1)):
+            parts = ut.chunk(4 if self.projected else 3, dim=-1)
             xt, fx, rx = parts[:3]
-            hw = parts[3] if self.projected else x[:, step]
+            hw = parts[3] if self.projected else xs[step]
             f = torch.sigmoid(fx + self.vf * c + self.bf)
             r = torch.sigmoid(rx + self.vr * c + self.br)
             c = f * c + (1 - f) * xt

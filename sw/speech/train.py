@@ -117,43 +117,6 @@ def _flip(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def _ligru_direction(dm, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    b, t, _ = x.shape
-    proj = dm.w(x)
-    if bool(mask.all()):
-        wx = dm.bn(proj.reshape(b * t, -1)).reshape(b, t, -1)
-    else:  # batch norm on real frames only
-        wx = proj.new_zeros(proj.shape)
-        wx[mask] = dm.bn(proj[mask])
-    h = x.new_zeros(b, dm.hidden_size)
-    uw = dm.u.weight.t()
-    out = []
-    for wxt in wx.unbind(1):
-        a, z = (wxt + h @ uw).chunk(2, dim=-1)
-        z = torch.sigmoid(z)
-        h = z * h + (1 - z) * torch.relu(a)
-        out.append(h)
-    return torch.stack(out, dim=1)
-
-
-def _sru_direction(dm, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    b, t, _ = x.shape
-    u = dm.w(x)
-    n = 4 if dm.projected else 3
-    c = x.new_zeros(b, dm.hidden_size)
-    xs = x.unbind(1)
-    out = []
-    for step, ut in enumerate(u.unbind(1)):
-        parts = ut.chunk(n, dim=-1)
-        xt, fx, rx = parts[:3]
-        hw = parts[3] if dm.projected else xs[step]
-        f = torch.sigmoid(fx + dm.vf * c + dm.bf)
-        r = torch.sigmoid(rx + dm.vr * c + dm.br)
-        c = f * c + (1 - f) * xt
-        out.append(r * c + (1 - r) * hw)
-    return torch.stack(out, dim=1)
-
-
 def _torch_direction(layer: nn.RNNBase, x: torch.Tensor, d: int) -> torch.Tensor:
     """One direction of a one-layer ``nn.LSTM`` / ``nn.GRU`` (packed sequences are ~20x slower on CPU)."""
     sfx = "_l0_reverse" if d else "_l0"
@@ -183,11 +146,10 @@ def forward_padded(model, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
                 hr = _torch_direction(layer, xr, 1)
                 x = torch.cat([_torch_direction(layer, x, 0), hr.flip(1) if full else _flip(hr, rev)], dim=-1)
         else:
-            step = _ligru_direction if model.cell == "ligru" else _sru_direction
-            outs = [step(layer.directions[0], x, mask)]
+            outs = [layer.directions[0](x, mask)]
             if len(layer.directions) == 2:
                 xr = x.flip(1) if full else _flip(x, rev)
-                hr = step(layer.directions[1], xr, mask)
+                hr = layer.directions[1](xr, mask)
                 outs.append(hr.flip(1) if full else _flip(hr, rev))
             x = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
     return model.head(x) if model.head is not None else x

@@ -40,10 +40,10 @@ from deltarnn.spec import contract as C
 from deltarnn.spec.memory_map import DeviceParams
 
 from deltarnn.hw.core import Core, command_layout
-from deltarnn.fpga.synth import SynthReport, synthesize
+from deltarnn.fpga.synth import STAT_FILE, SynthReport, synthesize, yosys_cells
 
 __all__ = ["SynthTop", "SynthConfig", "CONFIGS", "WEIGHTS_TO_SPRAM", "MXV_MULTS_TO_LOGIC", "acc_bits_for",
-           "clock_constraint", "build", "memory_mapping", "yosys_cells", "nextpnr_utilisation", "critical_path",
+           "clock_constraint", "build", "memory_mapping", "nextpnr_utilisation", "critical_path",
            "record", "compare_with_baseline"]
 
 
@@ -250,16 +250,6 @@ def memory_mapping(yosys_log: str | os.PathLike, top: str = "top") -> dict[str, 
     return out
 
 
-def yosys_cells(build_dir: str | os.PathLike) -> dict[str, int]:
-    """Yosys' cell counts (``stat.json`` of a :func:`build`), also when place and route failed."""
-    try:
-        data = json.loads((Path(build_dir) / "stat.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    cells = (data.get("design") or {}).get("num_cells_by_type", {})
-    return {k: int(v) for k, v in cells.items() if not k.startswith("$scopeinfo")}
-
-
 _UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
 
 
@@ -376,7 +366,7 @@ def record(name: str, config: SynthConfig, build_dir: str | os.PathLike,
                       "seed": config.seed, "constraint_mhz": config.constraint_mhz},
         "tools": _versions(),
     }
-    cells = yosys_cells(root)
+    cells = yosys_cells(root / STAT_FILE)
     log = root / "top.rpt"
     rec["memory_mapping"] = memory_mapping(log) if log.exists() else {}
     if report is not None:

@@ -111,7 +111,8 @@ _FAMILY_CELLS = {
 _FAMILY_ALIASES = {"ice40": "ice40", "up5k": "ice40", "icebreaker": "ice40",
                    "ecp5": "ecp5", "ulx3s-85f": "ecp5", "85f": "ecp5"}
 
-_STAT_FILE = "stat.json"
+#: Yosys' ``stat -json`` output in a build directory.
+STAT_FILE = "stat.json"
 _REPORT_FILE = "report.json"
 
 
@@ -260,9 +261,10 @@ def _last_errors(path: Path, limit: int = 5) -> str:
     return "\n".join(picked)
 
 
-def _yosys_cells(stat_path: Path) -> dict[str, int]:
+def yosys_cells(stat_path: str | os.PathLike) -> dict[str, int]:
+    """Yosys' cell counts by type from its ``stat -json`` file (``{}`` if it is missing or damaged)."""
     try:
-        data = json.loads(stat_path.read_text())
+        data = json.loads(Path(stat_path).read_text())
     except (OSError, ValueError):
         return {}
     design = data.get("design") or {}
@@ -364,7 +366,7 @@ def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/s
         nextpnr += ["--timing-allow-fail"]
     overrides["nextpnr_opts"] = _join_opts(nextpnr, overrides.get("nextpnr_opts"))
     # Yosys' cell counts, written next to its netlist.
-    stat_cmd = f"tee -q -o {_STAT_FILE} stat -json"
+    stat_cmd = f"tee -q -o {STAT_FILE} stat -json"
     overrides["script_after_synth"] = "\n".join(
         s for s in (overrides.get("script_after_synth"), stat_cmd) if s)
     if extra_constraints is not None:
@@ -380,7 +382,7 @@ def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/s
         "nextpnr": root / f"{top_name}.{spec.netlist_ext}",
         "pack": root / f"{top_name}.{spec.bitstream_ext}",
     }
-    for stale in (*products.values(), root / _REPORT_FILE, root / _STAT_FILE,
+    for stale in (*products.values(), root / _REPORT_FILE, root / STAT_FILE,
                   root / f"{top_name}.summary.json"):
         stale.unlink(missing_ok=True)
     plan.extract(root)
@@ -415,7 +417,7 @@ def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/s
                     f"{board}:\n{details}\nsee {log}", step=step, log=log)
     elapsed = time.monotonic() - start
 
-    cells = _yosys_cells(root / _STAT_FILE)
+    cells = yosys_cells(root / STAT_FILE)
     synth = SynthReport(
         board=board, family=spec.family, device=platform.device, top_name=top_name,
         build_dir=root, cells=cells, bitstream=products["pack"], logs=logs,
@@ -515,7 +517,7 @@ def synth_stats(elaboratable, family: str, *, ports=None, top_name: str = "top",
         (root / f"{top_name}.ys").write_text(
             f"read_rtlil {top_name}.il\n"
             f"{info['synth']} -top {top_name}\n"
-            f"tee -q -o {_STAT_FILE} stat -json\n")
+            f"tee -q -o {STAT_FILE} stat -json\n")
         log = root / f"{top_name}.rpt"
         start = time.monotonic()
         result = subprocess.run([yosys, "-q", "-l", log.name, f"{top_name}.ys"], cwd=root,
@@ -526,7 +528,7 @@ def synth_stats(elaboratable, family: str, *, ports=None, top_name: str = "top",
             raise SynthesisError(f"yosys failed (exit status {result.returncode}) "
                                  f"synthesising {top_name!r} for {family}:\n{details}\nsee {log}",
                                  step="yosys", log=log)
-        cells = _yosys_cells(root / _STAT_FILE)
+        cells = yosys_cells(root / STAT_FILE)
         return {
             "family": family,
             "luts": sum(cells.get(c, 0) for c in info["lut"]),

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from deltarnn.fpga.synth import SynthesisError
+from deltarnn.fpga.synth import STAT_FILE, SynthesisError, yosys_cells
 from deltarnn.fpga.harness import (CONFIGS, WEIGHTS_TO_SPRAM, build, clock_constraint, compare_with_baseline,
-                          critical_path, memory_mapping, nextpnr_utilisation, record, yosys_cells)
+                          critical_path, memory_mapping, nextpnr_utilisation, record)
 
 from tests.conftest import FULL
 
@@ -65,7 +65,7 @@ def test_log_parsers(tmp_path):
         "Info: \t         SB_WARMBOOT:       0/      1     0%\n")
     assert nextpnr_utilisation(tmp_path / "top.tim") == {
         "ICESTORM_LC": {"used": 5799, "available": 5280}, "ICESTORM_RAM": {"used": 28, "available": 30}}
-    assert yosys_cells(tmp_path) == {} and critical_path(tmp_path) is None
+    assert yosys_cells(tmp_path / STAT_FILE) == {} and critical_path(tmp_path) is None
 
 
 def test_compare_with_baseline():

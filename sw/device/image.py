@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deltarnn.quant.golden import delta_encode
 from deltarnn.quant.qmodel import QModel
 from deltarnn.spec import contract as C
 from deltarnn.spec.memory_map import VECTOR_ORDER, DeviceParams, LayerReg, Reg, Region, addr, ceil_div, layer_reg
@@ -148,14 +149,12 @@ def pack(qm: QModel, p: DeviceParams) -> Image:
 
 
 def input_deltas(qm: QModel, x: np.ndarray) -> list[list[tuple[int, int]]]:
-    """Per time step, the layer-0 ``(index, delta)`` pairs the host sends for one sequence ``x`` (time, features)."""
+    """Per time step, the layer-0 ``(index, delta)`` pairs the host sends for one sequence ``x`` (time, features).
+
+    The delta rule is the golden model's (:func:`deltarnn.quant.golden.delta_encode`).
+    """
     act = qm.layers[0].x_act
     q = C.quantize_float_input(x, act.scale, act.bits)
-    ref = np.zeros(q.shape[1], dtype=np.int64)
-    steps = []
-    for t in range(q.shape[0]):
-        d = q[t] - ref
-        fired = np.flatnonzero(np.abs(d) > act.theta)
-        ref[fired] = q[t][fired]
-        steps.append([(int(j), int(d[j])) for j in fired])
-    return steps
+    refs, fired = delta_encode(q[None], act.theta)
+    before = np.vstack([np.zeros_like(q[:1]), refs[0, :-1]])
+    return [[(int(j), int(q[t, j] - before[t, j])) for j in np.flatnonzero(fired[0, t])] for t in range(q.shape[0])]

@@ -1,0 +1,147 @@
+"""Packing a QModel into a core's memories, the WRITE commands that load it, and the input deltas."""
+
+import numpy as np
+import pytest
+
+from deltarnn.device.image import DeviceFitError, check_fits, input_deltas, pack
+from deltarnn.quant.golden import emulate
+from deltarnn.quant.quantizer import quantize
+from deltarnn.spec import contract as C
+from deltarnn.spec.cells import CELLS
+from deltarnn.spec.memory_map import (VECTOR_ORDER, DeviceParams, LayerReg, Reg, Region, REGION_SHIFT, ceil_div,
+                                      layer_reg)
+
+from tests.helpers import random_input, random_model
+
+
+def _model(cell, n_in=7, hidden=9, layers=2, classes=5, theta=0):
+    m = random_model(cell, n_in, hidden, layers, False, classes=classes, seed=3)
+    qm = quantize(m, random_input(2, 20, n_in, seed=4), 4, 8, skip=["1.h"] if cell != "sru" else ["1.x"])
+    qm.set_thresholds(theta, theta)
+    return qm
+
+
+def _params(cell, lanes=4):
+    return DeviceParams(cell, lanes=lanes, max_input=12, max_hidden=16, max_layers=3, max_classes=8,
+                        wmem_bits=16, abits=16, acc_bits=48)
+
+
+def _unpack(img, p, base, rows, cols, acc_base):
+    """Read a rows x cols matrix and its multipliers back from the image, as the MxV addresses them."""
+    words = ceil_div(rows, p.lanes)
+    flat = img.weights.reshape(-1)
+    w = np.array([[flat[(base + j * words + r // p.lanes) * p.lanes + r % p.lanes] for j in range(cols)]
+                  for r in range(rows)])
+    return w, img.mult[acc_base * p.lanes:acc_base * p.lanes + rows]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("lanes", [1, 4, 8])
+def test_every_matrix_reads_back_where_the_core_looks(cell, lanes):
+    qm = _model(cell)
+    p = _params(cell, lanes)
+    img = pack(qm, p)
+    placed = 0
+    for i, layer in enumerate(qm.layers):
+        d = layer.directions[0]
+        for path, m in (("x", d.x), ("h", d.h)):
+            if m is None:
+                continue
+            w, mult = _unpack(img, p, p.weight_base(i, path), m.rows, m.cols, p.acc_base(i, path))
+            np.testing.assert_array_equal(w, m.weights)
+            np.testing.assert_array_equal(mult, m.mult)
+            placed += np.count_nonzero(m.weights)
+        vec = np.concatenate([d.vectors[k] for k in VECTOR_ORDER[cell]])
+        np.testing.assert_array_equal(img.vec[p.vec_base(i):p.vec_base(i) + vec.size], vec)
+        assert img.regs[layer_reg(i, LayerReg.XA_BITS)] == layer.x_act.bits
+        assert img.regs[layer_reg(i, LayerReg.X_SHIFT)] == d.x.shift
+    h = qm.head
+    w, mult = _unpack(img, p, p.weight_base(p.max_layers, "x"), h.matrix.rows, h.matrix.cols,
+                      p.acc_base(p.max_layers, "x"))
+    np.testing.assert_array_equal(w, h.matrix.weights)
+    np.testing.assert_array_equal(mult, h.matrix.mult)
+    placed += np.count_nonzero(h.matrix.weights)
+    # nothing else was written: every non-zero weight word belongs to a matrix above
+    assert np.count_nonzero(img.weights) == placed
+    assert (img.regs[Reg.LAYERS], img.regs[Reg.INPUT], img.regs[Reg.HIDDEN], img.regs[Reg.CLASSES]) == \
+        (qm.num_layers, qm.input_size, qm.hidden_size, qm.num_classes)
+
+
+def _apply(writes, p):
+    """Replay WRITE commands into empty memories, as the core's decoder does."""
+    weights = np.zeros(p.weight_depth * p.lanes, dtype=np.int64)
+    mult = np.zeros(p.acc_depth * p.lanes, dtype=np.int64)
+    vec = np.zeros(p.vec_depth, dtype=np.int64)
+    regs = {}
+    for a, data in writes:
+        assert 0 <= data < 1 << 32
+        region, offset = Region(a >> REGION_SHIFT), a & ((1 << REGION_SHIFT) - 1)
+        signed = data - (1 << 32) if data >> 31 else data
+        if region == Region.REG:
+            regs[offset] = data
+        elif region == Region.WEIGHT:
+            weights[offset] = signed
+        elif region == Region.MULT:
+            mult[offset] = data
+        else:
+            vec[offset] = signed
+    return weights.reshape(p.weight_depth, p.lanes), mult, vec, regs
+
+
+@pytest.mark.parametrize("every_word", [False, True])
+def test_writes_rebuild_the_image(every_word):
+    qm = _model("gru")
+    p = _params("gru")
+    img = pack(qm, p)
+    writes = img.writes(every_word=every_word)
+    weights, mult, vec, regs = _apply(writes, p)
+    np.testing.assert_array_equal(weights, img.weights)
+    np.testing.assert_array_equal(mult, img.mult)
+    np.testing.assert_array_equal(vec, img.vec)
+    assert regs == {int(a): v for a, v in img.regs.items()}
+    words = img.weights.size + img.mult.size + img.vec.size
+    memory_writes = len(writes) - len(img.regs)
+    if every_word:
+        assert memory_writes == words
+    else:
+        assert memory_writes == np.count_nonzero(img.weights) + np.count_nonzero(img.mult) + \
+            np.count_nonzero(img.vec) < words
+
+
+def test_core_init_names_the_cores_arguments():
+    img = pack(_model("lstm"), _params("lstm"))
+    init = img.core_init()
+    assert set(init) == {"weights", "mult", "vec", "regs"} and init["weights"] is img.weights
+
+
+def test_check_fits_names_every_reason():
+    qm = _model("lstm", n_in=20, hidden=9)
+    p = DeviceParams("gru", lanes=4, max_input=16, max_hidden=8, max_layers=1, max_classes=4, wmem_bits=2,
+                     abits=4, acc_bits=48)
+    with pytest.raises(DeviceFitError) as e:
+        check_fits(qm, p)
+    msg = str(e.value)
+    for part in ("the model is an LSTM but the core was built for GRU", "2 layers > the core's 1",
+                 "input size 20 > the core's 16", "hidden size 9 > the core's 8", "5 classes > the core's 4",
+                 "-bit activations > the core's 4", "-bit weights > the core's 2-bit slots"):
+        assert part in msg
+    with pytest.raises(DeviceFitError, match="bidirectional"):
+        pack(quantize(random_model("gru", 3, 4, 1, True, classes=2), random_input(1, 5, 3), 4, 8), _params("gru"))
+
+
+@pytest.mark.parametrize("theta", [0, 1, 3])
+def test_input_deltas_follow_the_delta_rule(theta):
+    qm = _model("gru", theta=theta)
+    x = random_input(1, 30, 7, seed=9, scale=0.5)
+    steps = input_deltas(qm, x[0])
+    act = qm.layers[0].x_act
+    q = C.quantize_float_input(x[0], act.scale, act.bits)
+    ref = np.zeros(q.shape[1], dtype=np.int64)
+    for t, pairs in enumerate(steps):
+        fired = {j for j, _ in pairs}
+        assert fired == set(np.flatnonzero(np.abs(q[t] - ref) > theta))
+        for j, d in pairs:
+            assert d == q[t, j] - ref[j] and d != 0
+            ref[j] += d
+    # the golden model counts the same deltas on layer 0's x path
+    assert emulate(qm, x).stats.paths["0.x"].deltas == sum(len(s) for s in steps)

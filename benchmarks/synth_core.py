@@ -8,7 +8,7 @@ writes one JSON record per configuration to ``benchmarks/results/synth/``:
 LUT / FF / DSP / RAM use, nextpnr's Fmax and critical path, the memory
 mapping Yosys chose and the build times. A configuration that does not fit
 (place and route fails for want of resources) is recorded too, with what it
-asks for. ``tests/hw/test_synth_core.py`` compares fresh builds with these
+asks for. ``tests/fpga/test_synth_core.py`` compares fresh builds with these
 records (``DELTARNN_FULL=1``).
 
 Usage::
@@ -28,11 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from deltarnn.fpga.harness import CONFIGS, build, compare_with_baseline, record
+from deltarnn.fpga.synth import SynthesisError
 
-from deltarnn.fpga.synth import SynthesisError  # noqa: E402
-from deltarnn.fpga.harness import CONFIGS, build, compare_with_baseline, record  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results" / "synth"
 BOARD_NAMES = ("icebreaker", "ulx3s-85f")

@@ -1,7 +1,12 @@
 """The synthetic eSpeak corpus: the tiny configuration, end to end."""
 
+import ast
+import importlib
+import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +211,52 @@ def test_bad_arguments(cache):
         es.get_config("huge")
     with pytest.raises(ValueError):
         es.get_config("tiny", accents=(("fr", 1.0),))
+
+
+MODULES = ("engine", "phonemes", "voices", "config", "plan", "render", "worker", "cache", "corpus")
+
+
+def test_package_modules_form_no_import_cycle():
+    """Each module of the package imports only modules listed before it in MODULES."""
+    folder = Path(es.__file__).parent
+    assert sorted(p.stem for p in folder.glob("*.py")) == sorted((*MODULES, "__init__"))
+    for k, name in enumerate(MODULES):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps.add(node.module)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(es.__name__):
+                # an absolute import of the package itself stays whole and fails below
+                deps.add(node.module.removeprefix(f"{es.__name__}."))
+        assert deps <= set(MODULES[:k]), (name, deps - set(MODULES[:k]))
+    # every module imports on its own in a fresh interpreter
+    code = "; ".join(f"import {es.__name__}.{m}" for m in reversed(MODULES))
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_package_reexports_public_names():
+    for name in es.__all__:
+        assert hasattr(es, name), name
+    for name in MODULES:
+        mod = importlib.import_module(f"{es.__name__}.{name}")
+        assert mod.__doc__ and mod.__doc__.strip(), name
+        for public in getattr(mod, "__all__", []):
+            assert getattr(mod, public) is not None
+
+
+def test_worker_command_points_at_worker_module():
+    from deltarnn.speech.datasets.espeak import worker
+
+    assert f"from {worker.__name__} import main" in worker.WORKER_CODE
+    assert worker.__name__ == "deltarnn.speech.datasets.espeak.worker"
+    assert callable(worker.main)
+
+
+def test_config_json_round_trip():
+    from deltarnn.speech.datasets.espeak.config import config_from_dict, config_to_dict
+
+    for cfg in es.CONFIGS.values():
+        d = config_to_dict(cfg)
+        assert config_to_dict(config_from_dict(d)) == d
+        assert es.plan_corpus(config_from_dict(d)) == es.plan_corpus(cfg)

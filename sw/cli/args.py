@@ -11,7 +11,8 @@ from deltarnn.spec.memory_map import check_lanes
 
 from .errors import UserError
 
-__all__ = ["CELLS", "bits", "lanes", "load_array", "nonneg_int", "pos_float", "pos_int"]
+__all__ = ["CELLS", "add_model_args", "bits", "lanes", "load_array", "load_qmodel", "nonneg_int", "pos_float",
+           "pos_int"]
 
 
 def _int(text: str) -> int:
@@ -80,3 +81,26 @@ def load_array(path: str, what: str):
         raise UserError(f"{what} file {path} is not a NumPy .npy array (it is a zip archive, such as .npz "
                         "or a torch file); give one (batch, time, features) .npy array")
     return arr
+
+
+def add_model_args(parser) -> None:
+    """``MODEL.qmodel --input X.npy [--theta-x T] [--theta-h T]``: what every command that runs a QModel takes."""
+    parser.add_argument("model", metavar="MODEL.qmodel")
+    parser.add_argument("--input", required=True, metavar="X.npy", help="float32 inputs (batch, time, features)")
+    parser.add_argument("--theta-x", type=nonneg_int, default=None, metavar="T",
+                        help="delta threshold of every x path (and the head), in quantization steps "
+                             "(default: the value stored in the model, 0 unless set)")
+    parser.add_argument("--theta-h", type=nonneg_int, default=None, metavar="T",
+                        help="delta threshold of every h path, in quantization steps")
+
+
+def load_qmodel(args):
+    """The QModel ``args.model`` with the thresholds ``args.theta_x`` / ``args.theta_h`` (where given) set."""
+    from deltarnn.quant.qmodel import QModel
+
+    qm = QModel.load(args.model)
+    try:
+        qm.set_thresholds(args.theta_x, args.theta_h)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return qm

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .args import lanes, load_array, nonneg_int
+from .args import add_model_args, lanes, load_array, load_qmodel
 from .errors import UserError
 
 
@@ -15,13 +15,8 @@ def cmd_cosim(args) -> int:
 
     from deltarnn.device.image import DeviceFitError
     from deltarnn.quant.golden import check_input
-    from deltarnn.quant.qmodel import QModel
 
-    qm = QModel.load(args.model)
-    try:
-        qm.set_thresholds(args.theta_x, args.theta_h)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    qm = load_qmodel(args)
     x = check_input(qm, load_array(args.input, "input"))
     from deltarnn.sim import cosim, runner   # heavy (Amaranth, cocotb): only here
 
@@ -94,13 +89,8 @@ def add_commands(sub) -> None:
                                    "commands, run every sequence (RESET before each) in Verilator (or Icarus) "
                                    "under cocotb, and compare every output and every layer's hidden state with "
                                    "the golden model. Exit status 1 on any mismatch.")
-    c.add_argument("model", metavar="MODEL.qmodel")
-    c.add_argument("--input", required=True, metavar="X.npy", help="float32 inputs (batch, time, features)")
+    add_model_args(c)
     c.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    c.add_argument("--theta-x", type=nonneg_int, default=None, metavar="T",
-                   help="delta threshold of every x path (and the head), in quantization steps")
-    c.add_argument("--theta-h", type=nonneg_int, default=None, metavar="T",
-                   help="delta threshold of every h path, in quantization steps")
     c.add_argument("--waves", metavar="OUT.vcd", help="record waves (.vcd; .fst where supported); about 1 kB per "
                    "simulated cycle")
     c.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")

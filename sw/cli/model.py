@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .args import CELLS, bits, load_array, nonneg_int
+from .args import CELLS, add_model_args, bits, load_array, load_qmodel
 from .errors import UserError
 
 
@@ -46,14 +46,9 @@ def cmd_emulate(args) -> int:
     import numpy as np
 
     from deltarnn.quant.golden import emulate
-    from deltarnn.quant.qmodel import QModel
     from deltarnn.cli.report import stats_table
 
-    qm = QModel.load(args.model)
-    try:
-        qm.set_thresholds(args.theta_x, args.theta_h)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    qm = load_qmodel(args)
     x = load_array(args.input, "input")
     result = emulate(qm, x)
     if args.output:
@@ -97,13 +92,7 @@ def add_commands(sub) -> None:
 
     e = sub.add_parser("emulate", help="run a .qmodel bit-exactly on inputs and count operations",
                        description="Bit-exact integer emulation with delta networks (the golden model).")
-    e.add_argument("model", metavar="MODEL.qmodel")
-    e.add_argument("--input", required=True, metavar="X.npy", help="float32 inputs (batch, time, features)")
-    e.add_argument("--theta-x", type=nonneg_int, default=None, metavar="T",
-                   help="delta threshold of every x path (and the head), in quantization steps "
-                        "(default: the value stored in the model, 0 unless set)")
-    e.add_argument("--theta-h", type=nonneg_int, default=None, metavar="T",
-                   help="delta threshold of every h path, in quantization steps")
+    add_model_args(e)
     e.add_argument("--output", metavar="Y.npy", help="write the dequantized float outputs (batch, time, outputs)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.set_defaults(func=cmd_emulate)

@@ -73,7 +73,10 @@ def test_user_errors_are_one_line(model_file, capsys, argv, message):
 def test_bad_flag_values_are_refused(capsys):
     with pytest.raises(SystemExit) as e:
         main(["quantize", "m.pt", "-o", "o", "--wbits", "17"])
-    assert e.value.code == 2 and "between 2 and 16" in capsys.readouterr().err
+    assert e.value.code == 2 and "argument --wbits: must be between 2 and 16 bits, got 17" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["cosim", "m.qmodel", "--input", "x.npy", "--lanes", "6"])
+    assert e.value.code == 2 and "argument --lanes: must be a power of two, got 6" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["emulate", "m.qmodel", "--input", "x.npy", "--theta-x", "-1"])
 

@@ -330,5 +330,6 @@ def test_cli_cosim(tmp_path, capsys):
     quantize(random_model("gru", 4, 7, 1, True, 0), random_input(2, 4, 4), 4, 8).save(bi)
     assert main(["cosim", str(bi), "--input", str(inputs)]) == 2
     assert "bidirectional" in capsys.readouterr().err
-    assert main(["cosim", str(model), "--input", str(inputs), "--lanes", "3"]) == 2
-    assert "power of two" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["cosim", str(model), "--input", str(inputs), "--lanes", "3"])
+    assert e.value.code == 2 and "argument --lanes: must be a power of two, got 3" in capsys.readouterr().err

@@ -57,6 +57,35 @@ def test_label_statistics(splits):
     assert 0.05 < sil < 0.5
 
 
+def test_labels_have_no_fragments(splits):
+    """No 1-frame label runs, and no 1-2 frame silences that split one phone (``s sil s``)."""
+    split_phones = 0
+    for ds in splits.values():
+        for u in ds:
+            lab = u.labels
+            starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+            lengths = np.diff(np.r_[starts, lab.size])
+            assert lengths.min() >= 2, u.id
+            phones = lab[starts]
+            for k in range(1, len(phones) - 1):
+                if phones[k] == SIL_ID and phones[k - 1] == phones[k + 1] and lengths[k] < 3:
+                    split_phones += 1
+    assert split_phones == 0
+
+
+def test_relabel_silence_and_merge_short_runs():
+    lab = np.array([5, 5, 5, 5, 5, 5, 7, 7, 7, 7])
+    quiet = np.array([0, 1, 1, 0, 0, 0, 1, 1, 1, 0], dtype=bool)
+    out = es.relabel_silence(lab, quiet, 3, sil_id=0)
+    np.testing.assert_array_equal(out, [5, 5, 5, 5, 5, 5, 0, 0, 0, 7])
+    np.testing.assert_array_equal(es.relabel_silence(lab, quiet, 2, sil_id=0), [5, 0, 0, 5, 5, 5, 0, 0, 0, 7])
+    np.testing.assert_array_equal(es.merge_short_runs(np.array([3, 1, 1, 1, 2, 1, 1, 4]), 2),
+                                  [1, 1, 1, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(es.merge_short_runs(np.array([1, 1, 2, 2, 9, 2, 2]), 2), [1, 1, 2, 2, 2, 2, 2])
+    np.testing.assert_array_equal(es.merge_short_runs(np.array([4]), 2), [4])
+    assert es.GENERATOR_VERSION == 2
+
+
 def test_speakers_are_disjoint(splits):
     speakers = {s: set(ds.speakers) for s, ds in splits.items()}
     assert len(speakers["train"]) == 8 and len(speakers["dev"]) == 2

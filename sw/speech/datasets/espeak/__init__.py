@@ -26,12 +26,16 @@ How an utterance is made
    event; its eSpeak mnemonic is mapped to the 39 classes with
    :data:`ESPEAK_TO_TIMIT` (and the accent's overrides; see
    :mod:`.phonemes`), a two-phone mapping splitting the segment in two
-   equal halves.  Then every frame
-   whose 10 ms centre window is more than ``silence_db`` below the loudest
-   frame of the clean signal is relabelled ``sil``: eSpeak emits a stop's
-   closure *before* the stop's event, so without this step the closure
-   would be labelled as the preceding phone, whereas TIMIT labels closures
-   (``bcl``, ``tcl``...) and pauses, which fold to ``sil``.
+   equal halves.  Then every run of at least ``min_silence_frames`` (3)
+   frames whose 10 ms centre windows are more than ``silence_db`` below the
+   loudest frame of the clean signal is relabelled ``sil``: eSpeak emits a
+   stop's closure *before* the stop's event, so without this step the
+   closure would be labelled as the preceding phone, whereas TIMIT labels
+   closures (``bcl``, ``tcl``...) and pauses, which fold to ``sil``. Shorter
+   quiet runs keep their phone, and label runs shorter than
+   ``min_segment_frames`` (2) are merged into the preceding run (generator
+   version 2; version 1 relabelled every quiet frame and kept 1-frame
+   fragments, which split one phone into three tokens such as ``s sil s``).
 4. *Signal*: resampled to 16 kHz (FFT method), padded with 0.1-0.3 s of
    silence at both ends, scaled to a random peak level, and mixed with
    white or pink noise at a random SNR (relative to the power of the
@@ -98,7 +102,7 @@ from .phonemes import (
 from .voices import DEFAULT_ACCENTS, VARIANT_FAMILIES, VARIANTS
 from .config import CONFIGS, SPLITS, EspeakConfig, get_config
 from .plan import UtteranceSpec, plan_corpus
-from .render import render_utterance, resample
+from .render import merge_short_runs, relabel_silence, render_utterance, resample
 from .cache import GENERATOR_VERSION, config_hash, default_cache_dir
 from .corpus import generate_corpus, load_espeak
 
@@ -124,6 +128,8 @@ __all__ = [
     "plan_corpus",
     "render_utterance",
     "resample",
+    "relabel_silence",
+    "merge_short_runs",
     "generate_corpus",
     "load_espeak",
 ]

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a change to this package changes the generated data.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 def config_hash(config: EspeakConfig) -> str:

@@ -73,7 +73,14 @@ class EspeakConfig:
         like TIMIT's leading and trailing ``h#``.
     silence_db : float
         Frames of the clean signal this far below its loudest frame are
+        quiet; runs of at least ``min_silence_frames`` quiet frames are
         labelled ``sil``.
+    min_silence_frames : int
+        Shortest run of quiet frames relabelled ``sil`` (shorter ones, inside
+        a phone, keep the phone's label).
+    min_segment_frames : int
+        Label runs shorter than this are merged into the preceding run (the
+        following one at the start of an utterance).
     fbank : FbankConfig
         Feature parameters (16 kHz, 40 bands, 25/10 ms).
     speakers_per_job : int
@@ -104,6 +111,8 @@ class EspeakConfig:
     level_dbfs: tuple[float, float] = (-12.0, -1.0)
     pad_s: tuple[float, float] = (0.1, 0.3)
     silence_db: float = 40.0
+    min_silence_frames: int = 3
+    min_segment_frames: int = 2
     fbank: FbankConfig = field(default_factory=FbankConfig)
     speakers_per_job: int = 16
 

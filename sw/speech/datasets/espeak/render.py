@@ -2,8 +2,8 @@
 
 :func:`render_utterance` synthesises an :class:`~.plan.UtteranceSpec` with the
 engine, resamples to 16 kHz (:func:`resample`, FFT method), pads silence,
-labels the frames from the phoneme events (relabelling near-silent frames
-``sil``), scales to the peak level, adds white or pink noise at the planned SNR
+labels the frames from the phoneme events (relabelling runs of near-silent
+frames ``sil`` and merging 1-frame fragments into a neighbour), scales to the peak level, adds white or pink noise at the planned SNR
 and computes the log mel features.  Everything is determined by the spec and
 the configuration.
 """
@@ -27,7 +27,49 @@ from .engine import EspeakEngine
 from .phonemes import events_to_segments
 from .plan import UtteranceSpec
 
-__all__ = ["resample", "render_utterance"]
+__all__ = ["merge_short_runs", "relabel_silence", "resample", "render_utterance"]
+
+
+def _runs(mask_or_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start indices and lengths of the runs of equal values."""
+    a = np.asarray(mask_or_labels)
+    if a.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
+    return starts, np.diff(np.r_[starts, a.size])
+
+
+def relabel_silence(labels: np.ndarray, quiet: np.ndarray, min_run: int, sil_id: int = SIL_ID) -> np.ndarray:
+    """``labels`` with every run of at least ``min_run`` ``quiet`` frames set to ``sil_id``.
+
+    Shorter quiet runs (a stop's closure inside a word, a dip inside a vowel)
+    keep their phone labels, so one phone is not split into three tokens.
+    """
+    out = np.array(labels, dtype=np.int64, copy=True)
+    starts, lengths = _runs(quiet)
+    for s, n in zip(starts, lengths):
+        if quiet[s] and n >= min_run:
+            out[s:s + n] = sil_id
+    return out
+
+
+def merge_short_runs(labels: np.ndarray, min_len: int) -> np.ndarray:
+    """``labels`` with every run shorter than ``min_len`` frames merged into its neighbour.
+
+    A short run takes the label of the run before it (after that run's own
+    merge), or of the run after it at the start of the sequence. A sequence
+    that is one short run stays as it is.
+    """
+    out = np.array(labels, dtype=np.int64, copy=True)
+    starts, lengths = _runs(out)
+    for k, (s, n) in enumerate(zip(starts, lengths)):
+        if n >= min_len or len(starts) == 1:
+            continue
+        if s > 0:
+            out[s:s + n] = out[s - 1]
+        else:
+            out[s:s + n] = out[starts[1]]
+    return out
 
 
 def _smooth_length(n: int) -> int:
@@ -159,7 +201,7 @@ def render_utterance(
     energy = (csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)
     peak = energy.max() if n else 0.0
     silent = energy <= peak * 10.0 ** (-config.silence_db / 10.0)
-    labels[silent] = SIL_ID
+    labels = merge_short_runs(relabel_silence(labels, silent, config.min_silence_frames), config.min_segment_frames)
 
     rng = np.random.default_rng(spec.seed)
     amp = np.abs(clean).max()

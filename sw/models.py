@@ -135,10 +135,18 @@ class RNNModel(nn.Module):
         Each layer runs forwards and backwards in time; outputs concatenate.
     num_classes : int
         Size of the linear head; 0 for none (outputs are the last layer's h).
+    output_delay : int
+        Frames of lookahead a streaming model was trained with: its output at
+        frame ``t + output_delay`` labels input frame ``t``
+        (:func:`delay_inputs`, :func:`align_outputs`). The network itself is
+        unchanged by it; 0 (no delay) for every model not trained with one.
     """
 
+    #: Class default, so that models saved before the attribute existed load with no delay.
+    output_delay = 0
+
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bidirectional: bool = False, num_classes: int = 0):
+                 bidirectional: bool = False, num_classes: int = 0, output_delay: int = 0):
         super().__init__()
         if cell not in CELLS:
             raise UnsupportedModelError(f"unknown cell type {cell!r}; choose one of {', '.join(CELLS)}")
@@ -151,6 +159,9 @@ class RNNModel(nn.Module):
         self.num_layers = num_layers
         self.bidirectional = bidirectional
         self.num_classes = num_classes
+        if output_delay < 0:
+            raise UnsupportedModelError(f"output_delay must be >= 0, got {output_delay}")
+        self.output_delay = int(output_delay)
         dirs = 2 if bidirectional else 1
         layers = []
         for i in range(num_layers):
@@ -186,7 +197,20 @@ class RNNModel(nn.Module):
     def config(self) -> dict:
         return dict(cell=self.cell, input_size=self.input_size, hidden_size=self.hidden_size,
                     num_layers=self.num_layers, bidirectional=self.bidirectional,
-                    num_classes=self.num_classes)
+                    num_classes=self.num_classes, output_delay=self.output_delay)
+
+
+def delay_inputs(x: np.ndarray, delay: int) -> np.ndarray:
+    """``x`` ``(..., T, F)`` followed by ``delay`` zero frames: what a model with that output delay is run on."""
+    if delay == 0:
+        return x
+    pad = np.zeros((*x.shape[:-2], delay, x.shape[-1]), dtype=x.dtype)
+    return np.concatenate([x, pad], axis=-2)
+
+
+def align_outputs(y: np.ndarray, delay: int) -> np.ndarray:
+    """Outputs ``(..., T + delay, C)`` of :func:`delay_inputs`'s input to ``(..., T, C)``, one per input frame."""
+    return y[..., delay:, :]
 
 
 # --- accepting user models ----------------------------------------------------------

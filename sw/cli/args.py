@@ -12,7 +12,7 @@ from deltarnn.spec.memory_map import check_lanes
 from .errors import UserError
 
 __all__ = ["CELLS", "add_model_args", "bits", "lanes", "load_array", "load_qmodel", "nonneg_int", "pos_float",
-           "pos_int"]
+           "pos_int", "unit_float"]
 
 
 def _int(text: str) -> int:
@@ -46,6 +46,17 @@ def pos_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not v > 0 or v != v or v == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def unit_float(text: str) -> float:
+    """A number in ``[0, 1)``."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
     return v
 
 

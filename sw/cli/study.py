@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import CELLS, pos_float, pos_int
+from .args import CELLS, nonneg_int, pos_float, pos_int, unit_float
 from .errors import UserError
 
 
@@ -16,13 +16,14 @@ def cmd_train(args) -> int:
 
     cfg = TrainConfig(cell=args.cell, dataset=args.dataset, layers=args.layers, hidden=args.hidden,
                       bidirectional=args.bidirectional, epochs=args.epochs, lr=args.lr, batch=args.batch,
-                      seed=args.seed, max_utts=args.max_utts)
+                      seed=args.seed, max_utts=args.max_utts, delay=args.delay, dropout=args.dropout)
     try:
         res = train_speech(cfg, args.output, resume=args.resume, progress=not args.no_progress,
                            threads=args.threads)
     except TrainError as e:
         raise UserError(str(e)) from None
-    print(f"wrote {res.model_path}: best dev PER {res.best_dev_per:.2f} % (epoch {res.best_epoch + 1}); "
+    print(f"wrote {res.model_path}: best dev FER {res.best_dev_fer:.2f} % (undecoded PER {res.best_dev_per:.2f} %, "
+          f"epoch {res.best_epoch + 1}); "
           f"checkpoint {res.checkpoint_path}")
     return 0
 
@@ -66,19 +67,25 @@ def add_commands(sub) -> None:
     """Add the study's subcommands to the ``deltarnn`` parser."""
     t = sub.add_parser("train", help="train a phone classifier on a speech corpus",
                        description="Train a per-frame phone classifier (RNNModel with a linear head) on "
-                                   "a speech corpus, report the dev-split phone error rate every epoch, "
-                                   "save a checkpoint every epoch (MODEL.pt.ckpt) and keep the model with "
-                                   "the best dev PER in MODEL.pt (accepted by 'deltarnn quantize').")
+                                   "a speech corpus, report the dev-split frame error rate (FER) and "
+                                   "undecoded phone error rate every epoch, save a checkpoint every epoch "
+                                   "(MODEL.pt.ckpt) and keep the model with the best dev FER in MODEL.pt "
+                                   "(accepted by 'deltarnn quantize').")
     t.add_argument("--cell", required=True, choices=CELLS)
     t.add_argument("--dataset", required=True, metavar="NAME", help="espeak, espeak-tiny or timit")
     t.add_argument("--layers", type=pos_int, default=2, metavar="N", help="recurrent layers (default 2)")
     t.add_argument("--hidden", type=pos_int, default=128, metavar="H", help="units per layer (default 128)")
     t.add_argument("--bidirectional", action="store_true")
     t.add_argument("-o", "--output", required=True, metavar="MODEL.pt")
-    t.add_argument("--epochs", type=pos_int, default=10, metavar="N", help="(default 10)")
-    t.add_argument("--lr", type=pos_float, default=2e-3, help="Adam learning rate (default 0.002; halved "
-                   "after every epoch that does not improve the dev PER)")
-    t.add_argument("--batch", type=pos_int, default=32, metavar="N", help="utterances per batch (default 32)")
+    t.add_argument("--epochs", type=pos_int, default=20, metavar="N", help="(default 20)")
+    t.add_argument("--lr", type=pos_float, default=2e-3, help="Adam learning rate (default 0.002), annealed "
+                   "along a cosine to 5 %% of it by the last epoch")
+    t.add_argument("--batch", type=pos_int, default=16, metavar="N", help="utterances per batch (default 16)")
+    t.add_argument("--delay", type=nonneg_int, default=3, metavar="D",
+                   help="output delay in frames: the output at frame t+D labels frame t (lookahead for a "
+                        "streaming model; default 3)")
+    t.add_argument("--dropout", type=unit_float, default=0.1, metavar="P",
+                   help="dropout on every layer's output in training (default 0.1)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--max-utts", type=pos_int, default=None, metavar="N",
                    help="use only the first N utterances of train and dev (quick runs)")

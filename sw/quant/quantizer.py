@@ -128,7 +128,8 @@ def quantize(model, calib: np.ndarray, wbits: int = C.DEFAULT_WBITS, abits: int 
     skip : iterable of str
         Paths (``"0.x"``, ``"1.h"``, ``"head.x"``) left at 16 bits.
     meta : dict, optional
-        Free-form provenance stored in the file.
+        Free-form provenance stored in the file (beside the widths, the skipped
+        paths and the model's ``output_delay``).
     """
     C.check_bits("wbits", wbits, QuantizationError)
     C.check_bits("abits", abits, QuantizationError)
@@ -173,7 +174,8 @@ def quantize(model, calib: np.ndarray, wbits: int = C.DEFAULT_WBITS, abits: int 
         wb, ab = bits_of("head.x")
         act = activation_quantizer(outs[-1], ab, fixed_point_input=True)
         head = QHead(act, quantize_matrix(spec.head_w, wb, act.scale), to_fx(spec.head_b))
-    info = {"wbits": wbits, "abits": abits, "skip": sorted(skip), "calib_shape": list(calib.shape)}
+    info = {"wbits": wbits, "abits": abits, "skip": sorted(skip), "calib_shape": list(calib.shape),
+            "output_delay": model.output_delay}
     info.update(meta or {})
     qm = QModel(spec.cell, spec.input_size, hs, spec.bidirectional, layers, head, spec.float_params, info)
     need = qm.accumulator_bits()

@@ -73,12 +73,15 @@ def frame_accuracy(logits: np.ndarray, y: np.ndarray) -> float:
 # --- padded batches ---------------------------------------------------------------------
 
 
-def pad_batch(feats: list[np.ndarray], labels: list[np.ndarray] | None = None):
+def pad_batch(feats: list[np.ndarray], labels: list[np.ndarray] | None = None, delay: int = 0):
     """Zero-pad utterances to ``(B, Tmax, F)``; labels padded with ``IGNORE``.
 
+    With an output ``delay`` every utterance is first followed by ``delay``
+    zero frames (:func:`deltarnn.models.delay_inputs`) and its labels move
+    ``delay`` frames later, so output ``t + delay`` is trained on label ``t``.
     Returns ``(x, y_or_None, lengths)`` as tensors.
     """
-    lengths = torch.as_tensor([len(f) for f in feats], dtype=torch.long)
+    lengths = torch.as_tensor([len(f) + delay for f in feats], dtype=torch.long)
     tmax = int(lengths.max())
     x = torch.zeros(len(feats), tmax, feats[0].shape[1])
     for i, f in enumerate(feats):
@@ -87,7 +90,7 @@ def pad_batch(feats: list[np.ndarray], labels: list[np.ndarray] | None = None):
     if labels is not None:
         y = torch.full((len(feats), tmax), IGNORE, dtype=torch.long)
         for i, lab in enumerate(labels):
-            y[i, :len(lab)] = torch.as_tensor(lab)
+            y[i, delay:delay + len(lab)] = torch.as_tensor(lab)
     return x, y, lengths
 
 
@@ -127,11 +130,12 @@ def _torch_direction(layer: nn.RNNBase, x: torch.Tensor, d: int) -> torch.Tensor
     return torch._VF.gru(x, h0, ws, True, 1, 0.0, layer.training, False, True)[0]
 
 
-def forward_padded(model, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def forward_padded(model, x: torch.Tensor, lengths: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
     """``model`` (an RNNModel) on a zero-padded batch; frames past an utterance's end are junk.
 
     Every real frame equals what ``model(utterance[None])`` gives (up to float
-    rounding), for unidirectional and bidirectional models alike.
+    rounding), for unidirectional and bidirectional models alike. ``dropout``
+    (training only) drops layer outputs, between layers and before the head.
     """
     b, tmax, _ = x.shape
     mask = torch.arange(tmax).unsqueeze(0) < lengths.unsqueeze(1)
@@ -152,19 +156,26 @@ def forward_padded(model, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
                 hr = layer.directions[1](xr, mask)
                 outs.append(hr.flip(1) if full else _flip(hr, rev))
             x = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
+        if dropout:
+            x = nn.functional.dropout(x, dropout, training=model.training)
     return model.head(x) if model.head is not None else x
 
 
 @torch.no_grad()
 def predict(model, feats: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
-    """Float per-frame scores ``(T, C)`` for every utterance (padding never changes a result)."""
+    """Float per-frame scores ``(T, C)`` for every utterance, aligned with its frames.
+
+    Padding never changes a result; a model's ``output_delay`` is applied
+    (zero frames appended, the first outputs dropped).
+    """
     model.eval()
+    delay = model.output_delay
     out: list[np.ndarray | None] = [None] * len(feats)
     for idx in length_batches([len(f) for f in feats], batch):
-        x, _, lengths = pad_batch([feats[i] for i in idx])
+        x, _, lengths = pad_batch([feats[i] for i in idx], delay=delay)
         scores = forward_padded(model, x, lengths).numpy()
         for j, i in enumerate(idx):
-            out[i] = scores[j, :len(feats[i])]
+            out[i] = scores[j, delay:delay + len(feats[i])]
     return out
 
 
@@ -177,19 +188,30 @@ class TrainError(ValueError):
 
 @dataclass
 class TrainConfig:
+    """A training recipe (``deltarnn train``'s options).
+
+    Adam at ``lr``, annealed along a cosine to ``lr * final_lr`` over the
+    ``epochs`` (one value per epoch); gradients clipped to norm ``clip``;
+    ``dropout`` on every layer's output in training; the model's output at
+    frame ``t + delay`` is trained on the label of frame ``t`` (lookahead a
+    streaming device runs as it is). The epoch with the lowest dev frame
+    error rate is kept.
+    """
+
     cell: str = "gru"
     dataset: str = "espeak"
     layers: int = 2
     hidden: int = 128
     bidirectional: bool = False
-    epochs: int = 10
+    epochs: int = 20
     lr: float = 2e-3
-    batch: int = 32
+    batch: int = 16
     seed: int = 0
     max_utts: int | None = None
     clip: float = 5.0
-    #: the learning rate is halved after an epoch that does not improve the dev PER
-    lr_decay: float = 0.5
+    final_lr: float = 0.05
+    dropout: float = 0.1
+    delay: int = 3
 
     def check(self) -> None:
         from deltarnn.speech.datasets import DATASETS
@@ -202,17 +224,26 @@ class TrainConfig:
         for name in ("layers", "hidden", "epochs", "batch"):
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.delay < 0:
+            raise TrainError(f"--delay must be at least 0, got {self.delay}")
+        if not 0 <= self.dropout < 1:
+            raise TrainError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TrainError(f"--lr must be a positive number, got {self.lr}")
         if self.max_utts is not None and self.max_utts < 1:
             raise TrainError(f"--max-utts must be at least 1, got {self.max_utts}")
 
-    # options that must match when resuming (epochs, lr, batch, clip and lr_decay may change)
     def architecture(self) -> dict:
+        """The options that must match when resuming (the others may change)."""
         d = asdict(self)
-        for k in ("epochs", "lr", "batch", "clip", "lr_decay"):
+        for k in ("epochs", "lr", "batch", "clip", "final_lr", "dropout"):
             d.pop(k)
         return d
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of ``epoch`` (0-based): a cosine from ``lr`` to ``lr * final_lr``."""
+        frac = epoch / max(self.epochs - 1, 1)
+        return self.lr * (self.final_lr + (1 - self.final_lr) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 @dataclass
@@ -220,8 +251,13 @@ class TrainResult:
     model_path: str
     checkpoint_path: str
     history: list[dict] = field(default_factory=list)
-    best_dev_per: float = float("inf")
+    best_dev_fer: float = float("inf")
     best_epoch: int = -1
+
+    @property
+    def best_dev_per(self) -> float:
+        """Undecoded dev PER (%) of the kept epoch."""
+        return self.history[self.best_epoch]["dev_per"] if self.history else float("nan")
 
 
 def load_split(name: str, split: str, max_utts: int | None = None):
@@ -238,11 +274,14 @@ def load_split(name: str, split: str, max_utts: int | None = None):
     return ds, utts
 
 
-def dev_per(model, feats, labels) -> float:
-    """Phone error rate in % of the float model (see docs/study.md, "Scoring")."""
+def dev_scores(model, feats, labels) -> tuple[float, float]:
+    """Frame error rate and undecoded phone error rate, in %, of the float model."""
     from deltarnn.speech.datasets import phone_error_rate
 
-    return 100.0 * phone_error_rate(predict(model, feats), labels)
+    scores = predict(model, feats)
+    wrong = sum(int((s.argmax(-1) != lab).sum()) for s, lab in zip(scores, labels))
+    fer = 100.0 * wrong / max(sum(len(lab) for lab in labels), 1)
+    return fer, 100.0 * phone_error_rate(scores, labels)
 
 
 def checkpoint_path(model_path) -> Path:
@@ -283,12 +322,11 @@ def train_speech(cfg: TrainConfig, out, resume: bool = False, progress: bool = T
 
     torch.manual_seed(cfg.seed)
     model = RNNModel(cfg.cell, train_ds.feature_dim, cfg.hidden, cfg.layers, cfg.bidirectional,
-                     train_ds.num_classes)
+                     train_ds.num_classes, output_delay=cfg.delay)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     result = TrainResult(str(out), str(ckpt_file))
     start = 0
-    lr = cfg.lr
     if resume:
         if not ckpt_file.exists():
             raise TrainError(f"--resume: no checkpoint {ckpt_file}")
@@ -302,15 +340,15 @@ def train_speech(cfg: TrainConfig, out, resume: bool = False, progress: bool = T
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
         start = ck["epoch"] + 1
-        lr = ck["lr"]
         result.history = ck["history"]
-        result.best_dev_per = ck["best_dev_per"]
+        result.best_dev_fer = ck["best_dev_fer"]
         result.best_epoch = ck["best_epoch"]
-        log(f"resuming {out} after epoch {start} (best dev PER {result.best_dev_per:.2f} % at epoch "
+        log(f"resuming {out} after epoch {start} (best dev FER {result.best_dev_fer:.2f} % at epoch "
             f"{result.best_epoch + 1})")
 
     n_frames = sum(len(f) for f in feats)
     for epoch in range(start, cfg.epochs):
+        lr = cfg.lr_at(epoch)
         for g in opt.param_groups:
             g["lr"] = lr
         model.train()
@@ -320,8 +358,8 @@ def train_speech(cfg: TrainConfig, out, resume: bool = False, progress: bool = T
         bar = tqdm(batches, desc=f"{cfg.cell} epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not progress, leave=False)
         for idx in bar:
-            x, y, lengths = pad_batch([feats[i] for i in idx], [labels[i] for i in idx])
-            logits = forward_padded(model, x, lengths)
+            x, y, lengths = pad_batch([feats[i] for i in idx], [labels[i] for i in idx], cfg.delay)
+            logits = forward_padded(model, x, lengths, cfg.dropout)
             loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                                ignore_index=IGNORE)
             opt.zero_grad()
@@ -334,25 +372,23 @@ def train_speech(cfg: TrainConfig, out, resume: bool = False, progress: bool = T
             seen += n
             bar.set_postfix(loss=f"{total / seen:.3f}")
         bar.close()
-        per = dev_per(model, dev_feats, dev_labels)
-        entry = {"epoch": epoch + 1, "loss": total / max(seen, 1), "dev_per": per, "lr": lr,
+        fer, per = dev_scores(model, dev_feats, dev_labels)
+        entry = {"epoch": epoch + 1, "loss": total / max(seen, 1), "dev_fer": fer, "dev_per": per, "lr": lr,
                  "seconds": time.perf_counter() - t0, "frames": n_frames}
         result.history.append(entry)
-        improved = per < result.best_dev_per
+        improved = fer < result.best_dev_fer
         if improved:
-            result.best_dev_per, result.best_epoch = per, epoch
+            result.best_dev_fer, result.best_epoch = fer, epoch
             model.eval()
             torch.save(model, out)
-        else:
-            lr *= cfg.lr_decay
-        log(f"{cfg.cell} epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.3f}, dev PER {per:.2f} %"
-            f"{' (best)' if improved else ''}, {entry['seconds']:.0f} s")
+        log(f"{cfg.cell} epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.3f}, dev FER {fer:.2f} %, "
+            f"undecoded PER {per:.2f} %{' (best)' if improved else ''}, lr {lr:.2g}, {entry['seconds']:.0f} s")
         torch.save({"config": cfg.architecture(), "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epoch": epoch,
-                    "lr": lr, "history": result.history, "best_dev_per": result.best_dev_per,
+                    "history": result.history, "best_dev_fer": result.best_dev_fer,
                     "best_epoch": result.best_epoch}, ckpt_file)
         Path(str(out) + ".json").write_text(json.dumps(
-            {"config": asdict(cfg), "history": result.history, "best_dev_per": result.best_dev_per,
+            {"config": asdict(cfg), "history": result.history, "best_dev_fer": result.best_dev_fer,
              "best_epoch": result.best_epoch + 1}, indent=1))
     if not out.exists():
         raise TrainError(f"no epoch was run: {out} was not written (--epochs {cfg.epochs} already done?)")

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from deltarnn.cli import main
-from deltarnn.models import RNNModel, load_torch_model
-from deltarnn.speech.train import forward_padded, frame_accuracy, length_batches, pad_batch, train_frames
+from deltarnn.models import RNNModel, align_outputs, delay_inputs, load_torch_model
+from deltarnn.quant.quantizer import quantize
+from deltarnn.speech.train import (TrainConfig, forward_padded, frame_accuracy, length_batches, pad_batch, predict,
+                                   train_frames)
 
 TINY = ["--dataset", "espeak-tiny", "--hidden", "8", "--layers", "1", "--batch", "8", "--no-progress",
         "--threads", "1"]
@@ -39,6 +41,31 @@ def test_pad_batch_and_length_batches():
     assert sorted(int(i) for b in shuffled for i in b) == [0, 1, 2, 3, 4]
 
 
+def test_output_delay_pads_inputs_and_shifts_labels():
+    x, y, lengths = pad_batch([np.ones((2, 3)), np.ones((4, 3))], [np.array([1, 2]), np.array([3, 4, 5, 6])], delay=2)
+    assert x.shape == (2, 6, 3) and lengths.tolist() == [4, 6]
+    assert x[0, 2:].abs().sum() == 0 and x[1, 4:].abs().sum() == 0
+    assert y[0].tolist() == [-100, -100, 1, 2, -100, -100] and y[1].tolist() == [-100, -100, 3, 4, 5, 6]
+    torch.manual_seed(2)
+    m = RNNModel("gru", 3, 5, 1, num_classes=4, output_delay=2).eval()
+    feats = [np.random.default_rng(1).normal(size=(n, 3)).astype(np.float32) for n in (5, 8)]
+    out = predict(m, feats)
+    for f, o in zip(feats, out):
+        with torch.no_grad():
+            full = m(torch.as_tensor(delay_inputs(f, 2))[None])[0].numpy()
+        assert o.shape == (len(f), 4)
+        np.testing.assert_allclose(o, align_outputs(full, 2), atol=1e-5)
+    qm = quantize(m, np.stack([feats[1]]), 4, 8)
+    assert qm.meta["output_delay"] == 2
+
+
+def test_cosine_schedule():
+    cfg = TrainConfig(epochs=5, lr=1e-2, final_lr=0.1)
+    lrs = [cfg.lr_at(e) for e in range(5)]
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
 def test_train_frames_still_works():
     torch.manual_seed(0)
     x = np.random.default_rng(0).normal(size=(8, 10, 3)).astype(np.float32)
@@ -54,21 +81,22 @@ def test_train_checkpoint_resume_and_quantize(tmp_path, capsys):
     out = tmp_path / "gru.pt"
     assert main(["train", "--cell", "gru", *TINY, "--epochs", "1", "-o", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "dev PER" in text and "epoch 1/1" in text
+    assert "dev FER" in text and "undecoded PER" in text and "epoch 1/1" in text
     assert out.exists() and (tmp_path / "gru.pt.ckpt").exists()
     hist = json.loads((tmp_path / "gru.pt.json").read_text())
-    assert len(hist["history"]) == 1 and 0 <= hist["history"][0]["dev_per"]
+    assert len(hist["history"]) == 1 and 0 <= hist["history"][0]["dev_per"] and 0 <= hist["history"][0]["dev_fer"]
 
     assert main(["train", "--cell", "gru", *TINY, "--epochs", "2", "--resume", "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "resuming" in text and "epoch 2/2" in text and "epoch 1/2" not in text
     hist = json.loads((tmp_path / "gru.pt.json").read_text())
     assert [h["epoch"] for h in hist["history"]] == [1, 2]
-    best = min(h["dev_per"] for h in hist["history"])
-    assert hist["best_dev_per"] == pytest.approx(best)
+    best = min(h["dev_fer"] for h in hist["history"])
+    assert hist["best_dev_fer"] == pytest.approx(best)
 
-    model = load_torch_model(out)  # the best-dev-PER model, as deltarnn quantize reads it
+    model = load_torch_model(out)  # the best-dev-FER model, as deltarnn quantize reads it
     assert isinstance(model, RNNModel) and model.num_classes == 39 and model.input_size == 40
+    assert model.output_delay == 3
     assert main(["quantize", str(out), "-o", str(tmp_path / "gru.qmodel")]) == 0
 
 
@@ -79,6 +107,7 @@ def test_resume_is_deterministic(tmp_path):
     assert main(["train", "--cell", "sru", *TINY, "--epochs", "2", "--resume", "-o", str(b)]) == 0
     ha = json.loads((tmp_path / "a.pt.json").read_text())["history"]
     hb = json.loads((tmp_path / "b.pt.json").read_text())["history"]
+    assert [h["dev_fer"] for h in ha] == pytest.approx([h["dev_fer"] for h in hb])
     assert [h["dev_per"] for h in ha] == pytest.approx([h["dev_per"] for h in hb])
 
 

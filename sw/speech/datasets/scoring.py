@@ -12,6 +12,12 @@ Scoring rule (documented in ``docs/datasets.md``):
    1) between hypothesis and reference phone sequences;
 5. ``PER = total edits / total reference phones`` over the whole set (not
    an average of per-utterance rates).
+
+The frame error rate (FER) compares the frame labels before any collapsing:
+``FER = frames whose class differs / frames``. :func:`utterance_scores` keeps
+the counts of every utterance, so that :func:`bootstrap_interval` can give a
+paired bootstrap interval of a change in PER or FER between two systems
+scored on the same utterances.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import numpy as np
 
 from deltarnn.speech.datasets.phones import SIL_ID
 
-__all__ = ["PERResult", "collapse", "edit_distance", "align_counts", "phone_error_rate", "score"]
+__all__ = ["PERResult", "collapse", "edit_distance", "align_counts", "phone_error_rate", "score",
+           "utterance_scores", "totals", "bootstrap_interval", "COLUMNS"]
 
 
 def collapse(seq: Iterable[int], drop: Iterable[int] = ()) -> list[int]:
@@ -148,11 +155,31 @@ class PERResult:
     deletions: int
     insertions: int
     utterances: int
+    frame_errors: int = 0
+    frames: int = 0
 
     @property
     def per(self) -> float:
         """Phone error rate, ``errors / ref_phones`` (``nan`` if no phones)."""
         return self.errors / self.ref_phones if self.ref_phones else float("nan")
+
+    @property
+    def fer(self) -> float:
+        """Frame error rate, ``frame_errors / frames`` (``nan`` if no frames)."""
+        return self.frame_errors / self.frames if self.frames else float("nan")
+
+    def as_dict(self) -> dict:
+        """The counts and both rates, in percent (``per``, ``fer``) and as S / D / I percentages."""
+        ref = self.ref_phones or float("nan")
+        return {"per": 100.0 * self.per, "fer": 100.0 * self.fer, "sub_pct": 100.0 * self.substitutions / ref,
+                "del_pct": 100.0 * self.deletions / ref, "ins_pct": 100.0 * self.insertions / ref,
+                "errors": self.errors, "ref_phones": self.ref_phones, "substitutions": self.substitutions,
+                "deletions": self.deletions, "insertions": self.insertions, "frame_errors": self.frame_errors,
+                "frames": self.frames, "utterances": self.utterances}
+
+
+#: Columns of :func:`utterance_scores`.
+COLUMNS = ("errors", "ref_phones", "substitutions", "deletions", "insertions", "frame_errors", "frames")
 
 
 def _frame_labels(x) -> np.ndarray:
@@ -162,6 +189,24 @@ def _frame_labels(x) -> np.ndarray:
     if a.ndim == 1:
         return a
     raise ValueError(f"expected (T,) labels or (T, C) scores, got shape {a.shape}")
+
+
+def utterance_scores(hyps: Iterable, refs: Iterable, drop_sil: bool = False, sil_id: int = SIL_ID) -> np.ndarray:
+    """Per utterance, the counts of :data:`COLUMNS`, as an int64 array ``(N, 7)``.
+
+    Parameters are those of :func:`score`. An utterance whose hypothesis has
+    another number of frames than its reference is refused (``ValueError``).
+    """
+    drop = (sil_id,) if drop_sil else ()
+    rows = []
+    for k, (hyp, ref) in enumerate(zip(hyps, refs, strict=True)):
+        hf, rf = _frame_labels(hyp), _frame_labels(ref)
+        if hf.shape != rf.shape:
+            raise ValueError(f"utterance {k}: {hf.size} hypothesis frames for {rf.size} reference frames")
+        h, r = collapse(hf, drop), collapse(rf, drop)
+        s, d, i = align_counts(h, r)
+        rows.append((s + d + i, len(r), s, d, i, int(np.count_nonzero(hf != rf)), rf.size))
+    return np.array(rows, dtype=np.int64).reshape(-1, len(COLUMNS))
 
 
 def score(
@@ -176,7 +221,8 @@ def score(
     ----------
     hyps : iterable of array_like
         Per utterance, either ``(T, C)`` scores (logits or posteriors; the
-        arg-max is taken) or ``(T,)`` predicted class ids.
+        arg-max is taken) or ``(T,)`` predicted class ids, as many frames as
+        the reference.
     refs : iterable of array_like
         Per utterance, ``(T,)`` reference class ids.
     drop_sil : bool
@@ -188,19 +234,44 @@ def score(
     Returns
     -------
     PERResult
-        Totals over all utterances; ``.per`` is the phone error rate.
+        Totals over all utterances; ``.per`` is the phone error rate, ``.fer`` the frame error rate.
     """
-    drop = (sil_id,) if drop_sil else ()
-    errors = ref_total = subs = dels = ins = n = 0
-    for hyp, ref in zip(hyps, refs, strict=True):
-        h = collapse(_frame_labels(hyp), drop)
-        r = collapse(_frame_labels(ref), drop)
-        s, d, i = align_counts(h, r)
-        subs, dels, ins = subs + s, dels + d, ins + i
-        errors += s + d + i
-        ref_total += len(r)
-        n += 1
-    return PERResult(errors, ref_total, subs, dels, ins, n)
+    rows = utterance_scores(hyps, refs, drop_sil, sil_id)
+    return totals(rows)
+
+
+def totals(rows: np.ndarray) -> PERResult:
+    """The :class:`PERResult` of per-utterance counts (:func:`utterance_scores`)."""
+    t = dict(zip(COLUMNS, (int(v) for v in np.asarray(rows).reshape(-1, len(COLUMNS)).sum(axis=0))))
+    return PERResult(t["errors"], t["ref_phones"], t["substitutions"], t["deletions"], t["insertions"],
+                     len(rows), t["frame_errors"], t["frames"])
+
+
+def bootstrap_interval(base: np.ndarray, new: np.ndarray, rate: str = "per", n: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Paired bootstrap interval of ``rate(new) - rate(base)``, in percentage points.
+
+    Parameters
+    ----------
+    base, new : numpy.ndarray
+        :func:`utterance_scores` of two systems on the same utterances, in the same order.
+    rate : {"per", "fer"}
+        The rate whose change is measured.
+    n : int
+        Resamples of the utterances (with replacement).
+    level : float
+        Coverage of the interval (percentile method).
+    """
+    base, new = np.asarray(base), np.asarray(new)
+    if base.shape != new.shape:
+        raise ValueError(f"both systems must be scored on the same utterances, got {base.shape} and {new.shape}")
+    num, den = (COLUMNS.index("errors"), COLUMNS.index("ref_phones")) if rate == "per" else \
+        (COLUMNS.index("frame_errors"), COLUMNS.index("frames"))
+    idx = np.random.default_rng(seed).integers(0, len(base), size=(n, len(base)))
+    b, w = base[idx], new[idx]
+    change = 100.0 * (w[..., num].sum(1) / w[..., den].sum(1) - b[..., num].sum(1) / b[..., den].sum(1))
+    lo, hi = np.percentile(change, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
 
 
 def phone_error_rate(

@@ -10,8 +10,11 @@ from deltarnn.speech.datasets.scoring import (
     align_counts,
     collapse,
     edit_distance,
+    bootstrap_interval,
     phone_error_rate,
     score,
+    totals,
+    utterance_scores,
 )
 
 S = SIL_ID
@@ -115,3 +118,39 @@ def test_edit_distance_properties(a, b):
     assert abs(len(a) - len(b)) <= d <= max(len(a), len(b))
     assert (d == 0) == (a == b)
     assert sum(align_counts(a, b)) == d
+
+
+def test_frame_error_rate_and_split():
+    r = score([[A, A, B, B, B, C], [A, A]], [[A, A, C, C, C, C], [A, B]])
+    assert (r.frame_errors, r.frames) == (3 + 1, 8) and r.fer == pytest.approx(0.5)
+    assert (r.substitutions, r.deletions, r.insertions, r.errors, r.ref_phones) == (0, 1, 1, 2, 4)
+    d = r.as_dict()
+    assert d["per"] == pytest.approx(50.0) and d["fer"] == pytest.approx(50.0) and d["ins_pct"] == pytest.approx(25.0)
+    with pytest.raises(ValueError, match="utterance 0: 2 hypothesis frames for 3 reference frames"):
+        score([[A, A]], [[A, A, B]])
+
+
+def test_utterance_scores_sum_to_the_totals():
+    rng = np.random.default_rng(0)
+    refs = [np.repeat(rng.integers(0, 5, 8), rng.integers(1, 6, 8)) for _ in range(10)]
+    hyps = [np.where(rng.random(r.size) < 0.2, rng.integers(0, 5, r.size), r) for r in refs]
+    rows = utterance_scores(hyps, refs)
+    assert rows.shape == (10, 7)
+    assert totals(rows) == score(hyps, refs)
+
+
+def test_bootstrap_interval_of_a_change():
+    rng = np.random.default_rng(1)
+    refs = [np.repeat(rng.integers(0, 6, 10), rng.integers(2, 6, 10)) for _ in range(60)]
+    good = [r.copy() for r in refs]
+    bad = [np.where(rng.random(r.size) < 0.15, rng.integers(0, 6, r.size), r) for r in refs]
+    base, worse = utterance_scores(good, refs), utterance_scores(bad, refs)
+    lo, hi = bootstrap_interval(base, worse)
+    change = 100 * (totals(worse).per - totals(base).per)
+    assert 0 < lo < change < hi
+    lo0, hi0 = bootstrap_interval(base, base)
+    assert lo0 == hi0 == 0.0
+    flo, fhi = bootstrap_interval(base, worse, rate="fer")
+    assert flo < 100 * totals(worse).fer < fhi
+    with pytest.raises(ValueError, match="same utterances"):
+        bootstrap_interval(base, worse[:5])

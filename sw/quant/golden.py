@@ -26,12 +26,24 @@ from deltarnn.spec import contract as C
 from deltarnn.quant.qmodel import QActivation, QDirection, QMatrix, QModel
 
 _EXACT_BITS = 53
+#: Bits of one float parameter: the reference of the compression figures.
+FLOAT_BITS = 32
 #: float32 products are exact while every partial sum stays below 2**24.
 _EXACT_BITS_F32 = 24
 
 
 class EmulationError(ValueError):
     """Bad input to the emulator (shape, type, non-finite values)."""
+
+
+def eliminated_pct(macs_needed: int, macs_dense: int) -> float:
+    """Percentage of the dense multiply-accumulates that the deltas make unnecessary (0 when none)."""
+    return 100.0 * (1.0 - macs_needed / macs_dense) if macs_dense else 0.0
+
+
+def compression_pct(weight_bits: int, float_bits: int) -> float:
+    """Percentage of the float model's bits that the quantized model does not store."""
+    return 100.0 * (1.0 - weight_bits / float_bits)
 
 
 @dataclass
@@ -47,7 +59,21 @@ class PathStats:
 
     @property
     def eliminated_pct(self) -> float:
-        return 100.0 * (1.0 - self.macs_needed / self.macs_dense) if self.macs_dense else 0.0
+        return eliminated_pct(self.macs_needed, self.macs_dense)
+
+    def add(self, elements: int, deltas: int, rows: int) -> None:
+        """Count ``elements`` inputs, ``deltas`` of them emitted, into a matrix of ``rows`` rows."""
+        self.elements += elements
+        self.deltas += deltas
+        self.macs_dense += elements * rows
+        self.macs_needed += deltas * rows
+
+    def merge(self, other: PathStats) -> None:
+        """Add the counts of ``other`` (the same path on other inputs)."""
+        self.elements += other.elements
+        self.deltas += other.deltas
+        self.macs_dense += other.macs_dense
+        self.macs_needed += other.macs_needed
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "cols": self.cols, "elements": self.elements, "deltas": self.deltas,
@@ -63,6 +89,11 @@ class Stats:
     weight_bits: int
     float_bits: int
 
+    @classmethod
+    def for_model(cls, qm: QModel, paths: dict[str, PathStats]) -> Stats:
+        """The counts ``paths`` with the sizes of ``qm`` (stored bits against float parameters)."""
+        return cls(paths, qm.storage_bits(), FLOAT_BITS * qm.float_params)
+
     @property
     def macs_dense(self) -> int:
         return sum(p.macs_dense for p in self.paths.values())
@@ -73,17 +104,22 @@ class Stats:
 
     @property
     def eliminated_pct(self) -> float:
-        return 100.0 * (1.0 - self.macs_needed / self.macs_dense) if self.macs_dense else 0.0
+        return eliminated_pct(self.macs_needed, self.macs_dense)
 
     @property
     def compression_pct(self) -> float:
-        return 100.0 * (1.0 - self.weight_bits / self.float_bits)
+        return compression_pct(self.weight_bits, self.float_bits)
+
+    def op_counts(self) -> dict:
+        """The operation counts alone: totals, eliminated % and every path's :meth:`PathStats.as_dict`."""
+        return {"macs_dense": self.macs_dense, "macs_needed": self.macs_needed,
+                "eliminated_pct": self.eliminated_pct, "paths": {k: v.as_dict() for k, v in self.paths.items()}}
 
     def as_dict(self) -> dict:
-        return {"macs_dense": self.macs_dense, "macs_needed": self.macs_needed,
-                "eliminated_pct": self.eliminated_pct, "weight_bits": self.weight_bits,
-                "float_bits": self.float_bits, "compression_pct": self.compression_pct,
-                "paths": {k: v.as_dict() for k, v in self.paths.items()}}
+        counts = self.op_counts()
+        paths = counts.pop("paths")
+        return {**counts, "weight_bits": self.weight_bits, "float_bits": self.float_bits,
+                "compression_pct": self.compression_pct, "paths": paths}
 
 
 @dataclass
@@ -257,12 +293,8 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, rev
                 h, c = step(rqx[:, t], accumulate_to_fx(acc_h, d.h).astype(np.int32), vec, (h, c))
                 out[:, t] = h
         _per_step(step_deltas, f"{layer_index}.h", per_step, reverse)
-        # h_{-1} = 0 is no work for any implementation: count steps 1..T-1 only.
-        p = stats[f"{layer_index}.h"]
-        p.elements += bsz * (steps - 1) * hs
-        p.deltas += nnz
-        p.macs_dense += bsz * (steps - 1) * d.h.rows * d.h.cols
-        p.macs_needed += nnz * d.h.rows
+        # h_{-1} = 0 is no work for any implementation: count steps 1..T-1 only (d.h.cols == hs).
+        stats[f"{layer_index}.h"].add(bsz * (steps - 1) * hs, nnz, d.h.rows)
     return out[:, ::-1] if reverse else out
 
 
@@ -272,11 +304,13 @@ def _per_step(step_deltas: dict[str, np.ndarray], name: str, counts: np.ndarray,
 
 
 def _count(p: PathStats, m: QMatrix, fired: np.ndarray, dense: bool) -> None:
-    n = fired.size if dense else int(np.count_nonzero(fired))
-    p.elements += fired.size
-    p.deltas += n
-    p.macs_dense += fired.size * m.rows
-    p.macs_needed += n * m.rows
+    p.add(fired.size, fired.size if dense else int(np.count_nonzero(fired)), m.rows)
+
+
+def path_stats(qm: QModel) -> dict[str, PathStats]:
+    """Zero counts for every path of ``qm`` (rows summed over its directions)."""
+    return {name: PathStats(rows=sum(m.rows for m in qm.matrices(name)), cols=qm.matrices(name)[0].cols)
+            for name in qm.paths()}
 
 
 def check_input(qm: QModel, x: np.ndarray) -> np.ndarray:
@@ -307,10 +341,7 @@ def emulate(qm: QModel, x: np.ndarray, dense: bool = False) -> EmulationResult:
     need = qm.accumulator_bits()
     if need > min(C.ACC_BITS, _EXACT_BITS):
         raise EmulationError(f"model needs {need}-bit accumulators, beyond the exact range")
-    paths = {}
-    for name in qm.paths():
-        m = qm.matrices(name)[0]
-        paths[name] = PathStats(rows=sum(mm.rows for mm in qm.matrices(name)), cols=m.cols)
+    paths = path_stats(qm)
     layer_outputs = []
     step_deltas: dict[str, np.ndarray] = {}
     values = x
@@ -330,5 +361,4 @@ def emulate(qm: QModel, x: np.ndarray, dense: bool = False) -> EmulationResult:
         _count(paths["head.x"], head.matrix, fired, dense)
         _per_step(step_deltas, "head.x", fired.sum(axis=-1), False)
         values = C.fx_add(accumulate_to_fx(matvec(ref, head.matrix), head.matrix), head.bias).astype(np.int64)
-    stats = Stats(paths, qm.storage_bits(), 32 * qm.float_params)
-    return EmulationResult(values, layer_outputs, stats, input_q, step_deltas)
+    return EmulationResult(values, layer_outputs, Stats.for_model(qm, paths), input_q, step_deltas)

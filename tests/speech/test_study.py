@@ -1,6 +1,11 @@
-"""The speech study: Pareto front, exact operation counts, the pipeline on espeak-tiny, reproduction."""
+"""The speech study: Pareto front, the search on a metric table, goals, exact operation counts, the pipeline on
+espeak-tiny, reproduction."""
 
 import json
+import subprocess
+import sys
+from dataclasses import asdict
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,8 +13,13 @@ import pytest
 from deltarnn.cli import main
 from deltarnn.quant.golden import emulate
 from deltarnn.quant.quantizer import quantize
-from deltarnn.speech.study import (choose_point, evaluate_qmodel, make_evalset, masked_stats, pareto_front, run_study,
-                      study_config, summarize_counts)
+from deltarnn.speech.study import (StudyConfig, choose_point, evaluate_qmodel, make_evalset, masked_stats, pareto_front,
+                                   run_study, search, study_config)
+from deltarnn.speech.study.config import Goal, goals
+from deltarnn.speech.study.driver import cell_record
+from deltarnn.speech.study.evaluate import Footprint
+from deltarnn.speech.study.output import markdown
+from deltarnn.speech.study.search import FloatPoint, FootprintQuery, QuantPoint
 
 from tests.helpers import random_input, random_model
 
@@ -32,6 +42,133 @@ def test_pareto_front_on_hand_made_points():
     assert choose_point(front, base_per=24.0, tol=1.0) == 2        # index into front: (25, 70)
 
 
+# --- the search on a hand-made metric table (no Dask, no training) ------------------------------
+
+#: Footprints at activation width 4: 1000 float bits; skipping a path adds its bits.
+FOOTPRINTS = {2: Footprint(100, 1000, {"0.x": 60, "0.h": 60, "head.x": 20}),
+              4: Footprint(180, 1000, {"0.x": 50, "0.h": 50, "head.x": 15}),
+              8: Footprint(300, 1000, {"0.x": 40, "0.h": 40, "head.x": 10})}
+#: PER (%) on the selection set at threshold 0: (wbits, abits, skipped paths) -> PER; the float PER is 20.
+SELECT_PER = {(2, 4, ()): 30.0, (4, 4, ()): 23.0, (8, 4, ()): 20.5,
+              (2, 8, ()): 29.0, (4, 8, ()): 22.0, (8, 8, ()): 20.2,
+              (2, 4, ("0.x",)): 25.0, (2, 4, ("0.h",)): 27.0, (2, 4, ("head.x",)): 28.0,
+              (2, 4, ("0.x", "head.x")): 24.0, (4, 4, ("head.x",)): 20.8}
+#: The chosen widths' points (w4 a4, head.x skipped): (split, theta_x, theta_h) -> (PER, eliminated %).
+THETA_POINTS = {("select", 0, 0): (20.8, 5.0), ("select", 0, 4): (21.5, 30.0), ("select", 2, 0): (20.9, 25.0),
+                ("select", 2, 4): (23.0, 60.0), ("report", 0, 0): (22.5, 5.0), ("report", 0, 4): (24.0, 30.0),
+                ("report", 2, 0): (22.9, 25.0), ("report", 2, 4): (22.8, 60.0)}
+FLOAT_PER = {"select": 20.0, "report": 22.0}
+
+
+def table_config(**changes) -> StudyConfig:
+    return StudyConfig(**{**dict(cells=["gru"], wbits=[2, 4, 8], abits=[4, 8], tol=1.0, act_tol=0.5,
+                                 compression_floor=80.0, skip_budget=2, max_greedy=2, greedy_max_delta=10.0,
+                                 thetas_x=[0, 2], thetas_h=[0, 4]), **changes})
+
+
+class FakeEvaluate:
+    """``evaluate`` over the tables above; records every batch."""
+
+    def __init__(self, per_offset: float = 0.0):
+        self.batches = []
+        self.per_offset = per_offset
+
+    def one(self, r):
+        if isinstance(r, FloatPoint):
+            return FLOAT_PER[r.split]
+        if isinstance(r, FootprintQuery):
+            return FOOTPRINTS[r.wbits]
+        if (r.theta_x, r.theta_h, r.split) == (0, 0, "select"):
+            per, eliminated = SELECT_PER[(r.wbits, r.abits, r.skip)] + self.per_offset, 2.0
+        else:
+            per, eliminated = THETA_POINTS[(r.split, r.theta_x, r.theta_h)]
+        return {"macs_dense": 100, "eliminated_pct": eliminated, "paths": {"0.x": {}, "0.h": {}, "head.x": {}},
+                "size_kb": 1.0,
+                "per": per, "theta_x": r.theta_x, "theta_h": r.theta_h,
+                "compression_pct": FOOTPRINTS[r.wbits].compression_pct(r.skip) if r.abits == 4 else 50.0}
+
+    def __call__(self, requests, stage):
+        self.batches.append((stage, list(requests)))
+        return [self.one(r) for r in requests]
+
+    def requests(self):
+        return [r for _, batch in self.batches for r in batch]
+
+
+def test_search_chooses_widths_skips_and_thresholds_on_a_metric_table():
+    fake = FakeEvaluate()
+    logged = []
+    r = search(table_config(), fake, logged.append)["gru"]
+    assert len(fake.requests()) == len(set(fake.requests()))       # nothing asked twice
+    stages = [stage for stage, _ in fake.batches]
+    assert stages == ["float PER", "width sweep", "quantize", "greedy skip round 1", "greedy skip round 2",
+                      "greedy skip round 3", "threshold grid", "report set"]
+    assert len(fake.batches[1][1]) == 6                             # the sweep in one batch: w {2, 4, 8} x a {4, 8}
+    assert {(q.wbits, q.abits, q.skip) for _, batch in fake.batches[-2:] for q in batch} == {(4, 4, ("head.x",))}
+    # activation width 4 (0.3 points over a8 at w8); w2 greedy: 0.x (25), then head.x (24; 0.h would drop the
+    # compression to 78 % < 80 %), budget of 2 reached; w4: only head.x keeps 80 %, and brings it within 1 point
+    assert [(t["wbits"], t["skip"], t["per"], t["accepted"]) for t in r.selection["greedy_trace"]] == [
+        (2, [], 30.0, False), (2, ["0.x"], 25.0, False), (2, ["0.h"], 27.0, False), (2, ["head.x"], 28.0, False),
+        (2, ["0.x", "head.x"], 24.0, False), (4, [], 23.0, False), (4, ["head.x"], 20.8, False),
+        (4, ["head.x"], 20.8, True)]
+    assert [(o["wbits"], o["skip"]) for o in r.selection["options_within_tol"]] == [(4, ["head.x"]), (8, [])]
+    chosen = r.selection["chosen"]
+    assert (chosen["wbits"], chosen["abits"], chosen["skip"], chosen["fallback"]) == (4, 4, ["head.x"], False)
+    assert chosen["select"]["per"] == 20.8 and chosen["select"]["skip"] == ["head.x"]
+    assert (r.widths.wbits, r.widths.abits, r.widths.skip) == (4, 4, ("head.x",))
+    assert [p["delta_per"] for p in r.selection["width_sweep"]] == pytest.approx([10.0, 9.0, 3.0, 2.0, 0.5, 0.2])
+    th = r.thresholds
+    assert [(p["theta_x"], p["theta_h"]) for p in th["grid_select"]] == [(0, 0), (0, 4), (2, 0), (2, 4)]
+    assert [(p["theta_x"], p["theta_h"]) for p in th["front_select"]] == [(0, 0), (2, 0), (0, 4), (2, 4)]
+    assert (th["chosen_point_select"]["theta_x"], th["chosen_point_select"]["theta_h"]) == (2, 0)
+    assert [(p["theta_x"], p["theta_h"]) for p in th["report_points"]] == [(0, 0), (0, 4), (2, 0), (2, 4)]
+    assert th["quantized_report"]["delta_per"] == pytest.approx(0.5)
+    assert (th["chosen_point_report"]["theta_x"], th["chosen_point_report"]["per"]) == (2, 22.9)
+    assert [(p["theta_x"], p["theta_h"]) for p in th["front_report"]] == [(0, 0), (2, 4)]
+    assert th["best_report_within_tol"]["eliminated_pct"] == 60.0
+    assert "gru: chosen w4 a4 skip [head.x]" in logged
+
+
+def test_search_falls_back_to_the_widest_pair_without_skipping():
+    fake = FakeEvaluate(per_offset=40.0)                # every width 20+ points off: no greedy skipping either
+    r = search(table_config(thetas_x=[0], thetas_h=[0]), fake)["gru"]
+    assert r.selection["greedy_trace"] == [] and r.selection["options_within_tol"] == []
+    chosen = r.selection["chosen"]
+    assert (chosen["wbits"], chosen["abits"], chosen["skip"], chosen["fallback"]) == (8, 8, [], True)
+    assert not [q for q in fake.requests() if isinstance(q, QuantPoint) and q.skip]
+
+
+def test_goals_follow_the_config():
+    cfg = table_config()
+    found = search(cfg, FakeEvaluate())["gru"]
+    model = {"model": {}, "model_file": "gru.pt", "training": None, "float_params": 1000}
+    results = {"config": asdict(cfg), "cells": {"gru": cell_record(model, found, "gru.qmodel",
+                                                                     SimpleNamespace(accumulator_bits=lambda: 20))},
+               "select": {"split": "dev", "utterances": 1, "frames": 10},
+               "report": {"split": "test", "utterances": 1, "frames": 10}, "date": "today", "wall_s": 1.0}
+
+    def goal_line(**changes):
+        md = markdown(dict(results, config=dict(results["config"], **changes)))
+        heading = next(line for line in md.splitlines() if line.startswith("## Goals"))
+        return heading, next(line for line in md.splitlines() if line.startswith("- GRU: compression"))
+
+    heading, line = goal_line()     # compression 80.5 %, PER change +0.50, 60 % eliminated within 1 point
+    assert heading.startswith("## Goals (compression > 80 % with PER change <= 1 point") and "> 50 %" in heading
+    assert line.count("(met)") == 3
+    heading, line = goal_line(compression_floor=85.0, eliminated_goal=70.0, tol=0.25)
+    assert heading.startswith("## Goals (compression > 85 % with PER change <= 0.25 point") and "> 70 %" in heading
+    assert "80.5 % (missed by 4.5 points)" in line and "+0.50 (missed by 0.25 points)" in line
+    assert line.endswith("(missed by 10.0 points)")
+    assert goals(cfg).compression == Goal(80.0) and goals(cfg).per_change.at_most
+
+
+def test_the_package_imports_without_torch_dask_or_matplotlib(tmp_path):
+    code = ("import sys, deltarnn.speech.study\n"
+            "assert not {'torch', 'distributed', 'matplotlib'} & set(sys.modules), sorted(sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "ligru", "sru"])
 def test_padded_batches_give_per_utterance_results_exactly(cell):
     model = random_model(cell, input_size=5, hidden=6, layers=2, classes=4, seed=3)
@@ -44,14 +181,15 @@ def test_padded_batches_give_per_utterance_results_exactly(cell):
     for i, x in enumerate(xs):
         batch[i, :lengths[i]] = x[0]
     r = emulate(qm, batch)
-    counts = summarize_counts(masked_stats(qm, r, np.array(lengths)))
+    counts = masked_stats(qm, r, np.array(lengths))
     alone = [emulate(qm, x) for x in xs]
     for i, a in enumerate(alone):
         np.testing.assert_array_equal(r.outputs_fx[i, :lengths[i]], a.outputs_fx[0])
+    assert list(counts) == list(qm.paths())
     for name in qm.paths():
         for key in ("elements", "deltas", "macs_dense", "macs_needed"):
-            assert counts["paths"][name][key] == sum(getattr(a.stats.paths[name], key) for a in alone), (name, key)
-    assert counts["macs_needed"] == sum(a.stats.macs_needed for a in alone)
+            assert getattr(counts[name], key) == sum(getattr(a.stats.paths[name], key) for a in alone), (name, key)
+    assert sum(p.macs_needed for p in counts.values()) == sum(a.stats.macs_needed for a in alone)
 
 
 def test_evaluate_bidirectional_one_utterance_at_a_time():

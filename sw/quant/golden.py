@@ -23,6 +23,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from deltarnn.spec import contract as C
+from deltarnn.quant import kernels
 from deltarnn.quant.qmodel import QActivation, QDirection, QMatrix, QModel
 
 _EXACT_BITS = 53
@@ -170,16 +171,23 @@ def exact_float(fan_in: int, wbits: int, vmax: int) -> type:
     return np.float32 if bound < 1 << _EXACT_BITS_F32 else np.float64
 
 
-def matvec(v: np.ndarray, m: QMatrix) -> np.ndarray:
-    """Exact integer ``v @ m.weights.T`` over the last axis (float32 or float64 BLAS)."""
+def rounding_constants(m: QMatrix) -> np.ndarray:
+    """Per row, what requantization adds before its shift: ``2**(shift-1)`` (round half up), 0 for no shift."""
+    return np.full(m.rows, (1 << (m.shift - 1)) if m.shift else 0, dtype=np.int64)
+
+
+def matvec_fx(v: np.ndarray, m: QMatrix) -> np.ndarray:
+    """``requantize(v @ m.weights.T)`` over the last axis, as int32 fixed point.
+
+    The product is exact in float32 or float64 BLAS (:func:`exact_float`);
+    requantization (:func:`deltarnn.spec.contract.requantize` with the matrix's
+    row multipliers) runs compiled (:func:`deltarnn.quant.kernels.requantize_rows`).
+    """
     ft = exact_float(m.cols, m.wbits, int(np.abs(v).max(initial=0)))
-    out = v.reshape(-1, v.shape[-1]).astype(ft) @ m.weights.T.astype(ft)
-    return out.astype(np.int64).reshape(*v.shape[:-1], m.rows)
-
-
-def accumulate_to_fx(acc: np.ndarray, m: QMatrix) -> np.ndarray:
-    """Accumulators -> fixed point with the matrix's row multipliers."""
-    return C.requantize(acc, m.mult, m.shift)
+    prod = v.reshape(-1, v.shape[-1]).astype(ft) @ m.weights.T.astype(ft)
+    out = np.empty(prod.shape, dtype=np.int32)
+    kernels.requantize_rows(prod, m.mult.astype(np.int64), rounding_constants(m), m.shift, out)
+    return out.reshape(*v.shape[:-1], m.rows)
 
 
 def quantize_path_input(values: np.ndarray, act: QActivation, float_input: bool) -> np.ndarray:
@@ -256,42 +264,44 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, rev
     ref_x, fired = (q_x, q_x != 0) if dense else delta_encode(q_x, layer.x_act.theta)
     _count(stats[f"{layer_index}.x"], d.x, fired, dense)
     _per_step(step_deltas, f"{layer_index}.x", fired.sum(axis=-1), reverse)
-    # Every fixed-point value fits 16 bits and every product of two of them 31 bits: int32 is exact
-    # from here on, and twice as fast as int64.
-    rqx = accumulate_to_fx(matvec(ref_x, d.x), d.x).astype(np.int32)
-    vec = {k: v.astype(np.int32) for k, v in d.vectors.items()}
-    h = np.zeros((bsz, hs), dtype=np.int32)
-    c = np.zeros((bsz, hs), dtype=np.int32)
+    # Every fixed-point value fits 16 bits: int32 holds them; the kernels compute in int64.
+    rqx = matvec_fx(ref_x, d.x)
+    vec = {k: v.astype(np.int64) for k, v in d.vectors.items()}
     out = np.empty((bsz, steps, hs), dtype=np.int64)
     if qm.cell == "sru":
-        hw = None if d.highway is None else C.requantize(ref_x, d.highway[0], d.highway[1]).astype(np.int32)
-        for t in range(steps):
-            h, c = sru_step(rqx[:, t], None if hw is None else hw[:, t], vec, (h, c))
-            out[:, t] = h
+        hw = rqx[:, :, 3 * hs:] if d.highway is None else \
+            C.requantize(ref_x, d.highway[0], d.highway[1]).astype(np.int32)
+        bias = vec["bias"]
+        kernels.sru_sequence(rqx, hw, vec["vf"], vec["vr"], bias, out, kernels.SIGMOID)
     else:
-        step = STEPS[qm.cell]
         act = layer.h_act
+        h = np.zeros((bsz, hs), dtype=np.int32)
+        c = np.zeros((bsz, hs), dtype=np.int32)
         ref_h = np.zeros((bsz, hs), dtype=np.int64)
         acc_h = np.zeros((bsz, d.h.rows), dtype=np.int64)
         ft = exact_float(d.h.cols, d.h.wbits, 2 * C.qmax(act.bits))
         w_h = d.h.weights.T.astype(ft)
-        nnz = 0
+        vin = np.zeros((bsz, hs), dtype=ft)      # the h path's product input; h_{-1} = 0 sends nothing
+        counts = np.zeros(bsz, dtype=np.int64)
         per_step = np.zeros((bsz, steps), dtype=np.int64)
+        mult_h, round_h = d.h.mult.astype(np.int64), rounding_constants(d.h)
+        bias_hn = vec.get("bias_hn", vec["bias"])
+        code = kernels.CELL_CODE[qm.cell]
+        nnz = 0
         with threadpool_limits(1, user_api="blas"):  # threads only slow products this small
             for t in range(steps):
-                q_h = C.quantize_act(h.astype(np.int64), act.mult, act.shift, act.bits)
-                if dense:
-                    acc_h = (q_h.astype(ft) @ w_h).astype(np.int64)
-                    nnz += q_h.size if t else 0
-                else:
-                    delta = q_h - ref_h
-                    f = np.abs(delta) > act.theta
-                    ref_h = np.where(f, q_h, ref_h)
-                    acc_h += ((delta * f).astype(ft) @ w_h).astype(np.int64)
-                    per_step[:, t] = f.sum(axis=-1)
-                    nnz += int(per_step[:, t].sum())
-                h, c = step(rqx[:, t], accumulate_to_fx(acc_h, d.h).astype(np.int32), vec, (h, c))
-                out[:, t] = h
+                if t:
+                    prod = (vin @ w_h).astype(np.int64)
+                    if dense:
+                        acc_h = prod
+                        nnz += bsz * hs
+                    else:
+                        acc_h += prod
+                        per_step[:, t] = counts
+                        nnz += int(counts.sum())
+                kernels.recurrent_step(code, rqx[:, t], acc_h, mult_h, round_h, d.h.shift, vec["bias"], bias_hn, h, c,
+                                       act.mult, act.shift, act.bits, act.theta, ref_h, dense, vin, out[:, t],
+                                       counts, kernels.SIGMOID, kernels.TANH)
         _per_step(step_deltas, f"{layer_index}.h", per_step, reverse)
         # h_{-1} = 0 is no work for any implementation: count steps 1..T-1 only (d.h.cols == hs).
         stats[f"{layer_index}.h"].add(bsz * (steps - 1) * hs, nnz, d.h.rows)
@@ -360,5 +370,5 @@ def emulate(qm: QModel, x: np.ndarray, dense: bool = False) -> EmulationResult:
         ref, fired = (q, q != 0) if dense else delta_encode(q, head.act.theta)
         _count(paths["head.x"], head.matrix, fired, dense)
         _per_step(step_deltas, "head.x", fired.sum(axis=-1), False)
-        values = C.fx_add(accumulate_to_fx(matvec(ref, head.matrix), head.matrix), head.bias).astype(np.int64)
+        values = C.fx_add(matvec_fx(ref, head.matrix).astype(np.int64), head.bias)
     return EmulationResult(values, layer_outputs, Stats.for_model(qm, paths), input_q, step_deltas)

@@ -1,7 +1,7 @@
 """Compiled element-wise steps of the golden model (numba), bit-exact with :mod:`deltarnn.spec.contract`.
 
 The golden model's time loop does one matrix product per step (BLAS, exact
-for these integers, :func:`deltarnn.quant.golden.matvec`) and a few dozen
+for these integers, :func:`deltarnn.quant.golden.matvec_fx`) and a few dozen
 element-wise integer operations: requantization of the accumulators, the
 gate tables, the cell update in fixed point, the quantization of the new
 hidden state and its delta encoding. In NumPy each of those is a separate
@@ -24,7 +24,7 @@ from numba import njit
 
 from deltarnn.spec import contract as C
 
-__all__ = ["CELL_CODE", "recurrent_step", "sru_sequence"]
+__all__ = ["CELL_CODE", "recurrent_step", "requantize_rows", "sru_sequence"]
 
 #: The ``cell`` argument of :func:`recurrent_step`.
 CELL_CODE = {"lstm": 0, "gru": 1, "ligru": 2}
@@ -67,12 +67,26 @@ def _lut(x, shift, table):
 
 
 @njit(cache=True, inline="always")
-def _requantize_fx(acc, mult, shift):
-    return _fx(_round_shift(acc * mult, shift))
+def _requantize_fx(acc, mult, rounding, shift):
+    return _fx((acc * mult + rounding) >> shift)
 
 
 @njit(cache=True)
-def recurrent_step(cell, rqx, acc_h, mult_h, shift_h, bias, bias_hn, h, c, a_mult, a_shift, a_bits, theta,
+def requantize_rows(prod, mult, rounding, shift, out):
+    """Accumulators to fixed point: ``out[n, r] = saturate((int(prod[n, r]) * mult[r] + rounding[r]) >> shift)``.
+
+    ``prod`` ``(N, R)`` holds exact integers (a BLAS product in float32 or
+    float64); ``rounding`` is ``2**(shift-1)`` per row (0 when ``shift`` is 0),
+    the contract's round half up.
+    """
+    n_rows, rows = prod.shape
+    for n in range(n_rows):
+        for r in range(rows):
+            out[n, r] = _requantize_fx(np.int64(prod[n, r]), mult[r], rounding[r], shift)
+
+
+@njit(cache=True)
+def recurrent_step(cell, rqx, acc_h, mult_h, round_h, shift_h, bias, bias_hn, h, c, a_mult, a_shift, a_bits, theta,
                    ref_h, dense, vin, out_h, counts, sig, tanh):
     """One time step of an LSTM / GRU / LiGRU direction, for every sequence of a batch.
 
@@ -84,8 +98,8 @@ def recurrent_step(cell, rqx, acc_h, mult_h, shift_h, bias, bias_hn, h, c, a_mul
         The x path's pre-activations of this step, already in fixed point.
     acc_h : int64 ``(B, Gh*H)``
         The h path's accumulators after this step's product.
-    mult_h, shift_h : int64 ``(Gh*H,)``, int
-        Requantization of ``acc_h`` to fixed point.
+    mult_h, round_h, shift_h : int64 ``(Gh*H,)``, int64 ``(Gh*H,)``, int
+        Requantization of ``acc_h`` to fixed point (as :func:`requantize_rows`).
     bias, bias_hn : int64 ``(G*H,)``, ``(H,)``
         The layer's fixed-point vectors (``bias_hn``: GRU only, any array otherwise).
     h, c : int32 ``(B, H)``
@@ -106,35 +120,35 @@ def recurrent_step(cell, rqx, acc_h, mult_h, shift_h, bias, bias_hn, h, c, a_mul
         The activation tables.
     """
     bsz, hs = h.shape
+    gates = acc_h.shape[1] // hs
     qm = (np.int64(1) << (a_bits - 1)) - 1
+    x = np.empty(4, dtype=np.int64)   # per gate: the x pre-activation, bias included where it is added to it
+    rh = np.empty(4, dtype=np.int64)  # per gate: the h path's accumulator in fixed point
     for b in range(bsz):
         n = 0
         for k in range(hs):
+            for g in range(gates):
+                j = g * hs + k
+                x[g] = rqx[b, j]
+                rh[g] = _requantize_fx(acc_h[b, j], mult_h[j], round_h[j], shift_h)
             hk = np.int64(h[b, k])
             if cell == 0:  # LSTM: i f g o
-                i = _lut(_fx(rqx[b, k] + _requantize_fx(acc_h[b, k], mult_h[k], shift_h) + bias[k]),
-                         _SIG_SHIFT, sig)
-                f = _lut(_fx(rqx[b, hs + k] + _requantize_fx(acc_h[b, hs + k], mult_h[hs + k], shift_h)
-                             + bias[hs + k]), _SIG_SHIFT, sig)
-                g = _lut(_fx(rqx[b, 2 * hs + k] + _requantize_fx(acc_h[b, 2 * hs + k], mult_h[2 * hs + k], shift_h)
-                             + bias[2 * hs + k]), _TANH_SHIFT, tanh)
-                o = _lut(_fx(rqx[b, 3 * hs + k] + _requantize_fx(acc_h[b, 3 * hs + k], mult_h[3 * hs + k], shift_h)
-                             + bias[3 * hs + k]), _SIG_SHIFT, sig)
-                ck = _fx(_fx_mul(f, np.int64(c[b, k])) + _fx_mul(i, g))
+                i = _lut(_fx(x[0] + rh[0] + bias[k]), _SIG_SHIFT, sig)
+                f = _lut(_fx(x[1] + rh[1] + bias[hs + k]), _SIG_SHIFT, sig)
+                gg = _lut(_fx(x[2] + rh[2] + bias[2 * hs + k]), _TANH_SHIFT, tanh)
+                o = _lut(_fx(x[3] + rh[3] + bias[3 * hs + k]), _SIG_SHIFT, sig)
+                ck = _fx(_fx_mul(f, np.int64(c[b, k])) + _fx_mul(i, gg))
                 c[b, k] = ck
                 hk = _fx_mul(o, _lut(ck, _TANH_SHIFT, tanh))
             elif cell == 1:  # GRU: r z n, the reset gate on the hidden part of n
-                r = _lut(_fx(rqx[b, k] + _requantize_fx(acc_h[b, k], mult_h[k], shift_h) + bias[k]),
-                         _SIG_SHIFT, sig)
-                z = _lut(_fx(rqx[b, hs + k] + _requantize_fx(acc_h[b, hs + k], mult_h[hs + k], shift_h)
-                             + bias[hs + k]), _SIG_SHIFT, sig)
-                nh = _fx(_requantize_fx(acc_h[b, 2 * hs + k], mult_h[2 * hs + k], shift_h) + bias_hn[k])
-                nn = _lut(_fx(_fx(rqx[b, 2 * hs + k] + bias[2 * hs + k]) + _fx_mul(r, nh)), _TANH_SHIFT, tanh)
+                r = _lut(_fx(x[0] + rh[0] + bias[k]), _SIG_SHIFT, sig)
+                z = _lut(_fx(x[1] + rh[1] + bias[hs + k]), _SIG_SHIFT, sig)
+                nh = _fx(rh[2] + bias_hn[k])
+                nn = _lut(_fx(_fx(x[2] + bias[2 * hs + k]) + _fx_mul(r, nh)), _TANH_SHIFT, tanh)
                 hk = _fx(_fx_mul(_FX_ONE - z, nn) + _fx_mul(z, hk))
             else:  # LiGRU: a z
-                a = _fx(rqx[b, k] + _requantize_fx(acc_h[b, k], mult_h[k], shift_h) + bias[k])
-                z = _lut(_fx(rqx[b, hs + k] + _requantize_fx(acc_h[b, hs + k], mult_h[hs + k], shift_h)
-                             + bias[hs + k]), _SIG_SHIFT, sig)
+                a = _fx(x[0] + rh[0] + bias[k])
+                z = _lut(_fx(x[1] + rh[1] + bias[hs + k]), _SIG_SHIFT, sig)
                 hk = _fx(_fx_mul(z, hk) + _fx_mul(_FX_ONE - z, a if a > 0 else np.int64(0)))
             h[b, k] = hk
             out_h[b, k] = hk

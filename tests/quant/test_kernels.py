@@ -59,7 +59,8 @@ def test_recurrent_step_equals_the_contract(cell, dense, seed):
     vin = np.empty((bsz, hs), dtype=np.float64)
     out = np.empty((bsz, hs), dtype=np.int64)
     counts = np.empty(bsz, dtype=np.int64)
-    K.recurrent_step(K.CELL_CODE[cell], rqx, acc_h, mult_h, shift_h, bias, bias_hn, h, c, a_mult, a_shift, a_bits,
+    round_h = np.full(g * hs, 1 << (shift_h - 1))
+    K.recurrent_step(K.CELL_CODE[cell], rqx, acc_h, mult_h, round_h, shift_h, bias, bias_hn, h, c, a_mult, a_shift, a_bits,
                      theta, ref, dense, vin, out, counts, K.SIGMOID, K.TANH)
     np.testing.assert_array_equal(out, want_h)
     np.testing.assert_array_equal(h, want_h)
@@ -87,3 +88,15 @@ def test_sru_sequence_equals_the_contract(seed):
         r = C.sigmoid(C.fx_add(x[:, 2 * hs:], C.fx_mul(vr, c), bias[hs:]))
         c = C.fx_add(C.fx_mul(f, c), C.fx_mul(C.FX_ONE - f, x[:, :hs]))
         np.testing.assert_array_equal(out[:, t], C.fx_add(C.fx_mul(r, c), C.fx_mul(C.FX_ONE - r, hw[:, t])))
+
+
+@pytest.mark.parametrize("shift", [0, 1, 13, 40])
+def test_requantize_rows_equals_the_contract(shift):
+    rng = np.random.default_rng(shift)
+    acc = rng.integers(-(1 << 22), 1 << 22, (7, 19))
+    mult = rng.integers(0, 1 << C.MULT_BITS, 19)
+    rounding = np.full(19, (1 << (shift - 1)) if shift else 0)
+    for prod in (acc.astype(np.float32), acc.astype(np.float64)):
+        out = np.empty(acc.shape, dtype=np.int32)
+        K.requantize_rows(prod, mult, rounding, shift, out)
+        np.testing.assert_array_equal(out, C.requantize(acc, mult, shift))

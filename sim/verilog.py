@@ -4,9 +4,10 @@
 elaboratable with explicit ports) with :func:`amaranth.back.verilog.convert`,
 after :func:`deltarnn.fpga.toolchain.setup_environment` has pointed Amaranth at the
 pip-installed Yosys.  :func:`write_verilog` writes the text to a file only when
-it differs from the file's current contents, so a file's modification time (and
-the content hash that :mod:`deltarnn.sim.runner` keys its builds on) changes only when
-the design does.
+it differs from the file's current contents
+(:func:`deltarnn.sim.build_cache.write_if_changed`), so a file's modification
+time (and the content hash that :func:`deltarnn.sim.runner.build` keys its
+builds on) changes only when the design does.
 
 Port naming: a component's signature members become ports named by their path
 joined with ``__`` (``i_stream__payload``); a ``sync`` domain adds ``clk`` and
@@ -17,11 +18,11 @@ port must sign-extend it itself (``dut.out.value.to_signed()``).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 from deltarnn.fpga.toolchain import require_tools, setup_environment
+from deltarnn.sim.build_cache import write_if_changed
 
 __all__ = ["VerilogFile", "to_verilog", "write_verilog"]
 
@@ -103,20 +104,4 @@ def write_verilog(elaboratable, path: str | os.PathLike, *, name: str = "top", p
     """
     text = to_verilog(elaboratable, name=name, ports=ports, emit_src=emit_src, **kwargs)
     path = Path(path).absolute()
-    try:
-        if path.read_text() == text:
-            return VerilogFile(path, name, False)
-    except (OSError, UnicodeDecodeError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so a reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return VerilogFile(path, name, True)
+    return VerilogFile(path, name, write_if_changed(path, text))

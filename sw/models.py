@@ -138,7 +138,7 @@ class RNNModel(nn.Module):
     output_delay : int
         Frames of lookahead a streaming model was trained with: its output at
         frame ``t + output_delay`` labels input frame ``t``
-        (:func:`delay_inputs`, :func:`align_outputs`). The network itself is
+        (:func:`deltarnn.quant.qmodel.delay_inputs`, :func:`~deltarnn.quant.qmodel.align_outputs`). The network itself is
         unchanged by it; 0 (no delay) for every model not trained with one.
     """
 
@@ -199,18 +199,6 @@ class RNNModel(nn.Module):
                     num_layers=self.num_layers, bidirectional=self.bidirectional,
                     num_classes=self.num_classes, output_delay=self.output_delay)
 
-
-def delay_inputs(x: np.ndarray, delay: int) -> np.ndarray:
-    """``x`` ``(..., T, F)`` followed by ``delay`` zero frames: what a model with that output delay is run on."""
-    if delay == 0:
-        return x
-    pad = np.zeros((*x.shape[:-2], delay, x.shape[-1]), dtype=x.dtype)
-    return np.concatenate([x, pad], axis=-2)
-
-
-def align_outputs(y: np.ndarray, delay: int) -> np.ndarray:
-    """Outputs ``(..., T + delay, C)`` of :func:`delay_inputs`'s input to ``(..., T, C)``, one per input frame."""
-    return y[..., delay:, :]
 
 
 # --- accepting user models ----------------------------------------------------------

@@ -45,22 +45,27 @@ def cmd_quantize(args) -> int:
 def cmd_emulate(args) -> int:
     import numpy as np
 
-    from deltarnn.quant.golden import emulate
     from deltarnn.cli.report import stats_table
+    from deltarnn.quant.qmodel import align_outputs, delay_inputs
+    from deltarnn.quant.golden import check_input, emulate
 
     qm = load_qmodel(args)
     x = load_array(args.input, "input")
-    result = emulate(qm, x)
+    # a model trained with an output delay runs that many zero frames past the input; its outputs are
+    # aligned back to the input frames (the operations of the extra frames are counted)
+    delay = int(qm.meta.get("output_delay", 0))
+    result = emulate(qm, delay_inputs(check_input(qm, x), delay))
+    outputs = align_outputs(result.outputs, delay)
     if args.output:
-        np.save(args.output, result.outputs)
+        np.save(args.output, outputs)
     if args.json:
-        print(json.dumps({"model": str(args.model), "input_shape": list(x.shape),
+        print(json.dumps({"model": str(args.model), "input_shape": list(x.shape), "output_delay": delay,
                           "thresholds": {k: a.theta for k, a in qm.paths().items()},
                           "stats": result.stats.as_dict()}, indent=1))
     else:
         print(stats_table(result.stats, title=f"{args.model} on {args.input} {tuple(x.shape)}"))
         if args.output:
-            print(f"wrote {args.output}: outputs {result.outputs.shape}")
+            print(f"wrote {args.output}: outputs {outputs.shape}")
     return 0
 
 

@@ -314,3 +314,16 @@ class QModel:
         need = self.accumulator_bits()
         if need > C.ACC_BITS:
             bad(f"needs {need}-bit accumulators, more than {C.ACC_BITS}")
+
+
+def delay_inputs(x: np.ndarray, delay: int) -> np.ndarray:
+    """``x`` ``(..., T, F)`` followed by ``delay`` zero frames: what a model with that output delay is run on."""
+    if delay == 0:
+        return x
+    pad = np.zeros((*x.shape[:-2], delay, x.shape[-1]), dtype=x.dtype)
+    return np.concatenate([x, pad], axis=-2)
+
+
+def align_outputs(y: np.ndarray, delay: int) -> np.ndarray:
+    """Outputs ``(..., T + delay, C)`` of :func:`delay_inputs`'s input to ``(..., T, C)``, one per input frame."""
+    return y[..., delay:, :]

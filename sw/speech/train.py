@@ -77,7 +77,7 @@ def pad_batch(feats: list[np.ndarray], labels: list[np.ndarray] | None = None, d
     """Zero-pad utterances to ``(B, Tmax, F)``; labels padded with ``IGNORE``.
 
     With an output ``delay`` every utterance is first followed by ``delay``
-    zero frames (:func:`deltarnn.models.delay_inputs`) and its labels move
+    zero frames (:func:`deltarnn.quant.qmodel.delay_inputs`) and its labels move
     ``delay`` frames later, so output ``t + delay`` is trained on label ``t``.
     Returns ``(x, y_or_None, lengths)`` as tensors.
     """

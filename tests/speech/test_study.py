@@ -16,7 +16,8 @@ from deltarnn.quant.quantizer import quantize
 from deltarnn.speech.study import (StudyConfig, choose_point, evaluate_qmodel, make_evalset, masked_stats, pareto_front,
                                    run_study, search, study_config)
 from deltarnn.speech.study.config import Goal, goals
-from deltarnn.speech.study.driver import cell_record
+from deltarnn.speech.decode import PhoneDecoder
+from deltarnn.speech.study.driver import cell_record, confirmation
 from deltarnn.speech.study.evaluate import Footprint
 from deltarnn.speech.study.output import markdown
 from deltarnn.speech.study.search import FloatPoint, FootprintQuery, QuantPoint
@@ -58,6 +59,12 @@ THETA_POINTS = {("select", 0, 0): (20.8, 5.0), ("select", 0, 4): (21.5, 30.0), (
                 ("select", 2, 4): (23.0, 60.0), ("report", 0, 0): (22.5, 5.0), ("report", 0, 4): (24.0, 30.0),
                 ("report", 2, 0): (22.9, 25.0), ("report", 2, 4): (22.8, 60.0)}
 FLOAT_PER = {"select": 20.0, "report": 22.0}
+FLOAT_FER = 10.0
+
+
+def _rows(per: float, fer: float) -> np.ndarray:
+    """Per-utterance counts (10 utterances of 100 phones and 100 frames) with these rates."""
+    return np.array([[round(per), 100, round(per), 0, 0, round(fer), 100]] * 10)
 
 
 def table_config(**changes) -> StudyConfig:
@@ -69,21 +76,26 @@ def table_config(**changes) -> StudyConfig:
 class FakeEvaluate:
     """``evaluate`` over the tables above; records every batch."""
 
-    def __init__(self, per_offset: float = 0.0):
+    def __init__(self, per_offset: float = 0.0, fer: dict | None = None):
         self.batches = []
         self.per_offset = per_offset
+        #: FER (%) of some threshold points, ``(split, theta_x, theta_h) -> FER``; the others have the float FER
+        self.fer = fer or {}
 
     def one(self, r):
         if isinstance(r, FloatPoint):
-            return FLOAT_PER[r.split]
+            return {"per": FLOAT_PER[r.split], "fer": FLOAT_FER, "sub_pct": 1.0, "del_pct": 2.0, "ins_pct": 3.0,
+                    "utterance_scores": _rows(FLOAT_PER[r.split], FLOAT_FER)}
         if isinstance(r, FootprintQuery):
             return FOOTPRINTS[r.wbits]
         if (r.theta_x, r.theta_h, r.split) == (0, 0, "select"):
             per, eliminated = SELECT_PER[(r.wbits, r.abits, r.skip)] + self.per_offset, 2.0
         else:
             per, eliminated = THETA_POINTS[(r.split, r.theta_x, r.theta_h)]
+        fer = self.fer.get((r.split, r.theta_x, r.theta_h), FLOAT_FER)
         return {"macs_dense": 100, "eliminated_pct": eliminated, "paths": {"0.x": {}, "0.h": {}, "head.x": {}},
-                "size_kb": 1.0,
+                "size_kb": 1.0, "fer": fer, "sub_pct": 1.0, "del_pct": 2.0, "ins_pct": 3.0,
+                "utterance_scores": _rows(per, fer),
                 "per": per, "theta_x": r.theta_x, "theta_h": r.theta_h,
                 "compression_pct": FOOTPRINTS[r.wbits].compression_pct(r.skip) if r.abits == 4 else 50.0}
 
@@ -125,8 +137,20 @@ def test_search_chooses_widths_skips_and_thresholds_on_a_metric_table():
     assert th["quantized_report"]["delta_per"] == pytest.approx(0.5)
     assert (th["chosen_point_report"]["theta_x"], th["chosen_point_report"]["per"]) == (2, 22.9)
     assert [(p["theta_x"], p["theta_h"]) for p in th["front_report"]] == [(0, 0), (2, 4)]
-    assert th["best_report_within_tol"]["eliminated_pct"] == 60.0
+    assert "best_report_within_tol" not in th        # nothing is chosen on the report set
     assert "gru: chosen w4 a4 skip [head.x]" in logged
+
+
+def test_the_fer_guard_refuses_a_threshold_that_buys_per_with_frames():
+    # (2, 0) keeps the PER within 1 point on dev but costs 2 points of FER: (0, 0) is chosen instead
+    r = search(table_config(), FakeEvaluate(fer={("select", 2, 0): 12.0}))["gru"]
+    th = r.thresholds
+    assert (th["chosen_point_select"]["theta_x"], th["chosen_point_select"]["theta_h"]) == (0, 0)
+    r = search(table_config(fer_tol=2.0), FakeEvaluate(fer={("select", 2, 0): 12.0}))["gru"]
+    assert (r.thresholds["chosen_point_select"]["theta_x"], r.thresholds["chosen_point_select"]["theta_h"]) == (2, 0)
+    pts = [{"per": 20.5, "fer": 11.5, "eliminated_pct": 50.0}, {"per": 20.8, "fer": 10.2, "eliminated_pct": 30.0}]
+    assert choose_point(pts, 20.0, 1.0) == 0
+    assert choose_point(pts, 20.0, 1.0, base_fer=10.0, fer_tol=1.0) == 1
 
 
 def test_search_falls_back_to_the_widest_pair_without_skipping():
@@ -142,8 +166,9 @@ def test_goals_follow_the_config():
     cfg = table_config()
     found = search(cfg, FakeEvaluate())["gru"]
     model = {"model": {}, "model_file": "gru.pt", "training": None, "float_params": 1000}
-    results = {"config": asdict(cfg), "cells": {"gru": cell_record(model, found, "gru.qmodel",
-                                                                     SimpleNamespace(accumulator_bits=lambda: 20))},
+    results = {"config": asdict(cfg), "summary": {"gru": confirmation(cfg, found)},
+               "cells": {"gru": cell_record(model, found, "gru.qmodel", SimpleNamespace(accumulator_bits=lambda: 20),
+                                            SimpleNamespace(insertion_penalty=2.0))},
                "select": {"split": "dev", "utterances": 1, "frames": 10},
                "report": {"split": "test", "utterances": 1, "frames": 10}, "date": "today", "wall_s": 1.0}
 
@@ -152,13 +177,17 @@ def test_goals_follow_the_config():
         heading = next(line for line in md.splitlines() if line.startswith("## Goals"))
         return heading, next(line for line in md.splitlines() if line.startswith("- GRU: compression"))
 
-    heading, line = goal_line()     # compression 80.5 %, PER change +0.50, 60 % eliminated within 1 point
-    assert heading.startswith("## Goals (compression > 80 % with PER change <= 1 point") and "> 50 %" in heading
+    # compression 80.5 %, PER change +0.50, 25 % eliminated at the dev-chosen (2, 0) on the report set
+    heading, line = goal_line(eliminated_goal=20.0)
+    assert heading.startswith("## Goals (compression > 80 % with PER change <= 1 point") and "> 20 %" in heading
     assert line.count("(met)") == 3
     heading, line = goal_line(compression_floor=85.0, eliminated_goal=70.0, tol=0.25)
     assert heading.startswith("## Goals (compression > 85 % with PER change <= 0.25 point") and "> 70 %" in heading
-    assert "80.5 % (missed by 4.5 points)" in line and "+0.50 (missed by 0.25 points)" in line
-    assert line.endswith("(missed by 10.0 points)")
+    assert "80.5 % (missed by 4.5 points)" in line and "+0.50 [+0.00, +0.00] (missed by 0.25 points)" in line
+    assert line.endswith("(missed by 45.0 points)")
+    s = results["summary"]["gru"]
+    assert (s["float_per"], s["float_fer"], s["quantized_per"], s["chosen_theta"]) == (22.0, 10.0, 22.5, [2, 0])
+    assert s["chosen_per_change"] == pytest.approx(0.9) and s["chosen_eliminated_pct"] == 25.0
     assert goals(cfg).compression == Goal(80.0) and goals(cfg).per_change.at_most
 
 
@@ -203,7 +232,8 @@ def test_evaluate_bidirectional_one_utterance_at_a_time():
             self.id = f"u{seed}"
 
     utts = [U(n, i) for i, n in enumerate([5, 9, 6])]
-    res = evaluate_qmodel(qm, make_evalset("x", utts, batch=3), 1, 1)
+    res = evaluate_qmodel(qm, make_evalset("x", utts, batch=3), PhoneDecoder.from_labels([u.labels for u in utts], 4),
+                          1, 1)
     qm.set_thresholds(1, 1)
     alone = [emulate(qm, u.features[None]) for u in utts]
     assert res["macs_needed"] == sum(a.stats.macs_needed for a in alone)
@@ -260,9 +290,19 @@ def test_pareto_point_reproduced_exactly_with_the_cli(tiny_study, capsys):
         scores.append(np.load(y)[0])
     assert (dense, needed) == (point["macs_dense"], point["macs_needed"])
     assert 100 * (1 - needed / dense) == pytest.approx(point["eliminated_pct"], abs=1e-9)
-    from deltarnn.speech.datasets import phone_error_rate
-    per = 100 * phone_error_rate(scores, [labels[f.stem] for f in inputs])
+    from deltarnn.speech.datasets import load_dataset, phone_error_rate
+    refs = [labels[f.stem] for f in inputs]
+    assert all(s.shape[0] == len(ref) for s, ref in zip(scores, refs))    # the output delay is undone
+    assert 100 * phone_error_rate(scores, refs) == pytest.approx(point["undecoded_per"], abs=1e-9)
+    # decoded: the bigram and durations of the training labels, the penalty the study tuned on dev
+    train = load_dataset("espeak-tiny", "train")
+    decoder = PhoneDecoder.from_labels([u.labels for u in train], 39, insertion_penalty=r["insertion_penalty"])
+    per = 100 * phone_error_rate([decoder.decode(s) for s in scores], refs)
     assert per == pytest.approx(point["per"], abs=1e-9)
+    summary = results["summary"][cell]
+    for key in ("float_per", "float_fer", "quantized_per", "quantized_fer", "compression_pct",
+                "chosen_eliminated_pct", "chosen_per_change"):
+        assert key in summary
 
 
 def test_study_cli_errors(tmp_path, capsys):

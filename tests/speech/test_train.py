@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from deltarnn.cli import main
-from deltarnn.models import RNNModel, align_outputs, delay_inputs, load_torch_model
+from deltarnn.models import RNNModel, load_torch_model
+from deltarnn.quant.qmodel import align_outputs, delay_inputs
 from deltarnn.quant.quantizer import quantize
 from deltarnn.speech.train import (TrainConfig, forward_padded, frame_accuracy, length_batches, pad_batch, predict,
                                    train_frames)

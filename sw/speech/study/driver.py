@@ -14,10 +14,10 @@ import numpy as np
 from deltarnn.quant.golden import FLOAT_BITS
 
 from .config import StudyConfig, StudyError
-from .evaluate import EvalSet, kilobytes, make_evalset
+from .evaluate import UTTERANCE_SCORES, EvalSet, kilobytes, make_evalset
 from .output import export_inputs, write_outputs
 from .search import REPORT, SELECT, CellResult, search
-from .tasks import DaskEvaluator, connect, gather, model_bytes, task_train
+from .tasks import DaskEvaluator, connect, gather, model_bytes, task_train, task_tune_decoder
 
 
 class Log:
@@ -68,13 +68,14 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     sets = {SELECT: make_evalset(cfg.select_split, sel_utts, cfg.eval_batch),
             REPORT: make_evalset(cfg.report_split, rep_utts, cfg.eval_batch)}
     calib = calibration_inputs(train_utts, cfg.calib_utts, cfg.seed)
+    decoder = phone_decoder(train_utts)
     sel, rep = sets[SELECT], sets[REPORT]
     log(f"selection set: {cfg.select_split} {len(sel)} utterances ({sel.frames} frames); report set: "
         f"{cfg.report_split} {len(rep)} utterances ({rep.frames} frames); calibration {calib.shape}")
 
     client, cluster = connect(cfg)
     try:
-        results = _run(cfg, client, log, progress, models_dir, out, sets, calib)
+        results = _run(cfg, client, log, progress, models_dir, out, sets, calib, decoder)
     finally:
         client.close()
         if cluster is not None:
@@ -86,6 +87,57 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     write_outputs(results, out)
     log(f"done in {results['wall_s']:.0f} s: {out / 'study.md'}")
     return results
+
+
+def phone_decoder(train_utts):
+    """The study's phone decoder: durations and the phone bigram of the training labels (no penalty yet)."""
+    from deltarnn.speech.datasets import NUM_PHONES
+    from deltarnn.speech.decode import PhoneDecoder
+
+    return PhoneDecoder.from_labels([u.labels for u in train_utts], NUM_PHONES)
+
+
+def without_utterance_scores(value):
+    """``value`` with every per-utterance count array left out (they are not part of ``study.json``)."""
+    if isinstance(value, dict):
+        return {k: without_utterance_scores(v) for k, v in value.items() if k != UTTERANCE_SCORES}
+    if isinstance(value, list):
+        return [without_utterance_scores(v) for v in value]
+    return value
+
+
+def confirmation(cfg: StudyConfig, found: CellResult) -> dict:
+    """A cell's ``summary``: the dev-chosen configuration's figures on the report set, with 95 % intervals.
+
+    Keys: ``float_per``, ``float_fer``, ``quantized_per``, ``quantized_fer`` (threshold 0),
+    ``quantized_per_change`` and its ``..._ci``, ``compression_pct``, then at the dev-chosen
+    thresholds ``chosen_theta``, ``chosen_eliminated_pct``, ``chosen_per_change``, ``chosen_fer_change``
+    and their intervals (``None`` where no threshold point was within the tolerances on dev).
+    """
+    from deltarnn.speech.datasets.scoring import bootstrap_interval
+
+    base = found.float_eval[REPORT]
+    q0 = found.thresholds["quantized_report"]
+    cp = found.thresholds["chosen_point_report"]
+
+    def ci(point, rate):
+        lo, hi = bootstrap_interval(base[UTTERANCE_SCORES], point[UTTERANCE_SCORES], rate, n=cfg.bootstrap,
+                                    seed=cfg.seed)
+        return [lo, hi]
+
+    out = {"float_per": base["per"], "float_fer": base["fer"], "quantized_per": q0["per"], "quantized_fer": q0["fer"],
+           "quantized_per_change": q0["delta_per"], "quantized_per_change_ci": ci(q0, "per"),
+           "quantized_fer_change": q0["delta_fer"], "quantized_fer_change_ci": ci(q0, "fer"),
+           "compression_pct": q0["compression_pct"], "eliminated_theta0_pct": q0["eliminated_pct"],
+           "sub_del_ins_pct": [q0["sub_pct"], q0["del_pct"], q0["ins_pct"]],
+           "float_sub_del_ins_pct": [base["sub_pct"], base["del_pct"], base["ins_pct"]],
+           "chosen_theta": None, "chosen_eliminated_pct": None, "chosen_per_change": None,
+           "chosen_per_change_ci": None, "chosen_fer_change": None, "chosen_fer_change_ci": None}
+    if cp is not None:
+        out.update(chosen_theta=[cp["theta_x"], cp["theta_h"]], chosen_eliminated_pct=cp["eliminated_pct"],
+                   chosen_per_change=cp["delta_per"], chosen_per_change_ci=ci(cp, "per"),
+                   chosen_fer_change=cp["delta_fer"], chosen_fer_change_ci=ci(cp, "fer"))
+    return out
 
 
 def float_models(cfg: StudyConfig, client, log, progress: bool, models_dir: Path) -> dict[str, Path]:
@@ -108,32 +160,41 @@ def model_record(model, path: Path) -> dict:
             "float_params": int(sum(p.numel() for p in model.parameters()))}
 
 
-def cell_record(model: dict, found: CellResult, qmodel: str, qm) -> dict:
+def cell_record(model: dict, found: CellResult, qmodel: str, qm, decoder) -> dict:
     """One cell's results in ``study.json``."""
-    return {**model, "float_per_select": found.float_per[SELECT], "float_per_report": found.float_per[REPORT],
-            **found.selection, "qmodel": qmodel, "accumulator_bits": qm.accumulator_bits(), **found.thresholds,
-            "float_size_kb": kilobytes(FLOAT_BITS * model["float_params"])}
+    return without_utterance_scores({
+        **model, "float_select": found.float_eval[SELECT], "float_report": found.float_eval[REPORT],
+        "insertion_penalty": decoder.insertion_penalty, **found.selection, "qmodel": qmodel,
+        "accumulator_bits": qm.accumulator_bits(), **found.thresholds,
+        "float_size_kb": kilobytes(FLOAT_BITS * model["float_params"])})
 
 
 def _run(cfg: StudyConfig, client, log, progress: bool, models_dir: Path, out: Path, sets: dict[str, EvalSet],
-         calib: np.ndarray) -> dict:
+         calib: np.ndarray, decoder) -> dict:
     from deltarnn.models import load_torch_model
 
     paths = float_models(cfg, client, log, progress, models_dir)
     models = {c: load_torch_model(paths[c]) for c in cfg.cells}
-    evaluator = DaskEvaluator(client, {c: client.scatter(model_bytes(m), broadcast=True) for c, m in models.items()},
-                              client.scatter(calib, broadcast=True),
-                              {k: client.scatter(v, broadcast=True) for k, v in sets.items()}, progress)
+    scattered = {c: client.scatter(model_bytes(m), broadcast=True) for c, m in models.items()}
+    set_futures = {k: client.scatter(v, broadcast=True) for k, v in sets.items()}
+    tuned = gather(client, [client.submit(task_tune_decoder, scattered[c], set_futures[SELECT], decoder, pure=False)
+                            for c in cfg.cells], "decoder", progress)
+    decoders = dict(zip(cfg.cells, tuned))
+    for c in cfg.cells:
+        log(f"{c}: insertion penalty {decoders[c].insertion_penalty:g} (tuned on {cfg.select_split})")
+    evaluator = DaskEvaluator(client, scattered, client.scatter(calib, broadcast=True), set_futures, decoders,
+                              progress)
     found = search(cfg, evaluator, log)
     qms = evaluator.gather([evaluator.qmodel(r.widths.cell, r.widths.wbits, r.widths.abits, r.widths.skip)
                             for r in found.values()], "quantize chosen")
-    cells = {}
+    cells, summary = {}, {}
     for (c, r), qm in zip(found.items(), qms):
         f = out / "qmodels" / f"{c}.qmodel"
         qm.save(f)
-        cells[c] = cell_record(model_record(models[c], paths[c]), r, str(f), qm)
+        cells[c] = cell_record(model_record(models[c], paths[c]), r, str(f), qm, decoders[c])
+        summary[c] = confirmation(cfg, r)
     sel, rep = sets[SELECT], sets[REPORT]
-    return {"config": asdict(cfg), "cells": cells,
+    return {"config": asdict(cfg), "summary": summary, "cells": cells,
             "select": {"split": cfg.select_split, "utterances": len(sel), "frames": sel.frames},
             "report": {"split": cfg.report_split, "utterances": len(rep), "frames": rep.frames, "ids": rep.ids},
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},

@@ -1,4 +1,13 @@
-"""One evaluation of the study: a QModel's PER, operation counts and size on a set of utterances.
+"""One evaluation of the study: a QModel's PER, FER, operation counts and size on a set of utterances.
+
+Scoring (:func:`score_outputs`): the frame scores are decoded into phones
+with the study's :class:`~deltarnn.speech.decode.PhoneDecoder` (bigram,
+durations and a dev-tuned insertion penalty), the decoded PER is split into
+substitutions, deletions and insertions, and the frame error rate is that of
+the network's own arg-max frames. A model trained with an output delay is run
+on its inputs followed by that many zero frames and its outputs are aligned
+back to the input frames (:func:`deltarnn.quant.qmodel.delay_inputs`); the
+operations of those extra frames are counted, as a device would do them.
 
 Every evaluation runs :func:`deltarnn.quant.golden.emulate` on padded batches of
 utterances of similar length. For a unidirectional model frames past an
@@ -15,8 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deltarnn.quant.qmodel import align_outputs, delay_inputs
 from deltarnn.quant.golden import FLOAT_BITS, Stats, compression_pct, emulate, path_stats
 from deltarnn.spec.contract import MAX_BITS
+
+#: Key of the per-utterance counts (:func:`deltarnn.speech.datasets.scoring.utterance_scores`) in a result;
+#: the driver turns them into bootstrap intervals and leaves them out of ``study.json``.
+UTTERANCE_SCORES = "utterance_scores"
 
 
 @dataclass
@@ -103,51 +117,78 @@ def kilobytes(bits: int) -> float:
     return bits / 8 / 1024
 
 
-def evaluate_qmodel(qm, evalset: EvalSet, theta_x: int = 0, theta_h: int = 0) -> dict:
-    """PER (%), frame error (%), operation counts and size of ``qm`` at the given thresholds on ``evalset``.
+def score_outputs(scores: list[np.ndarray], labels: list[np.ndarray], decoder) -> dict:
+    """Decoded PER with its S / D / I split, FER and undecoded PER (all %) of per-utterance frame scores.
+
+    The result also holds the per-utterance counts under :data:`UTTERANCE_SCORES`
+    (decoded edits, arg-max frame errors).
+    """
+    from deltarnn.speech.datasets.scoring import COLUMNS, totals, utterance_scores
+
+    frames = utterance_scores(scores, labels)
+    rows = utterance_scores([decoder.decode(s) for s in scores], labels)
+    fe = COLUMNS.index("frame_errors")
+    rows[:, fe] = frames[:, fe]
+    res = totals(rows).as_dict()
+    out = {k: res[k] for k in ("per", "fer", "sub_pct", "del_pct", "ins_pct")}
+    out["undecoded_per"] = 100.0 * totals(frames).per
+    out[UTTERANCE_SCORES] = rows
+    return out
+
+
+def evaluate_qmodel(qm, evalset: EvalSet, decoder, theta_x: int = 0, theta_h: int = 0) -> dict:
+    """PER, FER (%), operation counts and size of ``qm`` at the given thresholds on ``evalset``.
 
     Returns
     -------
     dict
-        :meth:`~deltarnn.quant.golden.Stats.op_counts`, then ``per``,
-        ``frame_error``, ``theta_x``, ``theta_h``, ``compression_pct`` and ``size_kb``.
+        :meth:`~deltarnn.quant.golden.Stats.op_counts`, then the :func:`score_outputs`
+        figures, ``theta_x``, ``theta_h``, ``compression_pct`` and ``size_kb``.
     """
-    from deltarnn.speech.datasets import phone_error_rate
-
     qm = copy.deepcopy(qm)
     qm.set_thresholds(theta_x, theta_h)
+    delay = int(qm.meta.get("output_delay", 0))
     counts = path_stats(qm)
     if qm.bidirectional:  # padding would reach the real frames backwards: one utterance at a time
         scores = []
         for f in evalset.features():
-            r = emulate(qm, f[None])
-            scores.append(r.outputs[0])
+            r = emulate(qm, delay_inputs(f[None], delay))
+            scores.append(align_outputs(r.outputs, delay)[0])
             for name, p in r.stats.paths.items():
                 counts[name].merge(p)
     else:
         outputs = []
         for x, lengths in evalset.batches:
-            r = emulate(qm, x)
-            masked_stats(qm, r, lengths, counts)
-            outputs.append(r.outputs)
+            r = emulate(qm, delay_inputs(x, delay))
+            masked_stats(qm, r, lengths + delay, counts)
+            outputs.append(align_outputs(r.outputs, delay))
         scores = evalset.utterances(outputs)
     stats = Stats.for_model(qm, counts)
     res = stats.op_counts()
-    res["per"] = 100.0 * phone_error_rate(scores, evalset.labels)
-    res["frame_error"] = 100.0 * float(np.mean(np.concatenate(
-        [s.argmax(-1) != lab for s, lab in zip(scores, evalset.labels)])))
+    res.update(score_outputs(scores, evalset.labels, decoder))
     res["theta_x"], res["theta_h"] = int(theta_x), int(theta_h)
     res["compression_pct"] = stats.compression_pct
     res["size_kb"] = kilobytes(stats.weight_bits)
     return res
 
 
-def float_per(model, evalset: EvalSet) -> float:
-    """PER (%) of a float torch model on ``evalset``."""
-    from deltarnn.speech.datasets import phone_error_rate
+def float_scores(model, evalset: EvalSet) -> list[np.ndarray]:
+    """The float torch model's frame scores on ``evalset``, per utterance (its output delay applied)."""
     from deltarnn.speech.train import predict
 
-    return 100.0 * phone_error_rate(predict(model, evalset.features()), evalset.labels)
+    return predict(model, evalset.features())
+
+
+def float_eval(model, evalset: EvalSet, decoder) -> dict:
+    """The :func:`score_outputs` figures of a float torch model on ``evalset``."""
+    return score_outputs(float_scores(model, evalset), evalset.labels, decoder)
+
+
+def tune_decoder(model, evalset: EvalSet, decoder):
+    """``decoder`` with the insertion penalty that gives the float model its lowest PER on ``evalset`` (dev)."""
+    from deltarnn.speech.decode import tune_insertion_penalty
+
+    return tune_insertion_penalty(decoder, float_scores(model, evalset), evalset.labels)
 
 
 @dataclass(frozen=True)

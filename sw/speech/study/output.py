@@ -24,25 +24,23 @@ def _fmt(v, spec=".1f"):
 
 
 def table_rows(results: dict) -> list[dict]:
-    """One row of figures per cell (report set): the table of ``study.md`` and ``table`` in ``study.json``."""
+    """One row of figures per cell (report set, dev-chosen configuration): ``study.md``'s table, ``table`` in JSON."""
     rows = []
     for c, r in results["cells"].items():
+        s = results["summary"][c]
         q = r["quantized_report"]
-        cp = r["chosen_point_report"]
-        best = r["best_report_within_tol"]
-        rows.append({
-            "cell": c, "float_size_kb": r["float_size_kb"], "size_kb": q["size_kb"],
-            "compression_pct": q["compression_pct"], "wbits": r["chosen"]["wbits"], "abits": r["chosen"]["abits"],
-            "skip": r["chosen"]["skip"], "float_per": r["float_per_report"], "quant_per": q["per"],
-            "delta_per": q["delta_per"], "eliminated_theta0_pct": q["eliminated_pct"],
-            "chosen_theta": None if cp is None else [cp["theta_x"], cp["theta_h"]],
-            "chosen_per": None if cp is None else cp["per"],
-            "chosen_delta_per": None if cp is None else cp["delta_per"],
-            "chosen_eliminated_pct": None if cp is None else cp["eliminated_pct"],
-            "best_eliminated_within_tol_pct": None if best is None else best["eliminated_pct"],
-            "best_theta": None if best is None else [best["theta_x"], best["theta_h"]],
-        })
+        rows.append({"cell": c, "float_size_kb": r["float_size_kb"], "size_kb": q["size_kb"],
+                     "wbits": r["chosen"]["wbits"], "abits": r["chosen"]["abits"], "skip": r["chosen"]["skip"],
+                     **s})
     return rows
+
+
+def _ci(v) -> str:
+    return "" if v is None else f" [{v[0]:+.2f}, {v[1]:+.2f}]"
+
+
+def _sdi(v) -> str:
+    return "/".join(f"{x:.1f}" for x in v)
 
 
 def markdown(results: dict) -> str:
@@ -52,41 +50,46 @@ def markdown(results: dict) -> str:
     rows = table_rows(results)
     sel, rep = results["select"], results["report"]
     lines = [f"# Shrink and Eliminate on `{cfg.dataset}` ({cfg.name} study)", "",
-             f"Selection on `{sel['split']}` ({sel['utterances']} utterances, {sel['frames']} frames); "
-             f"figures below on `{rep['split']}` ({rep['utterances']} utterances, {rep['frames']} frames). "
-             f"PER in %, changes in points against the float model; operations are the multiply-accumulates "
-             f"of every matrix-vector product (golden model). {results['date']}, {results['wall_s']:.0f} s.", "",
-             "| model | float KB | quantized KB | compression % | widths w/a | skipped paths | float PER | "
-             "quantized PER | PER change | eliminated % (theta 0) | chosen (theta_x, theta_h) | PER change there | "
-             "eliminated % there | most eliminated % on the front with PER change <= "
-             f"{cfg.tol:g} |",
-             "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+             f"Every choice (widths, skipped paths, thresholds, the decoder's insertion penalty) is made on "
+             f"`{sel['split']}` ({sel['utterances']} utterances, {sel['frames']} frames); the figures below are "
+             f"those choices confirmed on `{rep['split']}` ({rep['utterances']} utterances, {rep['frames']} frames). "
+             f"PER: decoded phone error rate in % (Viterbi, phone bigram), with substitutions / deletions / "
+             f"insertions; FER: frame error rate in %; changes in points against the float model, with paired "
+             f"bootstrap 95 % intervals ({cfg.bootstrap} resamples); operations are the multiply-accumulates of "
+             f"every matrix-vector product (golden model). {results['date']}, {results['wall_s']:.0f} s.", "",
+             "| model | float KB | quantized KB | compression % | widths w/a | skipped paths | float PER (S/D/I) | "
+             "float FER | quantized PER (S/D/I) | quantized FER | PER change | eliminated % (theta 0) | "
+             "chosen (theta_x, theta_h) | PER change there | FER change there | eliminated % there |",
+             "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         th = "–" if r["chosen_theta"] is None else f"({r['chosen_theta'][0]}, {r['chosen_theta'][1]})"
-        bt = "–" if r["best_theta"] is None else f" ({r['best_theta'][0]}, {r['best_theta'][1]})"
         lines.append(
             f"| {r['cell'].upper()} | {r['float_size_kb']:.1f} | {r['size_kb']:.1f} | {r['compression_pct']:.1f} | "
-            f"{r['wbits']}/{r['abits']} | {', '.join(r['skip']) or 'none'} | {r['float_per']:.2f} | "
-            f"{r['quant_per']:.2f} | {r['delta_per']:+.2f} | {r['eliminated_theta0_pct']:.1f} | {th} | "
-            f"{_fmt(r['chosen_delta_per'], '+.2f')} | {_fmt(r['chosen_eliminated_pct'])} | "
-            f"{_fmt(r['best_eliminated_within_tol_pct'])}{bt if r['best_theta'] else ''} |")
+            f"{r['wbits']}/{r['abits']} | {', '.join(r['skip']) or 'none'} | {r['float_per']:.2f} "
+            f"({_sdi(r['float_sub_del_ins_pct'])}) | {r['float_fer']:.2f} | {r['quantized_per']:.2f} "
+            f"({_sdi(r['sub_del_ins_pct'])}) | {r['quantized_fer']:.2f} | {r['quantized_per_change']:+.2f}"
+            f"{_ci(r['quantized_per_change_ci'])} | {r['eliminated_theta0_pct']:.1f} | {th} | "
+            f"{_fmt(r['chosen_per_change'], '+.2f')}{_ci(r['chosen_per_change_ci'])} | "
+            f"{_fmt(r['chosen_fer_change'], '+.2f')}{_ci(r['chosen_fer_change_ci'])} | "
+            f"{_fmt(r['chosen_eliminated_pct'])} |")
     lines += ["", f"## Goals (compression > {goal.compression.bound:g} % with PER change <= "
               f"{goal.per_change.bound:g} point for LSTM, GRU and SRU; > {goal.eliminated.bound:g} % of operations "
-              "eliminated)", ""]
+              f"eliminated at the point chosen on `{sel['split']}`), judged on `{rep['split']}`", ""]
     for r in rows:
-        eliminated = r["best_eliminated_within_tol_pct"]
+        eliminated = r["chosen_eliminated_pct"]
         lines.append(
             f"- {r['cell'].upper()}: compression {r['compression_pct']:.1f} % "
-            f"({goal.compression.verdict(r['compression_pct'])}), PER change {r['delta_per']:+.2f} "
-            f"({goal.per_change.verdict(r['delta_per'])}), eliminated "
-            f"{_fmt(eliminated)} % within {cfg.tol:g} point ({goal.eliminated.verdict(eliminated or 0.0)})")
+            f"({goal.compression.verdict(r['compression_pct'])}), PER change {r['quantized_per_change']:+.2f}"
+            f"{_ci(r['quantized_per_change_ci'])} ({goal.per_change.verdict(r['quantized_per_change'])}), "
+            f"eliminated {_fmt(eliminated)} % at the chosen thresholds "
+            f"({goal.eliminated.verdict(eliminated or 0.0)})")
     lines += ["", "## Width sweep (selection set, theta 0, no skipped paths): PER change", ""]
     wb, ab = cfg.wbits, cfg.abits
     lines.append("| model | " + " | ".join(f"w{w}/a{a}" for w in wb for a in ab) + " |")
     lines.append("|---|" + "---:|" * (len(wb) * len(ab)))
     for c, r in results["cells"].items():
         lines.append(f"| {c.upper()} | " + " | ".join(f"{p['delta_per']:+.2f}" for p in r["width_sweep"]) + " |")
-    lines += ["", "## Pareto fronts (report set)", ""]
+    lines += ["", f"## Pareto fronts on `{rep['split']}` (shown only: nothing is chosen from them)", ""]
     for c, r in results["cells"].items():
         pts = ", ".join(f"({p['theta_x']},{p['theta_h']}): {p['delta_per']:+.2f} / {p['eliminated_pct']:.1f} %"
                         for p in r["front_report"])
@@ -108,7 +111,7 @@ def plot(results: dict, out: Path) -> None:
     for ax, c in zip(axes[0], cells):
         r = results["cells"][c]
         g = r["grid_select"]
-        bs = r["float_per_select"]
+        bs = r["float_select"]["per"]
         ax.scatter([p["eliminated_pct"] for p in g], [p["per"] - bs for p in g], s=14, c="0.6",
                    label=f"grid ({results['select']['split']})")
         fs = r["front_select"]

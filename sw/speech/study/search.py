@@ -2,15 +2,19 @@
 
 :func:`search` runs, for every cell of the configuration at once:
 
-1. the float baselines on the selection and the report set;
+1. the float baselines (decoded PER and FER) on the selection and the report set;
 2. the width sweep: every weight width x activation width, no skipped path,
    threshold 0, on the selection set;
 3. the activation width (:func:`activation_width`), then weight widths from
    the smallest up with greedy path skipping (:class:`GreedySkip`), and the
    chosen widths (:func:`choose_widths`);
 4. the threshold grid on the chosen widths, its Pareto front
-   (:func:`pareto_front`) and the chosen point (:func:`choose_point`);
-5. the report set at threshold 0 and at every point of the selection front.
+   (:func:`pareto_front`) and the chosen point (:func:`choose_point`: the most
+   operations eliminated within ``tol`` points of PER and ``fer_tol`` points
+   of FER of the float model, so that no threshold buys PER with worse frames);
+5. the report set at threshold 0 and at every point of the selection front,
+   where the choices made on the selection set are confirmed; nothing is
+   chosen or judged on the report set.
 
 It asks ``evaluate(requests, stage)`` for whole batches (every request one
 stage can make at once, so they can run in parallel), never for the same
@@ -31,7 +35,7 @@ SELECT, REPORT = "select", "report"
 
 @dataclass(frozen=True)
 class FloatPoint:
-    """The float model's PER (%) on one set; its result is a float."""
+    """The float model on one set; its result is a dict with ``per`` and ``fer`` (%) like a :class:`QuantPoint`'s."""
 
     cell: str
     split: str
@@ -42,7 +46,7 @@ class QuantPoint:
     """One QModel of ``cell`` at given thresholds on one set.
 
     Its result is a dict like :func:`deltarnn.speech.study.evaluate.evaluate_qmodel`'s;
-    the search reads ``per``, ``compression_pct``, ``eliminated_pct``,
+    the search reads ``per``, ``fer``, ``compression_pct``, ``eliminated_pct``,
     ``theta_x``, ``theta_h`` and the names in ``paths``. ``skip`` is kept sorted.
     """
 
@@ -124,9 +128,13 @@ def pareto_front(points: list[dict], err: str = "per", gain: str = "eliminated_p
 
 
 def choose_point(points: list[dict], base_per: float, tol: float, err: str = "per",
-                 gain: str = "eliminated_pct") -> int | None:
-    """Index of the point with the most ``gain`` among those with ``err - base_per <= tol``."""
-    ok = [i for i, p in enumerate(points) if p[err] - base_per <= tol + 1e-9]
+                 gain: str = "eliminated_pct", base_fer: float | None = None, fer_tol: float = 0.0) -> int | None:
+    """Index of the point with the most ``gain`` among those with ``err - base_per <= tol``.
+
+    With ``base_fer``, a point must also keep ``fer - base_fer <= fer_tol`` (the FER guard).
+    """
+    ok = [i for i, p in enumerate(points) if p[err] - base_per <= tol + 1e-9
+          and (base_fer is None or p["fer"] - base_fer <= fer_tol + 1e-9)]
     if not ok:
         return None
     return max(ok, key=lambda i: (points[i][gain], -points[i][err]))
@@ -304,10 +312,13 @@ def threshold_grid(cfg: StudyConfig, point: QuantPoint, paths) -> list[QuantPoin
     return [point.at(tx, th, SELECT) for tx in cfg.thetas_x for th in thetas_h]
 
 
-def front_and_choice(points: list[dict], base: float, tol: float) -> tuple[list[dict], dict | None]:
-    """The Pareto front of ``points`` and its point with the most eliminated within ``tol`` of ``base``."""
+def front_and_choice(points: list[dict], base: dict, cfg: StudyConfig) -> tuple[list[dict], dict | None]:
+    """The Pareto front of ``points`` and its point with the most eliminated within ``tol`` / ``fer_tol`` of ``base``.
+
+    ``base`` is the float model's result (``per``, ``fer``) on the same set.
+    """
     front = [points[i] for i in pareto_front(points)]
-    k = choose_point(front, base, tol)
+    k = choose_point(front, base["per"], cfg.tol, base_fer=base["fer"], fer_tol=cfg.fer_tol)
     return front, (front[k] if k is not None else None)
 
 
@@ -328,23 +339,25 @@ def at_thetas(points: list[dict], theta_x: int, theta_h: int) -> dict:
 class CellResult:
     """What the search found for one cell."""
 
-    #: float PER (%) on the selection and the report set
-    float_per: dict[str, float]
+    #: the float model's result (``per``, ``fer``, ...) on the selection and the report set
+    float_eval: dict[str, dict]
     #: the chosen widths and skipped paths (threshold 0, selection set)
     widths: QuantPoint
     #: ``width_sweep``, ``options_within_tol``, ``chosen``, ``greedy_trace``
     selection: dict = field(default_factory=dict)
     #: ``grid_select``, ``front_select``, ``chosen_point_select``, ``report_points``, ``quantized_report``,
-    #: ``chosen_point_report``, ``front_report``, ``best_report_within_tol``
+    #: ``chosen_point_report``, ``front_report`` (shown, never chosen from)
     thresholds: dict = field(default_factory=dict)
 
 
-def float_baselines(cfg: StudyConfig, ev: Evaluations, log: Callable[[str], None]) -> dict[str, dict[str, float]]:
-    """Each cell's float PER on the selection and the report set."""
+def float_baselines(cfg: StudyConfig, ev: Evaluations, log: Callable[[str], None]) -> dict[str, dict[str, dict]]:
+    """Each cell's float result on the selection and the report set."""
     ev.fetch([FloatPoint(c, s) for c in cfg.cells for s in (SELECT, REPORT)], "float PER")
     base = {c: {s: ev[FloatPoint(c, s)] for s in (SELECT, REPORT)} for c in cfg.cells}
     for c in cfg.cells:
-        log(f"{c}: float PER {cfg.select_split} {base[c][SELECT]:.2f} %, {cfg.report_split} {base[c][REPORT]:.2f} %")
+        sel, rep = base[c][SELECT], base[c][REPORT]
+        log(f"{c}: float PER / FER {cfg.select_split} {sel['per']:.2f} / {sel['fer']:.2f} %, "
+            f"{cfg.report_split} {rep['per']:.2f} / {rep['fer']:.2f} %")
     return base
 
 
@@ -358,12 +371,12 @@ def select_widths(cfg: StudyConfig, ev: Evaluations, base: dict, log: Callable[[
     for c in cfg.cells:
         per_at = {w: ev[QuantPoint(c, w, abits[c])]["per"] for w in cfg.wbits}
         footprints = {w: ev[FootprintQuery(c, w, abits[c])] for w in cfg.wbits}
-        greedy[c] = GreedySkip(cfg, c, base[c][SELECT], abits[c], per_at, footprints, log)
+        greedy[c] = GreedySkip(cfg, c, base[c][SELECT]["per"], abits[c], per_at, footprints, log)
     skip_greedily(cfg, ev, greedy)
     found = {}
     for c in cfg.cells:
         widths, record = choose_widths(cfg, ev, greedy[c], log)
-        width_sweep = [dict(ev.labelled(q), delta_per=ev[q]["per"] - base[c][SELECT]) for q in sweep[c]]
+        width_sweep = [dict(ev.labelled(q), delta_per=ev[q]["per"] - base[c][SELECT]["per"]) for q in sweep[c]]
         found[c] = CellResult(base[c], widths, {"width_sweep": width_sweep, **record})
     return found
 
@@ -374,7 +387,7 @@ def select_thresholds(cfg: StudyConfig, ev: Evaluations, found: dict[str, CellRe
     ev.fetch([q for c in found for q in grid[c]], "threshold grid")
     for c, r in found.items():
         points = [ev[q] for q in grid[c]]
-        front, chosen = front_and_choice(points, r.float_per[SELECT], cfg.tol)
+        front, chosen = front_and_choice(points, r.float_eval[SELECT], cfg)
         r.thresholds.update(grid_select=points, front_select=front, chosen_point_select=chosen)
 
 
@@ -383,14 +396,13 @@ def report(cfg: StudyConfig, ev: Evaluations, found: dict[str, CellResult], log:
     todo = {c: report_points(r.widths, r.thresholds["front_select"]) for c, r in found.items()}
     ev.fetch([q for c in found for q in todo[c]], "report set")
     for c, r in found.items():
-        b = r.float_per[REPORT]
-        points = [dict(ev[q], delta_per=ev[q]["per"] - b) for q in todo[c]]
+        b = r.float_eval[REPORT]
+        points = [dict(ev[q], delta_per=ev[q]["per"] - b["per"], delta_fer=ev[q]["fer"] - b["fer"]) for q in todo[c]]
         q0 = at_thetas(points, 0, 0)
         cp = r.thresholds["chosen_point_select"]
-        front, best = front_and_choice(points, b, cfg.tol)
         r.thresholds.update(report_points=points, quantized_report=q0,
                             chosen_point_report=at_thetas(points, cp["theta_x"], cp["theta_h"]) if cp else None,
-                            front_report=front, best_report_within_tol=best)
+                            front_report=[points[i] for i in pareto_front(points)])
         log(f"{c}: {cfg.report_split}: quantized PER change {q0['delta_per']:+.2f}, compression "
             f"{q0['compression_pct']:.1f} %, eliminated at theta 0 {q0['eliminated_pct']:.1f} %")
 

@@ -12,7 +12,7 @@ import os
 import sys
 
 from .config import StudyConfig, StudyError
-from .evaluate import evaluate_qmodel, float_per, footprint
+from .evaluate import evaluate_qmodel, float_eval, footprint, tune_decoder
 from .search import FloatPoint, FootprintQuery, QuantPoint
 
 _MODEL_CACHE: dict = {}
@@ -57,14 +57,19 @@ def task_train(cell: str, cfg: dict, out: str) -> str:
 
     tc = TrainConfig(cell=cell, dataset=cfg["dataset"], layers=cfg["layers"], hidden=cfg["hidden"],
                      epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], seed=cfg["seed"],
-                     max_utts=cfg["max_train_utts"])
+                     max_utts=cfg["max_train_utts"], delay=cfg["delay"])
     train_speech(tc, out, progress=False, log=lambda *a: None)
     return out
 
 
-def task_float_per(model, evalset) -> float:
+def task_float_eval(model, evalset, decoder) -> dict:
     _threads()
-    return float_per(_model(model), evalset)
+    return float_eval(_model(model), evalset, decoder)
+
+
+def task_tune_decoder(model, evalset, decoder):
+    _threads()
+    return tune_decoder(_model(model), evalset, decoder)
 
 
 def task_quantize(model, calib, wbits: int, abits: int, skip: tuple):
@@ -75,9 +80,9 @@ def task_quantize(model, calib, wbits: int, abits: int, skip: tuple):
                     meta={"study": "deltarnn study", "calibration": "train-split utterances"})
 
 
-def task_eval(qm, evalset, theta_x: int = 0, theta_h: int = 0) -> dict:
+def task_eval(qm, evalset, decoder, theta_x: int = 0, theta_h: int = 0) -> dict:
     _threads()
-    return evaluate_qmodel(qm, evalset, theta_x, theta_h)
+    return evaluate_qmodel(qm, evalset, decoder, theta_x, theta_h)
 
 
 def task_footprint(qm):
@@ -132,10 +137,13 @@ class DaskEvaluator:
         The scattered :class:`~deltarnn.speech.study.evaluate.EvalSet` of
         :data:`~deltarnn.speech.study.search.SELECT` and
         :data:`~deltarnn.speech.study.search.REPORT`.
+    decoders : dict of str to PhoneDecoder
+        Each cell's phone decoder (its insertion penalty tuned on the float model).
     """
 
-    def __init__(self, client, models: dict, calib, sets: dict, progress: bool):
+    def __init__(self, client, models: dict, calib, sets: dict, decoders: dict, progress: bool):
         self.client, self.models, self.calib, self.sets, self.progress = client, models, calib, sets, progress
+        self.decoders = decoders
         self._qmodels: dict = {}
 
     def qmodel(self, cell: str, wbits: int, abits: int, skip: tuple = ()):
@@ -149,12 +157,12 @@ class DaskEvaluator:
     def submit(self, request):
         """The future of one request's result."""
         if isinstance(request, FloatPoint):
-            return self.client.submit(task_float_per, self.models[request.cell], self.sets[request.split],
-                                      pure=False)
+            return self.client.submit(task_float_eval, self.models[request.cell], self.sets[request.split],
+                                      self.decoders[request.cell], pure=False)
         if isinstance(request, QuantPoint):
             qm = self.qmodel(request.cell, request.wbits, request.abits, request.skip)
-            return self.client.submit(task_eval, qm, self.sets[request.split], request.theta_x, request.theta_h,
-                                      pure=False)
+            return self.client.submit(task_eval, qm, self.sets[request.split], self.decoders[request.cell],
+                                      request.theta_x, request.theta_h, pure=False)
         if isinstance(request, FootprintQuery):
             return self.client.submit(task_footprint, self.qmodel(request.cell, request.wbits, request.abits),
                                       pure=False)

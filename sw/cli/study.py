@@ -16,7 +16,8 @@ def cmd_train(args) -> int:
 
     cfg = TrainConfig(cell=args.cell, dataset=args.dataset, layers=args.layers, hidden=args.hidden,
                       bidirectional=args.bidirectional, epochs=args.epochs, lr=args.lr, batch=args.batch,
-                      seed=args.seed, max_utts=args.max_utts, delay=args.delay, dropout=args.dropout)
+                      seed=args.seed, max_utts=args.max_utts, dropout=args.dropout,
+                      delay=args.delay if args.delay is not None else (0 if args.bidirectional else 3))
     try:
         res = train_speech(cfg, args.output, resume=args.resume, progress=not args.no_progress,
                            threads=args.threads)
@@ -81,9 +82,9 @@ def add_commands(sub) -> None:
     t.add_argument("--lr", type=pos_float, default=2e-3, help="Adam learning rate (default 0.002), annealed "
                    "along a cosine to 5 %% of it by the last epoch")
     t.add_argument("--batch", type=pos_int, default=16, metavar="N", help="utterances per batch (default 16)")
-    t.add_argument("--delay", type=nonneg_int, default=3, metavar="D",
+    t.add_argument("--delay", type=nonneg_int, default=None, metavar="D",
                    help="output delay in frames: the output at frame t+D labels frame t (lookahead for a "
-                        "streaming model; default 3)")
+                        "streaming model; default 3, and 0 with --bidirectional)")
     t.add_argument("--dropout", type=unit_float, default=0.1, metavar="P",
                    help="dropout on every layer's output in training (default 0.1)")
     t.add_argument("--seed", type=int, default=0)

@@ -191,6 +191,18 @@ def test_goals_follow_the_config():
     assert goals(cfg).compression == Goal(80.0) and goals(cfg).per_change.at_most
 
 
+def test_seed_claims_are_checked_on_the_table():
+    from deltarnn.speech.study.output import seed_claims
+
+    rows = [{"cell": c, "quantized_per_change": d, "size_kb": kb, "chosen_eliminated_pct": e}
+            for c, d, kb, e in (("lstm", 0.1, 30.0, 50.0), ("gru", 0.4, 25.0, 60.0), ("ligru", 0.9, 20.0, 70.0),
+                                ("sru", 0.2, 22.0, None))]
+    claims = seed_claims(rows)
+    assert [(c["expected"], c["found"], c["holds"]) for c in claims] == [
+        ("lstm", "lstm", True), ("sru", "ligru", False), ("ligru", "ligru", True)]
+    assert seed_claims(rows[:2]) == []
+
+
 def test_the_package_imports_without_torch_dask_or_matplotlib(tmp_path):
     code = ("import sys, deltarnn.speech.study\n"
             "assert not {'torch', 'distributed', 'matplotlib'} & set(sys.modules), sorted(sys.modules)\n")

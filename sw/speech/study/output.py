@@ -35,6 +35,28 @@ def table_rows(results: dict) -> list[dict]:
     return rows
 
 
+def seed_claims(rows: list[dict]) -> list[dict]:
+    """The seed study's qualitative ranking, checked on these rows (needs all four cells, else empty).
+
+    LSTM best under tight error limits: the smallest quantized PER change; SRU
+    smallest: the smallest quantized model; LiGRU most operations eliminated:
+    the most eliminated at its chosen thresholds.
+    """
+    by = {r["cell"]: r for r in rows}
+    if set(by) != {"lstm", "gru", "ligru", "sru"}:
+        return []
+
+    def best(key, lowest):
+        vals = {c: r[key] for c, r in by.items() if r[key] is not None}
+        return (min if lowest else max)(vals, key=vals.get) if vals else None
+
+    claims = [("LSTM is best under tight error limits (smallest PER change)", "lstm",
+               best("quantized_per_change", True)),
+              ("SRU is the smallest model", "sru", best("size_kb", True)),
+              ("LiGRU has the most operations eliminated", "ligru", best("chosen_eliminated_pct", False))]
+    return [{"claim": text, "expected": cell, "found": found, "holds": found == cell} for text, cell, found in claims]
+
+
 def _ci(v) -> str:
     return "" if v is None else f" [{v[0]:+.2f}, {v[1]:+.2f}]"
 
@@ -83,6 +105,11 @@ def markdown(results: dict) -> str:
             f"{_ci(r['quantized_per_change_ci'])} ({goal.per_change.verdict(r['quantized_per_change'])}), "
             f"eliminated {_fmt(eliminated)} % at the chosen thresholds "
             f"({goal.eliminated.verdict(eliminated or 0.0)})")
+    claims = seed_claims(rows)
+    if claims:
+        lines += ["", "## The seed study's ranking, on this corpus", ""]
+        lines += [f"- {c['claim']}: {'holds' if c['holds'] else 'does not hold'} (here: {c['found'].upper()})"
+                  for c in claims]
     lines += ["", "## Width sweep (selection set, theta 0, no skipped paths): PER change", ""]
     wb, ab = cfg.wbits, cfg.abits
     lines.append("| model | " + " | ".join(f"w{w}/a{a}" for w in wb for a in ab) + " |")
@@ -178,6 +205,7 @@ def write_outputs(results: dict, out: Path) -> None:
     """Add ``table`` to ``results``; write ``study.json``, ``study.md`` and the plots to ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     results["table"] = table_rows(results)
+    results["seed_claims"] = seed_claims(results["table"])
     (out / "study.json").write_text(json.dumps(results, indent=1, default=float))
     (out / "study.md").write_text(markdown(results))
     plot(results, out)

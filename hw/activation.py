@@ -6,7 +6,7 @@ model indexes, so both compute the same integers by construction.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Module, Mux, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -8,35 +8,70 @@ come from :mod:`deltarnn.spec.memory_map`; the per-phase cycle costs are modelle
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from typing import NamedTuple
+
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import contract as C
-from deltarnn.spec.memory_map import ADDR_BITS, CELL_CODES, DATA_BITS, H_BLOCKS, REGION_SHIFT, X_BLOCKS, DeviceParams, LayerReg, Op, Reg, Region, layer_reg
+from deltarnn.spec.memory_map import ADDR_BITS, DATA_BITS, H_BLOCKS, X_BLOCKS, DeviceParams, LayerReg, Reg
 
+from deltarnn.hw.command import Op, Region, address_layout, command_layout
 from deltarnn.hw.encoder import DeltaEncoder
 from deltarnn.hw.engine import CellEngine, Program
 from deltarnn.hw.mxv import DeltaMxV
+from deltarnn.hw.registers import RegisterFile
+
+__all__ = ["Core", "Path", "command_layout"]
 
 
-def command_layout() -> data.StructLayout:
-    """One command: ``op`` (:class:`deltarnn.spec.memory_map.Op`), ``addr``, ``data``."""
-    return data.StructLayout({"op": unsigned(3), "addr": unsigned(ADDR_BITS), "data": unsigned(DATA_BITS)})
+class Path(enum.Enum, shape=2):
+    """What a phase of a step works on: a layer's x path or h path, or the head."""
+
+    X = 0
+    H = 1
+    HEAD = 2
 
 
-def _bits_for(n: int) -> int:
-    return max(1, (n - 1).bit_length())
+def _addr_bits(depth: int) -> int:
+    """Width of an address of ``depth`` words (at least 1)."""
+    return max(1, (depth - 1).bit_length())
 
 
-#: Per-layer register fields and their widths.
-LAYER_FIELDS = {
-    LayerReg.X_SHIFT: range(C.SHIFT_MAX + 1), LayerReg.H_SHIFT: range(C.SHIFT_MAX + 1),
-    LayerReg.XA_MULT: C.MULT_BITS, LayerReg.XA_SHIFT: range(C.SHIFT_MAX + 1), LayerReg.XA_BITS: 5,
-    LayerReg.XA_THETA: 17, LayerReg.HA_MULT: C.MULT_BITS, LayerReg.HA_SHIFT: range(C.SHIFT_MAX + 1),
-    LayerReg.HA_BITS: 5, LayerReg.HA_THETA: 17, LayerReg.HW_MULT: C.MULT_BITS,
-    LayerReg.HW_SHIFT: range(C.SHIFT_MAX + 1), LayerReg.HW_IDENTITY: 1,
-}
+def _packed_words(rows, width: int) -> list[int]:
+    """One word per row, element ``i`` of the row in bits ``[i*width, (i+1)*width)``."""
+    return [sum((int(v) & ((1 << width) - 1)) << (i * width) for i, v in enumerate(row)) for row in rows]
+
+
+class _Units(NamedTuple):
+    mxv: DeltaMxV
+    enc: DeltaEncoder
+    eng: CellEngine
+
+
+class _Ports(NamedTuple):
+    wr: memory.WritePort
+    rd: memory.ReadPort
+
+
+class _State:
+    """The sequencer's own registers."""
+
+    def __init__(self, p: DeviceParams, clear_depth: int):
+        self.layer = Signal(range(p.max_layers + 1))
+        self.path = Signal(Path)
+        self.host_count = Signal(range(p.dbuf_depth + 1))    # deltas the host has written
+        self.dcount = Signal(range(p.dbuf_depth + 1))        # deltas of the path being run
+        self.clr = Signal(range(clear_depth + 1))
+        self.clearing = Signal()
+        self.in_step = Signal()
+        self.step_counter = Signal(DATA_BITS)
+        self.rmw = Signal()                                  # DELTA: add the delta to its reference
+        self.rmw_addr = Signal(range(p.ref_depth))
+        self.rmw_delta = Signal(signed(p.delta_bits))
+        self.is_h = self.path == Path.H
+        self.is_head = self.path == Path.HEAD
 
 
 class Core(wiring.Component):
@@ -63,8 +98,8 @@ class Core(wiring.Component):
     Members
     -------
     cmd : In(stream.Signature(command_layout()))
-        Commands: WRITE, READ, DELTA, STEP, RESET (``deltarnn.spec.memory_map.Op``).
-    rsp : Out(stream.Signature(32))
+        Commands: WRITE, READ, DELTA, STEP, RESET (:class:`deltarnn.hw.command.Op`).
+    rsp : Out(stream.Signature(DATA_BITS))
         Responses: one word per READ; per STEP, the outputs of the time step
         (fixed point, sign-extended), ``classes`` of them with a head, else
         ``hidden``.
@@ -87,275 +122,246 @@ class Core(wiring.Component):
 
     @property
     def clear_depth(self) -> int:
+        """Words RESET clears: the deepest of the accumulator, reference and state memories."""
         p = self.p
         return max(p.acc_depth, p.ref_depth, p.state_depth)
 
+    @property
+    def index_bits(self) -> int:
+        """Width of a delta's element index (in the delta buffer and in a DELTA's ``addr``)."""
+        return _addr_bits(self.p.max_cols + 1)
+
     def elaborate(self, platform):
         m = Module()
+        units = self._units()
+        ports = self._memories(m, units.mxv.dbuf_layout)
+        m.submodules.mxv, m.submodules.encoder, m.submodules.engine = units
+        regs = RegisterFile(self.p, self.init_regs)
+        st = _State(self.p, self.clear_depth)
+        self._path_inputs(m, regs, st, units)
+        self._port_wiring(m, ports, st, units)
+        self._sequencer(m, regs, st, ports, units)
+        return m
+
+    def _units(self) -> _Units:
         p = self.p
-        lanes_log2 = (p.lanes - 1).bit_length()
-        index_bits = _bits_for(p.max_cols + 1)
-        gx, gh = X_BLOCKS[p.cell], H_BLOCKS[p.cell]
-
-        # --- memories ---------------------------------------------------------------------
-        self.memories = {}
-
-        def mem(name, shape, depth, init=()):
-            mm = memory.Memory(shape=shape, depth=depth, init=init)
-            m.submodules[name] = mm
-            self.memories[name] = mm
-            return mm
-
-        def packed_words(rows, width):
-            return [sum((int(v) & ((1 << width) - 1)) << (i * width) for i, v in enumerate(row)) for row in rows]
-
-        w_mem = mem("weights", unsigned(p.lanes * p.wmem_bits), p.weight_depth,
-                    packed_words(self.init_weights, p.wmem_bits) if self.init_weights is not None else ())
-        acc_mem = mem("acc", unsigned(p.lanes * p.acc_bits), p.acc_depth)
-        mult_mem = mem("mult", unsigned(C.MULT_BITS), p.acc_depth * p.lanes,
-                       [int(v) for v in self.init_mult] if self.init_mult is not None else ())
-        vec_mem = mem("vec", signed(C.FX_BITS), p.vec_depth, [int(v) for v in self.init_vec] if self.init_vec is not None else ())
-        h_mem = mem("h", signed(C.FX_BITS), p.state_depth)
-        c_mem = mem("c", signed(C.FX_BITS), p.state_depth)
-        ref_mem = mem("ref", signed(p.abits), p.ref_depth)
         mxv = DeltaMxV(lanes=p.lanes, wmem_bits=p.wmem_bits, delta_bits=p.delta_bits, acc_bits=p.acc_bits,
-                       waddr_bits=_bits_for(p.weight_depth), aaddr_bits=_bits_for(p.acc_depth),
-                       dbuf_depth=p.dbuf_depth, index_bits=index_bits,
-                       words_bits=_bits_for(max(p.x_words, p.h_words, p.head_words) + 1))
-        dbuf_mem = mem("dbuf", mxv.dbuf_layout, p.dbuf_depth)
+                       waddr_bits=_addr_bits(p.weight_depth), aaddr_bits=_addr_bits(p.acc_depth),
+                       dbuf_depth=p.dbuf_depth, index_bits=self.index_bits,
+                       words_bits=_addr_bits(max(p.x_words, p.h_words, p.head_words) + 1))
         enc = DeltaEncoder(max_length=p.max_hidden, abits_max=p.abits, delta_bits=p.delta_bits,
-                           src_addr_bits=_bits_for(p.state_depth), ref_addr_bits=_bits_for(p.ref_depth),
-                           dbuf_depth=p.dbuf_depth, index_bits=index_bits)
-        eng = CellEngine(p, broken_lane=self.broken_lane)
-        self.engine = eng
-        m.submodules.mxv, m.submodules.encoder, m.submodules.engine = mxv, enc, eng
+                           src_addr_bits=_addr_bits(p.state_depth), ref_addr_bits=_addr_bits(p.ref_depth),
+                           dbuf_depth=p.dbuf_depth, index_bits=self.index_bits)
+        return _Units(mxv, enc, CellEngine(p, broken_lane=self.broken_lane))
 
-        w_wr = w_mem.write_port(granularity=p.wmem_bits)
-        w_rd = w_mem.read_port()
-        acc_wr = acc_mem.write_port()
-        acc_rd = acc_mem.read_port(transparent_for=(acc_wr,))
-        mult_wr, mult_rd = mult_mem.write_port(), mult_mem.read_port()
-        vec_wr, vec_rd = vec_mem.write_port(), vec_mem.read_port()
-        h_wr, h_rd = h_mem.write_port(), h_mem.read_port()
-        c_wr, c_rd = c_mem.write_port(), c_mem.read_port()
-        ref_wr, ref_rd = ref_mem.write_port(), ref_mem.read_port()
-        dbuf_wr, dbuf_rd = dbuf_mem.write_port(), dbuf_mem.read_port()
+    def _memories(self, m, dbuf_layout) -> dict[str, _Ports]:
+        """The memories, submodules of ``m`` itself (the co-simulation and synthesis find them by name)."""
+        p = self.p
 
-        # --- registers --------------------------------------------------------------------
-        regs0 = self.init_regs
+        def init(values):
+            return () if values is None else [int(v) for v in values]
 
-        def reg(addr, shape):
-            return Signal(shape, init=int(regs0.get(addr, 0)), name=f"reg_{addr:03x}")
+        memories = {
+            "weights": (unsigned(p.lanes * p.wmem_bits), p.weight_depth,
+                        () if self.init_weights is None else _packed_words(self.init_weights, p.wmem_bits)),
+            "acc": (unsigned(p.lanes * p.acc_bits), p.acc_depth, ()),
+            "mult": (unsigned(C.MULT_BITS), p.acc_depth * p.lanes, init(self.init_mult)),
+            "vec": (signed(C.FX_BITS), p.vec_depth, init(self.init_vec)),
+            "h": (signed(C.FX_BITS), p.state_depth, ()),
+            "c": (signed(C.FX_BITS), p.state_depth, ()),
+            "ref": (signed(p.abits), p.ref_depth, ()),
+            "dbuf": (dbuf_layout, p.dbuf_depth, ()),
+        }
+        ports = {}
+        for name, (shape, depth, words) in memories.items():
+            mem = m.submodules[name] = memory.Memory(shape=shape, depth=depth, init=words)
+            # The weight memory's write enables are per lane; the accumulator read port sees the
+            # MxV's write of the same cycle.
+            wr = mem.write_port(granularity=p.wmem_bits if name == "weights" else None)
+            ports[name] = _Ports(wr, mem.read_port(transparent_for=(wr,) if name == "acc" else ()))
+        return ports
 
-        n_layers = reg(Reg.LAYERS, range(p.max_layers + 1))
-        hidden = reg(Reg.HIDDEN, range(p.max_hidden + 1))
-        inputs = reg(Reg.INPUT, range(p.max_input + 1))
-        classes = reg(Reg.CLASSES, range(p.max_classes + 1))
-        head = {Reg.HEAD_SHIFT: reg(Reg.HEAD_SHIFT, range(C.SHIFT_MAX + 1)),
-                Reg.HEAD_A_MULT: reg(Reg.HEAD_A_MULT, C.MULT_BITS),
-                Reg.HEAD_A_SHIFT: reg(Reg.HEAD_A_SHIFT, range(C.SHIFT_MAX + 1)),
-                Reg.HEAD_A_BITS: reg(Reg.HEAD_A_BITS, 5), Reg.HEAD_THETA: reg(Reg.HEAD_THETA, 17)}
-        writable = {Reg.LAYERS: n_layers, Reg.HIDDEN: hidden, Reg.INPUT: inputs, Reg.CLASSES: classes, **head}
-        per_layer = {f: Array(reg(layer_reg(i, f), shape) for i in range(p.max_layers))
-                     for f, shape in LAYER_FIELDS.items()}
-        for f, arr in per_layer.items():
-            for i in range(p.max_layers):
-                writable[layer_reg(i, f)] = arr[i]
-
-        cycles = Signal(32)
-        step_cycles = Signal(32)
-        step_counter = Signal(32)
-        steps = Signal(32)
-        deltas = [Signal(32, name=f"deltas_{i}") for i in range(2 * p.max_layers + 1)]
-        readable = dict(writable)
-        readable.update({Reg.ID_CELL: Const(CELL_CODES[p.cell]), Reg.ID_LANES: Const(p.lanes),
-                         Reg.ID_MAX_INPUT: Const(p.max_input), Reg.ID_MAX_HIDDEN: Const(p.max_hidden),
-                         Reg.ID_MAX_LAYERS: Const(p.max_layers), Reg.ID_MAX_CLASSES: Const(p.max_classes),
-                         Reg.ID_WMEM_BITS: Const(p.wmem_bits), Reg.ID_ABITS: Const(p.abits),
-                         Reg.ID_ACC_BITS: Const(p.acc_bits), Reg.CYCLES: cycles, Reg.STEP_CYCLES: step_cycles,
-                         Reg.STEPS: steps})
-        for i, s in enumerate(deltas):
-            readable[Reg.DELTAS + i] = s
-
-        # --- sequencer state ------------------------------------------------------------------
-        layer = Signal(range(p.max_layers + 1))
-        host_count = Signal(range(p.dbuf_depth + 1))
-        dcount = Signal(range(p.dbuf_depth + 1))
-        path = Signal(2)          # 0: x, 1: h, 2: head
-        clr = Signal(range(self.clear_depth + 1))
-        clearing = Signal()
-        in_step = Signal()
-        rmw_addr = Signal(range(p.ref_depth))
-        rmw_delta = Signal(signed(p.delta_bits))
-        rmw = Signal()
-
-        m.d.sync += cycles.eq(cycles + 1)
-        with m.If(in_step):
-            m.d.sync += step_counter.eq(step_counter + 1)
+    def _path_inputs(self, m, regs: RegisterFile, st: _State, units: _Units) -> None:
+        """Connect the units' run-time inputs to the registers of the path being run."""
+        p = self.p
+        mxv, enc, eng = units
+        lanes_log2 = (p.lanes - 1).bit_length()
+        layer, is_h, is_head = st.layer, st.is_h, st.is_head
 
         def lf(field):
-            return per_layer[field][layer]
+            return regs.layer[field][layer]
+
+        def per_path(x, h, head):
+            return Mux(is_head, head, Mux(is_h, h, x))
+
+        def ceil_lanes(rows):
+            return (rows + (p.lanes - 1)) >> lanes_log2
+
+        def base(of, stride, path=None):
+            """The spec's ``of(layer, path)`` at run time (it is ``layer * stride + of(0, path)``)."""
+            offset = Mux(is_h, of(0, "h"), of(0, "x")) if path is None else of(0, path)
+            return layer * stride + offset
 
         prev = Signal(range(p.max_layers))
-        m.d.comb += prev.eq(layer - 1)
-        is_head = path == 2
-        is_h = path == 1
-        sru_identity = lf(LayerReg.HW_IDENTITY) if p.cell == "sru" else Const(0)
-        x_rows_blocks = Const(gx) - sru_identity if p.cell == "sru" else Const(gx)
-        words_x = (hidden * x_rows_blocks + (p.lanes - 1)) >> lanes_log2
-        words_h = (hidden * gh + (p.lanes - 1)) >> lanes_log2
-        words_head = (classes + (p.lanes - 1)) >> lanes_log2
-        layer_acc, layer_w, layer_ref = p.layer_acc_words, p.layer_weight_words, p.layer_ref_words
-
-        # encoder inputs (x path of layer > 0, h path, head)
-        m.d.comb += [
-            enc.length.eq(hidden),
-            enc.src_base.eq(Mux(is_h, layer * p.max_hidden, prev * p.max_hidden)),
-            enc.ref_base.eq(Mux(is_head, p.ref_base(p.max_layers, "x"),
-                                layer * layer_ref + Mux(is_h, p.max_cols, 0))),
-            enc.mult.eq(Mux(is_head, head[Reg.HEAD_A_MULT], Mux(is_h, lf(LayerReg.HA_MULT), lf(LayerReg.XA_MULT)))),
-            enc.shift.eq(Mux(is_head, head[Reg.HEAD_A_SHIFT],
-                             Mux(is_h, lf(LayerReg.HA_SHIFT), lf(LayerReg.XA_SHIFT)))),
-            enc.bits.eq(Mux(is_head, head[Reg.HEAD_A_BITS], Mux(is_h, lf(LayerReg.HA_BITS), lf(LayerReg.XA_BITS)))),
-            enc.theta.eq(Mux(is_head, head[Reg.HEAD_THETA], Mux(is_h, lf(LayerReg.HA_THETA), lf(LayerReg.XA_THETA)))),
-        ]
-        # MxV inputs
-        m.d.comb += [
-            mxv.count.eq(dcount),
-            mxv.words.eq(Mux(is_head, words_head, Mux(is_h, words_h, words_x))),
-            mxv.w_base.eq(Mux(is_head, p.weight_base(p.max_layers, "x"),
-                              layer * layer_w + Mux(is_h, p.max_cols * p.x_words, 0))),
-            mxv.acc_base.eq(Mux(is_head, p.acc_base(p.max_layers, "x"), layer * layer_acc + Mux(is_h, p.x_words, 0))),
-        ]
-        # engine inputs
-        out_head = classes != 0
         last = Signal(range(p.max_layers))
-        m.d.comb += last.eq(n_layers - 1)
+        m.d.comb += [prev.eq(layer - 1), last.eq(regs.layers - 1)]
+        sru_identity = lf(LayerReg.HW_IDENTITY) if p.cell == "sru" else Const(0)
+        x_blocks = Const(X_BLOCKS[p.cell]) - sru_identity if p.cell == "sru" else Const(X_BLOCKS[p.cell])
+        head_acc = p.acc_base(p.max_layers, "x")
+
         m.d.comb += [
-            eng.hidden.eq(hidden),
-            eng.acc_base_x.eq(Mux(is_head, p.acc_base(p.max_layers, "x"), layer * layer_acc)),
-            eng.acc_base_h.eq(layer * layer_acc + p.x_words),
-            eng.shift_x.eq(Mux(is_head, head[Reg.HEAD_SHIFT], lf(LayerReg.X_SHIFT))),
+            enc.length.eq(regs.hidden),
+            enc.src_base.eq(Mux(is_h, p.state_base(layer), p.state_base(prev))),
+            enc.ref_base.eq(Mux(is_head, p.ref_base(p.max_layers, "x"), base(p.ref_base, p.layer_ref_words))),
+            enc.mult.eq(per_path(lf(LayerReg.XA_MULT), lf(LayerReg.HA_MULT), regs.head[Reg.HEAD_A_MULT])),
+            enc.shift.eq(per_path(lf(LayerReg.XA_SHIFT), lf(LayerReg.HA_SHIFT), regs.head[Reg.HEAD_A_SHIFT])),
+            enc.bits.eq(per_path(lf(LayerReg.XA_BITS), lf(LayerReg.HA_BITS), regs.head[Reg.HEAD_A_BITS])),
+            enc.theta.eq(per_path(lf(LayerReg.XA_THETA), lf(LayerReg.HA_THETA), regs.head[Reg.HEAD_THETA])),
+
+            mxv.count.eq(st.dcount),
+            mxv.words.eq(per_path(ceil_lanes(regs.hidden * x_blocks), ceil_lanes(regs.hidden * H_BLOCKS[p.cell]),
+                                  ceil_lanes(regs.classes))),
+            mxv.w_base.eq(Mux(is_head, p.weight_base(p.max_layers, "x"),
+                              base(p.weight_base, p.layer_weight_words))),
+            mxv.acc_base.eq(Mux(is_head, head_acc, base(p.acc_base, p.layer_acc_words))),
+
+            eng.hidden.eq(regs.hidden),
+            eng.acc_base_x.eq(Mux(is_head, head_acc, base(p.acc_base, p.layer_acc_words, "x"))),
+            eng.acc_base_h.eq(base(p.acc_base, p.layer_acc_words, "h")),
+            eng.shift_x.eq(Mux(is_head, regs.head[Reg.HEAD_SHIFT], lf(LayerReg.X_SHIFT))),
             eng.shift_h.eq(lf(LayerReg.H_SHIFT)),
-            eng.vec_base.eq(Mux(is_head, p.max_layers * p.layer_vec_words, layer * p.layer_vec_words)),
-            eng.state_base.eq(Mux(is_head, last * p.max_hidden, layer * p.max_hidden)),
-            eng.ref_base.eq(layer * layer_ref),
+            eng.vec_base.eq(Mux(is_head, p.vec_base(p.max_layers), p.vec_base(layer))),
+            eng.state_base.eq(Mux(is_head, p.state_base(last), p.state_base(layer))),
+            eng.ref_base.eq(base(p.ref_base, p.layer_ref_words, "x")),
             eng.hw_mult.eq(lf(LayerReg.HW_MULT)), eng.hw_shift.eq(lf(LayerReg.HW_SHIFT)),
             eng.hw_identity.eq(sru_identity),
         ]
 
-        # --- memory port wiring -------------------------------------------------------------------
-        # The weight memory's two ports share one address and never read while writing (the host
-        # writes in IDLE, the MxV reads during a STEP), so Yosys can merge them into the single
-        # port of a RAM without a second port (the iCE40 UP5K's SPRAM, whose read data holds
-        # during a write): the read enable is gated by the write enables only to show Yosys that.
-        w_addr = Signal.like(w_rd.addr)
+    def _port_wiring(self, m, ports: dict[str, _Ports], st: _State, units: _Units) -> None:
+        """Connect the memory ports to the units, and RESET's clearing; the sequencer's commands override."""
+        p = self.p
+        mxv, enc, eng = units
+        w, acc, mult, vec, h, c, ref, dbuf = (ports[n] for n in ("weights", "acc", "mult", "vec", "h", "c", "ref",
+                                                                  "dbuf"))
+        clearing, clr = st.clearing, st.clr
+        # The weight memory's write port takes the read port's address, and the memory is never read
+        # while written (the host writes in IDLE, the MxV reads during a STEP), so Yosys can merge
+        # the two into the single port of a RAM without a second port (the iCE40 UP5K's SPRAM, whose
+        # read data holds during a write): the read enable is gated by the write enables only to show
+        # Yosys that.
         m.d.comb += [
-            w_addr.eq(mxv.w_addr), w_rd.addr.eq(w_addr), w_wr.addr.eq(w_addr),
-            w_rd.en.eq(mxv.w_en & ~w_wr.en.any()), mxv.w_data.eq(w_rd.data),
-            dbuf_rd.addr.eq(mxv.dbuf_addr), dbuf_rd.en.eq(mxv.dbuf_en), mxv.dbuf_data.eq(dbuf_rd.data),
-            acc_rd.addr.eq(Mux(mxv.acc_rd_en, mxv.acc_rd_addr, eng.acc_addr)),
-            acc_rd.en.eq(mxv.acc_rd_en | eng.acc_en),
-            mxv.acc_rd_data.eq(acc_rd.data), eng.acc_data.eq(acc_rd.data),
-            acc_wr.addr.eq(Mux(clearing, clr, mxv.acc_wr_addr)),
-            acc_wr.data.eq(Mux(clearing, 0, mxv.acc_wr_data)),
-            acc_wr.en.eq(mxv.acc_wr_en | (clearing & (clr < p.acc_depth))),
-            mult_rd.addr.eq(eng.mult_addr), mult_rd.en.eq(eng.mult_en), eng.mult_data.eq(mult_rd.data),
-            vec_rd.addr.eq(eng.vec_addr), vec_rd.en.eq(eng.vec_en), eng.vec_data.eq(vec_rd.data),
-            h_rd.addr.eq(Mux(enc.src_en, enc.src_addr, eng.h_rd_addr)), h_rd.en.eq(enc.src_en | eng.h_rd_en),
-            enc.src_data.eq(h_rd.data), eng.h_rd_data.eq(h_rd.data),
-            h_wr.addr.eq(Mux(clearing, clr, eng.h_wr_addr)), h_wr.data.eq(Mux(clearing, 0, eng.h_wr_data)),
-            h_wr.en.eq(eng.h_wr_en | (clearing & (clr < p.state_depth))),
-            c_rd.addr.eq(eng.c_rd_addr), c_rd.en.eq(eng.c_rd_en), eng.c_rd_data.eq(c_rd.data),
-            c_wr.addr.eq(Mux(clearing, clr, eng.c_wr_addr)), c_wr.data.eq(Mux(clearing, 0, eng.c_wr_data)),
-            c_wr.en.eq(eng.c_wr_en | (clearing & (clr < p.state_depth))),
-            enc.ref_rd_data.eq(ref_rd.data), eng.ref_data.eq(ref_rd.data),
-            dbuf_wr.addr.eq(Mux(enc.dbuf_wr_en, enc.dbuf_wr_addr, host_count)),
-            dbuf_wr.data.eq(enc.dbuf_wr_data), dbuf_wr.en.eq(enc.dbuf_wr_en),
+            w.rd.addr.eq(mxv.w_addr), w.wr.addr.eq(w.rd.addr),
+            w.rd.en.eq(mxv.w_en & ~w.wr.en.any()), mxv.w_data.eq(w.rd.data),
+            dbuf.rd.addr.eq(mxv.dbuf_addr), dbuf.rd.en.eq(mxv.dbuf_en), mxv.dbuf_data.eq(dbuf.rd.data),
+            dbuf.wr.addr.eq(Mux(enc.dbuf_wr_en, enc.dbuf_wr_addr, st.host_count)),
+            dbuf.wr.data.eq(enc.dbuf_wr_data), dbuf.wr.en.eq(enc.dbuf_wr_en),
+            acc.rd.addr.eq(Mux(mxv.acc_rd_en, mxv.acc_rd_addr, eng.acc_addr)),
+            acc.rd.en.eq(mxv.acc_rd_en | eng.acc_en),
+            mxv.acc_rd_data.eq(acc.rd.data), eng.acc_data.eq(acc.rd.data),
+            mult.rd.addr.eq(eng.mult_addr), mult.rd.en.eq(eng.mult_en), eng.mult_data.eq(mult.rd.data),
+            vec.rd.addr.eq(eng.vec_addr), vec.rd.en.eq(eng.vec_en), eng.vec_data.eq(vec.rd.data),
+            h.rd.addr.eq(Mux(enc.src_en, enc.src_addr, eng.h_rd_addr)), h.rd.en.eq(enc.src_en | eng.h_rd_en),
+            enc.src_data.eq(h.rd.data), eng.h_rd_data.eq(h.rd.data),
+            c.rd.addr.eq(eng.c_rd_addr), c.rd.en.eq(eng.c_rd_en), eng.c_rd_data.eq(c.rd.data),
+            enc.ref_rd_data.eq(ref.rd.data), eng.ref_data.eq(ref.rd.data),
         ]
-        cmd = self.cmd.payload
-        delta_in = Signal(signed(p.delta_bits))
-        m.d.comb += delta_in.eq(cmd.data[:p.delta_bits].as_signed())
+        for port, depth, (addr, wdata, en) in (
+                (acc, p.acc_depth, (mxv.acc_wr_addr, mxv.acc_wr_data, mxv.acc_wr_en)),
+                (h, p.state_depth, (eng.h_wr_addr, eng.h_wr_data, eng.h_wr_en)),
+                (c, p.state_depth, (eng.c_wr_addr, eng.c_wr_data, eng.c_wr_en))):
+            m.d.comb += [port.wr.addr.eq(Mux(clearing, clr, addr)), port.wr.data.eq(Mux(clearing, 0, wdata)),
+                         port.wr.en.eq(en | (clearing & (clr < depth)))]
+
         with m.If(enc.ref_rd_en):
-            m.d.comb += [ref_rd.addr.eq(enc.ref_rd_addr), ref_rd.en.eq(1)]
+            m.d.comb += [ref.rd.addr.eq(enc.ref_rd_addr), ref.rd.en.eq(1)]
         with m.Elif(eng.ref_en):
-            m.d.comb += [ref_rd.addr.eq(eng.ref_addr), ref_rd.en.eq(1)]
+            m.d.comb += [ref.rd.addr.eq(eng.ref_addr), ref.rd.en.eq(1)]
         with m.Else():
-            m.d.comb += [ref_rd.addr.eq(p.ref_base(0, "x") + cmd.addr[:index_bits]), ref_rd.en.eq(1)]
+            m.d.comb += [ref.rd.addr.eq(self._delta_ref()), ref.rd.en.eq(1)]
         with m.If(clearing):
-            m.d.comb += [ref_wr.addr.eq(clr), ref_wr.data.eq(0), ref_wr.en.eq(clr < p.ref_depth)]
-        with m.Elif(rmw):
-            m.d.comb += [ref_wr.addr.eq(rmw_addr), ref_wr.data.eq(ref_rd.data + rmw_delta), ref_wr.en.eq(1)]
+            m.d.comb += [ref.wr.addr.eq(clr), ref.wr.data.eq(0), ref.wr.en.eq(clr < p.ref_depth)]
+        with m.Elif(st.rmw):
+            m.d.comb += [ref.wr.addr.eq(st.rmw_addr), ref.wr.data.eq(ref.rd.data + st.rmw_delta), ref.wr.en.eq(1)]
         with m.Else():
-            m.d.comb += [ref_wr.addr.eq(enc.ref_wr_addr), ref_wr.data.eq(enc.ref_wr_data),
-                         ref_wr.en.eq(enc.ref_wr_en)]
+            m.d.comb += [ref.wr.addr.eq(enc.ref_wr_addr), ref.wr.data.eq(enc.ref_wr_data),
+                         ref.wr.en.eq(enc.ref_wr_en)]
 
-        # --- response mux -------------------------------------------------------------------------------
-        read_value = Signal(DATA_BITS)
+    def _delta_ref(self):
+        """Reference address of the element of a DELTA command (in layer 0's x path)."""
+        return self.p.ref_base(0, "x") + self.cmd.payload.addr[:self.index_bits]
+
+    def _host_write(self, m, regs: RegisterFile, ports: dict[str, _Ports]) -> None:
+        """WRITE: a register, or one element of the weight, multiplier or vector memory."""
+        p = self.p
+        cmd = self.cmd.payload
+        address = data.View(address_layout(), cmd.addr)
+        offset = address.offset
+        lanes_log2 = (p.lanes - 1).bit_length()
+        w, mult, vec = ports["weights"], ports["mult"], ports["vec"]
+        with m.Switch(address.region):
+            with m.Case(Region.REG):
+                regs.write(m, offset, cmd.data)
+            with m.Case(Region.WEIGHT):
+                lane = offset[:lanes_log2] if lanes_log2 else Const(0, 1)
+                m.d.comb += [w.rd.addr.eq(offset >> lanes_log2),
+                             w.wr.data.eq(cmd.data[:p.wmem_bits].replicate(p.lanes)),
+                             w.wr.en.eq(Const(1, p.lanes) << lane)]
+            with m.Case(Region.MULT):
+                m.d.comb += [mult.wr.addr.eq(offset), mult.wr.data.eq(cmd.data), mult.wr.en.eq(1)]
+            with m.Case(Region.VEC):
+                m.d.comb += [vec.wr.addr.eq(offset), vec.wr.data.eq(cmd.data), vec.wr.en.eq(1)]
+
+    def _sequencer(self, m, regs: RegisterFile, st: _State, ports: dict[str, _Ports], units: _Units) -> None:
+        """The command decoder and the step sequencer (phases in ``docs/gateware.md``)."""
+        p = self.p
+        mxv, enc, eng = units
+        cmd = self.cmd.payload
+        dbuf = ports["dbuf"]
+        delta_in = Signal(signed(p.delta_bits))
         read_addr = Signal(ADDR_BITS)
-        with m.Switch(read_addr):
-            for a, s in readable.items():
-                with m.Case(int(a)):
-                    m.d.comb += read_value.eq(s)
-        m.d.comb += [eng.out.ready.eq(self.rsp.ready)]
+        out_head = regs.classes != 0
+        m.d.comb += [delta_in.eq(cmd.data[:p.delta_bits].as_signed()), eng.out.ready.eq(self.rsp.ready)]
+        read_value = regs.read(m, read_addr)
+        m.d.sync += regs.cycles.eq(regs.cycles + 1)
+        with m.If(st.in_step):
+            m.d.sync += st.step_counter.eq(st.step_counter + 1)
 
-        region = cmd.addr[REGION_SHIFT:]
-        offset = cmd.addr[:REGION_SHIFT]
-
-        # --- the sequencer ------------------------------------------------------------------------------
-        with m.FSM() as fsm:
-            self.fsm = fsm
+        with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     with m.Switch(cmd.op):
                         with m.Case(Op.WRITE):
-                            with m.Switch(region):
-                                with m.Case(Region.REG):
-                                    with m.Switch(offset):
-                                        for a, s in writable.items():
-                                            with m.Case(int(a)):
-                                                m.d.sync += s.eq(cmd.data)
-                                with m.Case(Region.WEIGHT):
-                                    lane = offset[:lanes_log2] if lanes_log2 else Const(0, 1)
-                                    m.d.comb += [w_addr.eq(offset >> lanes_log2),
-                                                 w_wr.data.eq(cmd.data[:p.wmem_bits].replicate(p.lanes)),
-                                                 w_wr.en.eq(Const(1, p.lanes) << lane)]
-                                with m.Case(Region.MULT):
-                                    m.d.comb += [mult_wr.addr.eq(offset), mult_wr.data.eq(cmd.data),
-                                                 mult_wr.en.eq(1)]
-                                with m.Case(Region.VEC):
-                                    m.d.comb += [vec_wr.addr.eq(offset), vec_wr.data.eq(cmd.data), vec_wr.en.eq(1)]
+                            self._host_write(m, regs, ports)
                         with m.Case(Op.READ):
                             m.d.sync += read_addr.eq(cmd.addr)
                             m.next = "READ"
                         with m.Case(Op.DELTA):
-                            with m.If(host_count < p.dbuf_depth):
-                                m.d.comb += [dbuf_wr.en.eq(1), dbuf_wr.data.index.eq(cmd.addr),
-                                             dbuf_wr.data.delta.eq(delta_in)]
-                                m.d.sync += [host_count.eq(host_count + 1), rmw.eq(1),
-                                             rmw_addr.eq(p.ref_base(0, "x") + cmd.addr[:index_bits]),
-                                             rmw_delta.eq(delta_in)]
+                            with m.If(st.host_count < p.dbuf_depth):
+                                m.d.comb += [dbuf.wr.en.eq(1), dbuf.wr.data.index.eq(cmd.addr),
+                                             dbuf.wr.data.delta.eq(delta_in)]
+                                m.d.sync += [st.host_count.eq(st.host_count + 1), st.rmw.eq(1),
+                                             st.rmw_addr.eq(self._delta_ref()), st.rmw_delta.eq(delta_in)]
                                 m.next = "DELTA_RMW"
                         with m.Case(Op.STEP):
-                            m.d.sync += [layer.eq(0), path.eq(0), dcount.eq(host_count), in_step.eq(1),
-                                         step_counter.eq(1)]
+                            m.d.sync += [st.layer.eq(0), st.path.eq(Path.X), st.dcount.eq(st.host_count),
+                                         st.in_step.eq(1), st.step_counter.eq(1)]
                             m.next = "MXV_GO"
                         with m.Case(Op.RESET):
-                            m.d.sync += [clr.eq(0), clearing.eq(1)]
+                            m.d.sync += [st.clr.eq(0), st.clearing.eq(1)]
                             m.next = "CLEAR"
             with m.State("DELTA_RMW"):
-                m.d.sync += rmw.eq(0)
+                m.d.sync += st.rmw.eq(0)
                 m.next = "IDLE"
             with m.State("READ"):
                 m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(read_value)]
                 with m.If(self.rsp.ready):
                     m.next = "IDLE"
             with m.State("CLEAR"):
-                m.d.sync += clr.eq(clr + 1)
-                with m.If(clr == self.clear_depth - 1):
-                    m.d.sync += [clearing.eq(0), host_count.eq(0), cycles.eq(0), steps.eq(0)]
-                    m.d.sync += [s.eq(0) for s in deltas]
+                m.d.sync += st.clr.eq(st.clr + 1)
+                with m.If(st.clr == self.clear_depth - 1):
+                    m.d.sync += [st.clearing.eq(0), st.host_count.eq(0), regs.cycles.eq(0), regs.steps.eq(0)]
+                    m.d.sync += [s.eq(0) for s in regs.deltas]
                     m.next = "IDLE"
 
             with m.State("ENC_GO"):
@@ -363,46 +369,43 @@ class Core(wiring.Component):
                 m.next = "ENC_WAIT"
             with m.State("ENC_WAIT"):
                 with m.If(enc.done):
-                    m.d.sync += dcount.eq(enc.count)
+                    m.d.sync += st.dcount.eq(enc.count)
                     m.next = "MXV_GO"
             with m.State("MXV_GO"):
                 m.d.comb += mxv.start.eq(1)
                 m.next = "MXV_WAIT"
             with m.State("MXV_WAIT"):
                 with m.If(mxv.done):
-                    counter = Array(deltas)[Mux(is_head, 2 * p.max_layers, layer * 2 + is_h)]
-                    m.d.sync += counter.eq(counter + dcount)
-                    with m.If(is_head):
+                    counter = regs.deltas_of(st.layer, st.is_h, st.is_head)
+                    m.d.sync += counter.eq(counter + st.dcount)
+                    with m.If(st.is_head):
                         m.next = "OUT_GO"
-                    with m.Elif(~is_h & (gh != 0)):
-                        m.d.sync += path.eq(1)
+                    with m.Elif(~st.is_h & (H_BLOCKS[p.cell] != 0)):
+                        m.d.sync += st.path.eq(Path.H)
                         m.next = "ENC_GO"
                     with m.Else():
                         m.next = "CELL_GO"
             with m.State("CELL_GO"):
-                m.d.comb += [eng.start.eq(1), eng.program.eq(Program.CELL), eng.count.eq(hidden)]
+                m.d.comb += [eng.start.eq(1), eng.program.eq(Program.CELL), eng.count.eq(regs.hidden)]
                 m.next = "CELL_WAIT"
             with m.State("CELL_WAIT"):
                 with m.If(eng.done):
-                    m.d.sync += [layer.eq(layer + 1), path.eq(0)]
-                    with m.If(layer + 1 == n_layers):
+                    m.d.sync += [st.layer.eq(st.layer + 1), st.path.eq(Path.X)]
+                    with m.If(st.layer + 1 == regs.layers):
+                        m.d.sync += st.path.eq(Path.HEAD)
                         with m.If(out_head):
-                            m.d.sync += path.eq(2)
                             m.next = "ENC_GO"
                         with m.Else():
-                            m.d.sync += path.eq(2)
                             m.next = "OUT_GO"
                     with m.Else():
                         m.next = "ENC_GO"
             with m.State("OUT_GO"):
                 m.d.comb += [eng.start.eq(1), eng.program.eq(Mux(out_head, Program.HEAD_OUT, Program.H_OUT)),
-                             eng.count.eq(Mux(out_head, classes, hidden))]
+                             eng.count.eq(Mux(out_head, regs.classes, regs.hidden))]
                 m.next = "OUT_WAIT"
             with m.State("OUT_WAIT"):
-                m.d.comb += [self.rsp.valid.eq(eng.out.valid),
-                             self.rsp.payload.eq(eng.out.payload.as_signed())]
+                m.d.comb += [self.rsp.valid.eq(eng.out.valid), self.rsp.payload.eq(eng.out.payload.as_signed())]
                 with m.If(eng.done):
-                    m.d.sync += [host_count.eq(0), steps.eq(steps + 1), in_step.eq(0),
-                                 step_cycles.eq(step_counter + 1)]
+                    m.d.sync += [st.host_count.eq(0), regs.steps.eq(regs.steps + 1), st.in_step.eq(0),
+                                 regs.step_cycles.eq(st.step_counter + 1)]
                     m.next = "IDLE"
-        return m

@@ -10,45 +10,21 @@ reference memory::
     d = q - ref
     if |d| > theta:  ref = q;  append (index, d) to the delta buffer
 
-The delta buffer entry is the :func:`delta_entry_layout` struct shared with
-the MxV unit and the core.
+The delta buffer entry is the MxV unit's :func:`deltarnn.hw.mxv.delta_layout`.
 """
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import contract as C
+from deltarnn.spec.memory_map import SHIFT_BITS
 
-__all__ = ["delta_entry_layout", "DeltaEncoder"]
+from deltarnn.hw.mxv import delta_layout
 
-
-def delta_entry_layout(index_bits: int, delta_bits: int) -> data.StructLayout:
-    """Layout of one delta buffer entry: ``index`` in the low bits, then ``delta``.
-
-    Parameters
-    ----------
-    index_bits : int
-        Width of the unsigned element index (position in the encoded vector).
-    delta_bits : int
-        Width of the signed delta, at least ``deltarnn.spec.contract.delta_bits(abits)``.
-
-    Returns
-    -------
-    amaranth.lib.data.StructLayout
-        ``{"index": unsigned(index_bits), "delta": signed(delta_bits)}``,
-        ``index_bits + delta_bits`` bits wide, ``index`` at bit 0.
-    """
-    if not isinstance(index_bits, int) or index_bits < 1:
-        raise ValueError(f"index_bits must be a positive integer, not {index_bits!r}")
-    if not isinstance(delta_bits, int) or delta_bits < 2:
-        raise ValueError(f"delta_bits must be an integer of at least 2, not {delta_bits!r}")
-    return data.StructLayout({
-        "index": unsigned(index_bits),
-        "delta": signed(delta_bits),
-    })
+__all__ = ["DeltaEncoder"]
 
 
 # |h * mult| is below 2**_PROD_MAG_BITS for every 16-bit h and MULT_BITS-bit mult.
@@ -115,8 +91,8 @@ class DeltaEncoder(wiring.Component):
     LATENCY : int
         Cycles from ``start`` to ``done`` for ``length = 0``; a scan of
         ``length`` elements takes ``length + LATENCY`` cycles.
-    entry_layout : amaranth.lib.data.StructLayout
-        ``delta_entry_layout(index_bits, delta_bits)``, the shape of
+    dbuf_layout : amaranth.lib.data.StructLayout
+        ``delta_layout(index_bits, delta_bits)``, the shape of
         ``dbuf_wr_data``.
 
     Members
@@ -131,12 +107,12 @@ class DeltaEncoder(wiring.Component):
         Reference address of element 0 (wraps modulo ``2**ref_addr_bits``).
     mult : In(MULT_BITS)
         Unsigned quantizer multiplier.
-    shift : In(range(SHIFT_MAX + 1))
+    shift : In(SHIFT_BITS)
         Quantizer shift (round half up; 0 means no shift and no rounding).
     bits : In(range(abits_max + 1))
         Activation width, ``2 .. abits_max``: ``q`` is clamped to
         ``[-qmax(bits), qmax(bits)]``.
-    theta : In(abits_max + 1)
+    theta : In(delta_bits(abits_max))
         Unsigned delta threshold; a delta is emitted when ``|d| > theta``.
     busy : Out(1)
         High while a scan is in progress (see above for the exact cycles).
@@ -170,7 +146,7 @@ class DeltaEncoder(wiring.Component):
         Delta buffer write address: ``0, 1, 2, ...`` within a scan.
     dbuf_wr_en : Out(1)
         Delta buffer write enable (same cycle as ``ref_wr_en``).
-    dbuf_wr_data : Out(delta_entry_layout(index_bits, delta_bits))
+    dbuf_wr_data : Out(dbuf_layout)
         The entry ``{index: k, delta: d}``.
     """
 
@@ -216,7 +192,7 @@ class DeltaEncoder(wiring.Component):
         self.ref_addr_bits = ref_addr_bits
         self.dbuf_depth = dbuf_depth
         self.index_bits = index_bits
-        self.entry_layout = delta_entry_layout(index_bits, delta_bits)
+        self.dbuf_layout = delta_layout(index_bits, delta_bits)
 
         super().__init__({
             "start": In(1),
@@ -224,9 +200,9 @@ class DeltaEncoder(wiring.Component):
             "src_base": In(src_addr_bits),
             "ref_base": In(ref_addr_bits),
             "mult": In(C.MULT_BITS),
-            "shift": In(range(C.SHIFT_MAX + 1)),
+            "shift": In(SHIFT_BITS),
             "bits": In(range(abits_max + 1)),
-            "theta": In(abits_max + 1),
+            "theta": In(C.delta_bits(abits_max)),
             "busy": Out(1),
             "done": Out(1),
             "count": Out(range(dbuf_depth + 1)),
@@ -241,7 +217,7 @@ class DeltaEncoder(wiring.Component):
             "ref_wr_data": Out(signed(abits_max)),
             "dbuf_wr_addr": Out(range(dbuf_depth)),
             "dbuf_wr_en": Out(1),
-            "dbuf_wr_data": Out(self.entry_layout),
+            "dbuf_wr_data": Out(self.dbuf_layout),
         })
 
     def elaborate(self, platform):
@@ -315,7 +291,7 @@ class DeltaEncoder(wiring.Component):
         m.d.sync += ref4.eq(ref3)
         # stage 4 (cycle k + 5): delta.
         q5 = Signal(signed(ab))
-        d5 = Signal(signed(ab + 1))
+        d5 = Signal(signed(C.delta_bits(ab)))
         m.d.sync += [q5.eq(q4), d5.eq(q4 - ref4)]
         # stage 5 (cycle k + 6 = k + LATENCY): threshold, writes.
         fire = Signal()

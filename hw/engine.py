@@ -28,11 +28,12 @@ instruction                 cycles  effect
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import contract as C
+from deltarnn.spec.memory_map import SHIFT_BITS
 
 from deltarnn.hw.activation import Activation
 
@@ -75,7 +76,7 @@ CYCLES = {"rq": 3, "hw": 3, "vec": 2, "ld": 2, "add": 1, "mul": 1, "omin": 1, "r
 NREGS = 8
 
 
-class Program:
+class Program(enum.Enum, shape=2):
     """Which program a run executes (the ``program`` input)."""
 
     CELL = 0
@@ -102,19 +103,19 @@ class CellEngine(wiring.Component):
     -------
     start : In(1)
         Pulse: run ``program`` for items ``k = 0 .. count-1``.
-    program : In(2)
-        :class:`Program` code (sampled with ``start``).
+    program : In(Program)
+        The program to run (sampled with ``start``).
     count : In(range(max_hidden + 1))
         Number of items (neurons or outputs; sampled with ``start``).
     hidden : In(range(max_hidden + 1))
         H: block stride of accumulator rows and vectors.
-    acc_base_x, acc_base_h : In(addr)
+    acc_base_x, acc_base_h : In(range(acc_depth))
         Accumulator word bases of the x-path (or head) and h-path blocks.
-    shift_x, shift_h : In(range(SHIFT_MAX + 1))
+    shift_x, shift_h : In(SHIFT_BITS)
         Requantization shifts of the two paths.
-    vec_base, state_base, ref_base : In(addr)
+    vec_base, state_base, ref_base : In(range(depth))
         Bases of this layer's vectors, state (h, c) and x-path references.
-    hw_mult, hw_shift, hw_identity : In
+    hw_mult, hw_shift, hw_identity : In(MULT_BITS), In(SHIFT_BITS), In(1)
         SRU highway from the references.
     busy, done : Out(1)
         ``done`` pulses in the cycle after the last write or output.
@@ -123,7 +124,7 @@ class CellEngine(wiring.Component):
         Synchronous read ports (data one cycle after the address).
     h_wr_addr, h_wr_en, h_wr_data; c_wr_addr, c_wr_en, c_wr_data
         State write ports.
-    out : Out(stream.Signature(signed(16)))
+    out : Out(stream.Signature(signed(FX_BITS)))
         Outputs of the output programs.
 
     Latency and throughput: a run of ``count`` items takes exactly
@@ -138,17 +139,16 @@ class CellEngine(wiring.Component):
         self.broken_lane = broken_lane
         p = params
         self.cell_program = CELL_PROGRAMS[p.cell]
-        acc_aw = max(1, (p.acc_depth - 1).bit_length())
         super().__init__({
-            "start": In(1), "program": In(2),
+            "start": In(1), "program": In(Program),
             "count": In(range(p.max_hidden + 1)), "hidden": In(range(p.max_hidden + 1)),
-            "acc_base_x": In(acc_aw), "acc_base_h": In(acc_aw),
-            "shift_x": In(range(C.SHIFT_MAX + 1)), "shift_h": In(range(C.SHIFT_MAX + 1)),
+            "acc_base_x": In(range(p.acc_depth)), "acc_base_h": In(range(p.acc_depth)),
+            "shift_x": In(SHIFT_BITS), "shift_h": In(SHIFT_BITS),
             "vec_base": In(range(p.vec_depth)), "state_base": In(range(p.state_depth)),
             "ref_base": In(range(p.ref_depth)),
-            "hw_mult": In(C.MULT_BITS), "hw_shift": In(range(C.SHIFT_MAX + 1)), "hw_identity": In(1),
+            "hw_mult": In(C.MULT_BITS), "hw_shift": In(SHIFT_BITS), "hw_identity": In(1),
             "busy": Out(1), "done": Out(1),
-            "acc_addr": Out(acc_aw), "acc_en": Out(1), "acc_data": In(p.lanes * p.acc_bits),
+            "acc_addr": Out(range(p.acc_depth)), "acc_en": Out(1), "acc_data": In(p.lanes * p.acc_bits),
             "mult_addr": Out(range(p.acc_depth * p.lanes)), "mult_en": Out(1), "mult_data": In(C.MULT_BITS),
             "vec_addr": Out(range(p.vec_depth)), "vec_en": Out(1), "vec_data": In(signed(C.FX_BITS)),
             "h_rd_addr": Out(range(p.state_depth)), "h_rd_en": Out(1), "h_rd_data": In(signed(C.FX_BITS)),
@@ -166,7 +166,6 @@ class CellEngine(wiring.Component):
         regs = [Signal(signed(C.FX_BITS), name=f"r{i}") for i in range(NREGS)]
         k = Signal(range(p.max_hidden + 1))
         n = Signal(range(p.max_hidden + 1))
-        prog = Signal(2)
 
         # --- shared arithmetic ------------------------------------------------------
         def sat16(v):
@@ -180,7 +179,7 @@ class CellEngine(wiring.Component):
         # requantization: product registered in cycle 1, rounded and saturated in cycle 2
         rq_lane = Signal(range(p.lanes))
         rq_prod = Signal(signed(p.acc_bits + C.MULT_BITS + 1))
-        rq_shift = Signal(range(C.SHIFT_MAX + 1))
+        rq_shift = Signal(SHIFT_BITS)
         rq_from_ref = Signal()
         acc_lane = Signal(signed(p.acc_bits))
         m.d.comb += acc_lane.eq(self.acc_data.word_select(rq_lane, p.acc_bits).as_signed())
@@ -207,18 +206,17 @@ class CellEngine(wiring.Component):
         m.d.comb += self.busy.eq(0)
         programs = {Program.CELL: self.cell_program, Program.HEAD_OUT: HEAD_OUT, Program.H_OUT: H_OUT}
 
-        with m.FSM() as fsm:
-            self.fsm = fsm
+        with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [k.eq(0), n.eq(self.count), prog.eq(self.program)]
+                    m.d.sync += [k.eq(0), n.eq(self.count)]
                     with m.If(self.count == 0):
                         m.next = "DONE"
                     with m.Else():
                         with m.Switch(self.program):
                             for code in programs:
                                 with m.Case(code):
-                                    m.next = f"P{code}_0_0"
+                                    m.next = f"{code.name}_0_0"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
@@ -227,7 +225,7 @@ class CellEngine(wiring.Component):
                 for i, ins in enumerate(program):
                     op = ins[0]
                     last = i == len(program) - 1
-                    nxt = f"P{code}_{i + 1}_0"
+                    nxt = f"{code.name}_{i + 1}_0"
 
                     def advance(state_m=m, nxt=nxt, last=last, code=code):
                         if last:
@@ -235,11 +233,11 @@ class CellEngine(wiring.Component):
                                 state_m.next = "DONE"
                             with state_m.Else():
                                 state_m.d.sync += k.eq(k + 1)
-                                state_m.next = f"P{code}_0_0"
+                                state_m.next = f"{code.name}_0_0"
                         else:
                             state_m.next = nxt
 
-                    name = f"P{code}_{i}"
+                    name = f"{code.name}_{i}"
                     if op in ("rq", "hw"):
                         dst = ins[1]
                         path = "x" if op == "hw" else ins[2]

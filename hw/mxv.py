@@ -18,7 +18,7 @@ __all__ = ["DeltaMxV", "delta_layout"]
 
 
 def delta_layout(index_bits: int, delta_bits: int) -> data.StructLayout:
-    """Layout of one delta buffer entry.
+    """Layout of one delta buffer entry, as the encoder writes it and the MxV reads it.
 
     Parameters
     ----------

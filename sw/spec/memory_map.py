@@ -34,6 +34,8 @@ H_BLOCKS = dict(H_GATES)
 ADDR_BITS = 24
 REGION_SHIFT = 20
 DATA_BITS = 32
+#: Width of a command's ``op`` field (an :class:`Op`).
+OP_BITS = 3
 
 
 class Op(IntEnum):
@@ -97,6 +99,31 @@ class LayerReg(IntEnum):
     HW_MULT = 10     #: SRU highway from the x references
     HW_SHIFT = 11
     HW_IDENTITY = 12  #: 1: SRU highway is the x path itself; 0: a projection block
+
+
+# --- register fields: a register holds the low bits of the word written to it ---------------
+
+#: Width of a shift register (``0 .. SHIFT_MAX``).
+SHIFT_BITS = C.SHIFT_MAX.bit_length()
+#: Width of a register holding an activation width (``MIN_BITS .. MAX_BITS``).
+WIDTH_BITS = C.MAX_BITS.bit_length()
+#: Width of a threshold register: that of a delta of the widest activations.
+THETA_BITS = C.delta_bits(C.MAX_BITS)
+#: Widths of the head's registers (the sizes ``LAYERS`` .. ``CLASSES`` are as wide as the
+#: core's maxima need).
+HEAD_REG_BITS = {
+    Reg.HEAD_SHIFT: SHIFT_BITS, Reg.HEAD_A_MULT: C.MULT_BITS, Reg.HEAD_A_SHIFT: SHIFT_BITS,
+    Reg.HEAD_A_BITS: WIDTH_BITS, Reg.HEAD_THETA: THETA_BITS,
+}
+#: Widths of the per-layer registers.
+LAYER_REG_BITS = {
+    LayerReg.X_SHIFT: SHIFT_BITS, LayerReg.H_SHIFT: SHIFT_BITS,
+    LayerReg.XA_MULT: C.MULT_BITS, LayerReg.XA_SHIFT: SHIFT_BITS, LayerReg.XA_BITS: WIDTH_BITS,
+    LayerReg.XA_THETA: THETA_BITS,
+    LayerReg.HA_MULT: C.MULT_BITS, LayerReg.HA_SHIFT: SHIFT_BITS, LayerReg.HA_BITS: WIDTH_BITS,
+    LayerReg.HA_THETA: THETA_BITS,
+    LayerReg.HW_MULT: C.MULT_BITS, LayerReg.HW_SHIFT: SHIFT_BITS, LayerReg.HW_IDENTITY: 1,
+}
 
 
 def check_lanes(lanes: int, error: type[Exception] = ValueError) -> int:

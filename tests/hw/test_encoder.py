@@ -1,6 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """Tests of deltarnn.hw.encoder.DeltaEncoder in Amaranth's simulator, against deltarnn.spec.contract."""
 
+import re
+
 import numpy as np
 import pytest
 from amaranth import Elaboratable, Module, unsigned
@@ -8,7 +10,8 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from deltarnn.fpga import toolchain
-from deltarnn.hw.encoder import DeltaEncoder, delta_entry_layout
+from deltarnn.hw.encoder import DeltaEncoder
+from deltarnn.hw.mxv import delta_layout
 from deltarnn.spec import contract as C
 from deltarnn.quant.golden import delta_encode
 
@@ -26,7 +29,7 @@ class Harness(Elaboratable):
             index_bits=max(1, (max_length - 1).bit_length()))
         self.src = Memory(shape=self.dut.src_data.shape(), depth=1 << SRC_ADDR_BITS, init=[])
         self.ref = Memory(shape=self.dut.ref_rd_data.shape(), depth=1 << REF_ADDR_BITS, init=[])
-        self.dbuf = Memory(shape=self.dut.entry_layout, depth=max_length, init=[])
+        self.dbuf = Memory(shape=self.dut.dbuf_layout, depth=max_length, init=[])
 
     def elaborate(self, platform):
         m = Module()
@@ -232,30 +235,35 @@ def test_start_timing(back_to_back, late_inputs):
 
 
 def test_layout():
-    layout = delta_entry_layout(5, 9)
+    """The encoder writes the MxV's delta buffer entries."""
+    layout = delta_layout(5, 9)
     assert layout.size == 14
     assert layout["index"].offset == 0 and layout["index"].shape == unsigned(5)
     assert layout["delta"].offset == 5
     assert layout["delta"].shape.signed and layout["delta"].shape.width == 9
     enc = DeltaEncoder(max_length=10, abits_max=8, delta_bits=9, src_addr_bits=8,
                        ref_addr_bits=8, dbuf_depth=10, index_bits=4)
-    assert enc.dbuf_wr_data.shape() == delta_entry_layout(4, 9)
+    assert enc.dbuf_layout == delta_layout(4, 9)
+    assert enc.dbuf_wr_data.shape() == delta_layout(4, 9)
     assert C.delta_bits(8) == 9
+    assert len(enc.theta) == C.delta_bits(8)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(abits_max=1), "abits_max must be between 2 and 16 bits, got "),
-    (dict(abits_max=17), "abits_max must be between 2 and 16 bits, got "),
-    (dict(delta_bits=8), "delta_bits must be at least"),
-    (dict(dbuf_depth=9), "dbuf_depth"),
-    (dict(index_bits=3), "index_bits"),
-    (dict(max_length=0), "max_length must be a positive integer"),
+    (dict(abits_max=1), "abits_max must be between 2 and 16 bits, got 1"),
+    (dict(abits_max=17), "abits_max must be between 2 and 16 bits, got 17"),
+    (dict(delta_bits=8), "delta_bits must be at least delta_bits(8) = 9, not 8"),
+    (dict(dbuf_depth=9), "dbuf_depth (9) must be at least max_length (10): every element may emit a delta"),
+    (dict(index_bits=3), "index_bits (3) cannot hold index 9"),
+    (dict(max_length=0), "max_length must be a positive integer, not 0"),
+    (dict(src_addr_bits=True), "src_addr_bits must be a positive integer, not True"),
+    (dict(index_bits=2.0), "index_bits must be a positive integer, not 2.0"),
 ])
 def test_parameter_checks(kwargs, message):
     args = dict(max_length=10, abits_max=8, delta_bits=9, src_addr_bits=8, ref_addr_bits=8,
                 dbuf_depth=10, index_bits=4)
     args.update(kwargs)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         DeltaEncoder(**args)
 
 

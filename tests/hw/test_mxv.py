@@ -1,6 +1,7 @@
+# amaranth: UnusedElaboratable=no
 """Tests of deltarnn.hw.mxv.DeltaMxV: pysim against a NumPy model, exact cycle counts."""
 
-import gc
+import re
 
 import numpy as np
 import pytest
@@ -289,7 +290,6 @@ def test_start_ignored_while_busy():
     assert acc == want
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_layout():
     layout = delta_layout(7, 9)
     assert layout.size == 16
@@ -297,20 +297,27 @@ def test_layout():
     assert layout["delta"].offset == 7
     dut = DeltaMxV(**_params(4, 4, 9, 32))
     assert dut.dbuf_layout == layout
+    assert dut.dbuf_data.shape() == layout
     assert DeltaMxV.LATENCY == 4
-    del dut
-    gc.collect()  # emit the unused-elaboratable warning here, where it is filtered
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-def test_bad_params():
-    with pytest.raises(ValueError):
-        DeltaMxV(**_params(0, 4, 9, 32))
-    with pytest.raises(ValueError):
-        DeltaMxV(**_params(4, 17, 9, 32))
-    with pytest.raises(ValueError):
-        DeltaMxV(**_params(4, 1, 9, 32))
-    gc.collect()
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lanes=0), "lanes must be >= 1, not 0"),
+    (dict(wmem_bits=17), "wmem_bits must be between 2 and 16 bits, got 17"),
+    (dict(wmem_bits=1), "wmem_bits must be between 2 and 16 bits, got 1"),
+    (dict(delta_bits=1), "delta_bits must be >= 2, not 1"),
+    (dict(acc_bits=1), "acc_bits must be >= 2, not 1"),
+    (dict(waddr_bits=0), "waddr_bits must be >= 1, not 0"),
+    (dict(aaddr_bits=0), "aaddr_bits must be >= 1, not 0"),
+    (dict(dbuf_depth=0), "dbuf_depth must be >= 1, not 0"),
+    (dict(index_bits=0), "index_bits must be >= 1, not 0"),
+    (dict(words_bits=-1), "words_bits must be >= 1, not -1"),
+])
+def test_bad_params(kwargs, message):
+    params = _params(4, 4, 9, 32)
+    params.update(kwargs)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        DeltaMxV(**params)
 
 
 def test_verilog():

@@ -6,26 +6,14 @@ import pytest
 from deltarnn.quant import kernels as K
 from deltarnn.spec import contract as C
 
+from tests.quant import cells
+
 
 def _oracle(cell, rqx, acc_h, mult_h, shift_h, bias, bias_hn, h, c):
-    """The cell update written with the contract's vectorised functions (the golden model's own rules)."""
-    hs = h.shape[1]
-    rqh = C.requantize(acc_h, mult_h, shift_h)
-    blk = lambda v, j: v[:, j * hs:(j + 1) * hs]  # noqa: E731
-    if cell == "lstm":
-        pre = C.fx_add(rqx, rqh, bias)
-        i, f, g, o = C.sigmoid(blk(pre, 0)), C.sigmoid(blk(pre, 1)), C.tanh(blk(pre, 2)), C.sigmoid(blk(pre, 3))
-        c = C.fx_add(C.fx_mul(f, c), C.fx_mul(i, g))
-        return C.fx_mul(o, C.tanh(c)), c
-    if cell == "gru":
-        r = C.sigmoid(C.fx_add(blk(rqx, 0), blk(rqh, 0), bias[:hs]))
-        z = C.sigmoid(C.fx_add(blk(rqx, 1), blk(rqh, 1), bias[hs:2 * hs]))
-        nh = C.fx_add(blk(rqh, 2), bias_hn)
-        n = C.tanh(C.fx_add(C.fx_add(blk(rqx, 2), bias[2 * hs:]), C.fx_mul(r, nh)))
-        return C.fx_add(C.fx_mul(C.FX_ONE - z, n), C.fx_mul(z, h)), c
-    pre = C.fx_add(rqx, rqh, bias)
-    z = C.sigmoid(blk(pre, 1))
-    return C.fx_add(C.fx_mul(z, h), C.fx_mul(C.FX_ONE - z, C.relu(blk(pre, 0)))), c
+    """The cell update of ``tests/quant/cells.py`` on the requantized accumulators."""
+    vec = {"bias": bias, "bias_hn": bias_hn}
+    new_h, new_c = cells.STEPS[cell](rqx, C.requantize(acc_h, mult_h, shift_h), vec, (h, c))
+    return new_h, (c if new_c is None else new_c)
 
 
 GATES = {"lstm": 4, "gru": 3, "ligru": 2}
@@ -81,13 +69,11 @@ def test_sru_sequence_equals_the_contract(seed):
     vf, vr, bias = (rng.integers(*lim, n).astype(np.int64) for n in (hs, hs, 2 * hs))
     out = np.empty((bsz, steps, hs), dtype=np.int64)
     K.sru_sequence(rqx, hw, vf, vr, bias, out, K.SIGMOID)
-    c = np.zeros((bsz, hs), dtype=np.int64)
+    h = c = np.zeros((bsz, hs), dtype=np.int64)
+    vec = {"bias": bias, "vf": vf, "vr": vr}
     for t in range(steps):
-        x = rqx[:, t].astype(np.int64)
-        f = C.sigmoid(C.fx_add(x[:, hs:2 * hs], C.fx_mul(vf, c), bias[:hs]))
-        r = C.sigmoid(C.fx_add(x[:, 2 * hs:], C.fx_mul(vr, c), bias[hs:]))
-        c = C.fx_add(C.fx_mul(f, c), C.fx_mul(C.FX_ONE - f, x[:, :hs]))
-        np.testing.assert_array_equal(out[:, t], C.fx_add(C.fx_mul(r, c), C.fx_mul(C.FX_ONE - r, hw[:, t])))
+        h, c = cells.sru_step(rqx[:, t].astype(np.int64), hw[:, t], vec, (h, c))
+        np.testing.assert_array_equal(out[:, t], h)
 
 
 @pytest.mark.parametrize("shift", [0, 1, 13, 40])

@@ -1,0 +1,106 @@
+"""The core's register file: region 0 of the memory map.
+
+Configuration registers (written by the host), identification constants and
+performance counters, at the addresses of :class:`deltarnn.spec.memory_map.Reg`
+and :func:`deltarnn.spec.memory_map.layer_reg`, with the widths of
+:data:`~deltarnn.spec.memory_map.HEAD_REG_BITS` and
+:data:`~deltarnn.spec.memory_map.LAYER_REG_BITS`.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Const, Mux, Signal
+
+from deltarnn.spec.memory_map import (CELL_CODES, DATA_BITS, HEAD_REG_BITS, LAYER_REG_BITS, DeviceParams, Reg,
+                                      layer_reg)
+
+__all__ = ["RegisterFile"]
+
+
+class RegisterFile:
+    """The registers of a core, as signals of the core's module.
+
+    Not a component: the core's sequencer writes the configuration registers
+    (:meth:`write`), counts in the counters and reads any register
+    (:meth:`read`) in its own states.
+
+    Parameters
+    ----------
+    params : deltarnn.spec.memory_map.DeviceParams
+        The core's parameters: the identification values and the widths of
+        the size registers (``range(max + 1)``).
+    init : dict of int to int, optional
+        Initial values of configuration registers, by address.
+
+    Attributes
+    ----------
+    layers, inputs, hidden, classes : Signal
+        ``LAYERS``, ``INPUT``, ``HIDDEN``, ``CLASSES``.
+    head : dict of Reg to Signal
+        The head's registers, ``HEAD_SHIFT`` .. ``HEAD_THETA``.
+    layer : dict of LayerReg to Array of Signal
+        The per-layer registers, indexed by layer.
+    cycles, step_cycles, steps : Signal(DATA_BITS)
+        The counters ``CYCLES``, ``STEP_CYCLES``, ``STEPS``.
+    deltas : list of Signal(DATA_BITS)
+        The delta counters from ``DELTAS`` on (see :meth:`deltas_of`).
+    """
+
+    def __init__(self, params: DeviceParams, init: dict[int, int] | None = None):
+        p = params
+        init = init or {}
+
+        def reg(addr, shape):
+            return Signal(shape, init=int(init.get(addr, 0)), name=f"reg_{addr:03x}")
+
+        self.layers = reg(Reg.LAYERS, range(p.max_layers + 1))
+        self.hidden = reg(Reg.HIDDEN, range(p.max_hidden + 1))
+        self.inputs = reg(Reg.INPUT, range(p.max_input + 1))
+        self.classes = reg(Reg.CLASSES, range(p.max_classes + 1))
+        self.head = {a: reg(a, bits) for a, bits in HEAD_REG_BITS.items()}
+        self.layer = {f: Array(reg(layer_reg(i, f), bits) for i in range(p.max_layers))
+                      for f, bits in LAYER_REG_BITS.items()}
+        self.writable = {Reg.LAYERS: self.layers, Reg.HIDDEN: self.hidden, Reg.INPUT: self.inputs,
+                         Reg.CLASSES: self.classes, **self.head}
+        for f, arr in self.layer.items():
+            for i in range(p.max_layers):
+                self.writable[layer_reg(i, f)] = arr[i]
+
+        self.cycles = Signal(DATA_BITS)
+        self.step_cycles = Signal(DATA_BITS)
+        self.steps = Signal(DATA_BITS)
+        self.deltas = [Signal(DATA_BITS, name=f"deltas_{i}") for i in range(2 * p.max_layers + 1)]
+        self._max_layers = p.max_layers
+        self.readable = {
+            **self.writable,
+            Reg.ID_CELL: Const(CELL_CODES[p.cell]), Reg.ID_LANES: Const(p.lanes),
+            Reg.ID_MAX_INPUT: Const(p.max_input), Reg.ID_MAX_HIDDEN: Const(p.max_hidden),
+            Reg.ID_MAX_LAYERS: Const(p.max_layers), Reg.ID_MAX_CLASSES: Const(p.max_classes),
+            Reg.ID_WMEM_BITS: Const(p.wmem_bits), Reg.ID_ABITS: Const(p.abits), Reg.ID_ACC_BITS: Const(p.acc_bits),
+            Reg.CYCLES: self.cycles, Reg.STEP_CYCLES: self.step_cycles, Reg.STEPS: self.steps,
+            **{Reg.DELTAS + i: s for i, s in enumerate(self.deltas)},
+        }
+
+    def write(self, m, offset, data) -> None:
+        """Add to ``m``: the register at ``offset`` takes ``data`` (truncated) in the next cycle.
+
+        Offsets of no configuration register are ignored. Call it inside the
+        condition that enables the write.
+        """
+        with m.Switch(offset):
+            for a, s in self.writable.items():
+                with m.Case(int(a)):
+                    m.d.sync += s.eq(data)
+
+    def read(self, m, addr) -> Signal:
+        """A ``DATA_BITS`` signal of ``m`` equal to the register at ``addr`` (0 for no register); combinational."""
+        value = Signal(DATA_BITS, name="read_value")
+        with m.Switch(addr):
+            for a, s in self.readable.items():
+                with m.Case(int(a)):
+                    m.d.comb += value.eq(s)
+        return value
+
+    def deltas_of(self, layer, is_h, is_head):
+        """The delta counter of the path being run: ``DELTAS + 2*layer + is_h``, the head's at ``2*max_layers``."""
+        return Array(self.deltas)[Mux(is_head, 2 * self._max_layers, layer * 2 + is_h)]

@@ -1,0 +1,91 @@
+"""The cycle model of a STEP (deltarnn.hw.cycles) against hand-computed values.
+
+tests/hw/test_core.py checks that the model equals the core's STEP_CYCLES on
+whole runs; these tests pin the model itself: the documented per-phase
+formulas (docs/gateware.md), their sum, and how the total grows with deltas.
+"""
+
+import pytest
+
+from deltarnn.hw.cycles import encode_cycles, engine_cycles, mxv_cycles, step_cycles, step_phases
+from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT
+from deltarnn.spec.memory_map import H_BLOCKS
+
+
+def test_phase_formulas():
+    assert encode_cycles(8) == 8 + 6 + 1
+    assert mxv_cycles(5, 24, 4) == 5 * 6 + 4 + 1
+    assert mxv_cycles(0, 24, 4) == 5
+    assert mxv_cycles(3, 9, 2) == 3 * 5 + 5          # ceil(9 / 2) words per column
+    assert engine_cycles(8, CELL_PROGRAMS["gru"]) == 8 * 45 + 2
+    assert engine_cycles(3, HEAD_OUT) == 3 * 7 + 2
+    assert engine_cycles(6, H_OUT) == 6 * 3 + 2
+
+
+def test_gru_with_head_by_hand():
+    deltas = {"0.x": 2, "0.h": 5, "head.x": 4}
+    assert step_phases("gru", 4, 8, 3, deltas) == [
+        ("accept", 1),
+        ("0.x MxV", 2 * 6 + 5),          # 3*8 rows: 6 words of 4 lanes
+        ("0.h encode", 8 + 7),
+        ("0.h MxV", 5 * 6 + 5),
+        ("0 cell", 8 * 45 + 2),
+        ("head encode", 8 + 7),
+        ("head MxV", 4 * 1 + 5),         # 3 classes: one word
+        ("output", 3 * 7 + 2),
+    ]
+    assert step_cycles("gru", 4, 8, 3, deltas) == 477
+
+
+def test_sru_without_head_by_hand():
+    """SRU has no h path; layer 1's identity highway leaves out the projection block (3H rows, not 4H)."""
+    deltas = {"0.x": 1, "1.x": 3}
+    assert step_phases("sru", 2, 3, 0, deltas, [False, True]) == [
+        ("accept", 1),
+        ("0.x MxV", 1 * 6 + 5),          # 4*3 rows: 6 words of 2 lanes
+        ("0 cell", 3 * 40 + 2),
+        ("1.x encode", 3 + 7),
+        ("1.x MxV", 3 * 5 + 5),          # 3*3 rows: 5 words
+        ("1 cell", 3 * 40 + 2),
+        ("output", 3 * 3 + 2),
+    ]
+    assert step_cycles("sru", 2, 3, 0, deltas, [False, True]) == 297
+    assert step_cycles("sru", 2, 3, 0, deltas) == 297 + 3 * (6 - 5)     # default: projections everywhere
+
+
+def test_documented_example():
+    """docs/gateware.md: 2 x 256 GRU, 40 classes, P = 32, 40 input deltas, every hidden delta firing."""
+    deltas = {"0.x": 40, "0.h": 256, "1.x": 256, "1.h": 256, "head.x": 256}
+    phases = dict(step_phases("gru", 32, 256, 40, deltas))
+    assert phases["0.x MxV"] == 965
+    assert phases["0.h MxV"] == phases["1.x MxV"] == phases["1.h MxV"] == 6149
+    assert phases["0 cell"] == phases["1 cell"] == 11522
+    assert phases["head MxV"] == 517 and phases["output"] == 282
+    assert step_cycles("gru", 32, 256, 40, deltas) == 44308
+
+
+@pytest.mark.parametrize("cell", sorted(CELL_PROGRAMS))
+@pytest.mark.parametrize("classes", [0, 5])
+def test_total_is_the_sum_and_grows_by_one_column_per_delta(cell, classes):
+    lanes, hidden, layers = 4, 7, 3
+    paths = [f"{i}.{q}" for i in range(layers) for q in ("x", "h") if q == "x" or H_BLOCKS[cell]]
+    paths += ["head.x"] if classes else []
+    deltas = {path: 3 for path in paths}
+    phases = step_phases(cell, lanes, hidden, classes, deltas)
+    assert step_cycles(cell, lanes, hidden, classes, deltas) == sum(c for _, c in phases)
+    assert [name for name, _ in phases].count("accept") == 1
+    assert sum(name.endswith(" cell") for name, _ in phases) == layers
+    assert sum(name.endswith(" MxV") for name, _ in phases) == len(paths)
+    base = step_cycles(cell, lanes, hidden, classes, deltas)
+    for path in paths:
+        mxv = dict(phases)[f"{path.replace('head.x', 'head')} MxV"]
+        words = (mxv - mxv_cycles(0, 1, 1)) // deltas[path]       # the phase's words per column
+        more = step_cycles(cell, lanes, hidden, classes, {**deltas, path: deltas[path] + 2})
+        assert more == base + 2 * words and words >= 1
+        assert step_cycles(cell, lanes, hidden, classes, {**deltas, path: 0}) == base - 3 * words
+
+
+def test_more_lanes_never_cost_more():
+    deltas = {"0.x": 9, "0.h": 20, "head.x": 20}
+    totals = [step_cycles("lstm", lanes, 20, 6, deltas) for lanes in (1, 2, 4, 8, 16, 32)]
+    assert totals == sorted(totals, reverse=True) and totals[0] > totals[-1]

@@ -1,0 +1,266 @@
+"""deltarnn.hw.engine.CellEngine in the Amaranth simulator against the golden model's cell arithmetic.
+
+Every micro-program runs over memories of random contents: the state it
+writes equals the contract's cell updates (``tests/quant/cells.py``, the
+oracle of the golden model's kernels too) applied to the requantized
+accumulators it reads, its outputs equal the
+golden model's head, and every run takes exactly
+``count * program_cycles(program) + LATENCY`` cycles plus the cycles ``out``
+was not ready.
+"""
+
+import numpy as np
+import pytest
+from amaranth import Elaboratable, Module
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from deltarnn.hw.engine import CELL_PROGRAMS, CYCLES, H_OUT, HEAD_OUT, CellEngine, Program, program_cycles
+from deltarnn.spec import contract as C
+from deltarnn.spec.memory_map import H_BLOCKS, VEC_BLOCKS, VECTOR_ORDER, X_BLOCKS, DeviceParams
+
+from tests.quant import cells
+
+#: Blocks of H of each of a layer's vectors, in VECTOR_ORDER.
+VEC_SIZES = {"lstm": {"bias": 4}, "gru": {"bias": 3, "bias_hn": 1}, "ligru": {"bias": 2},
+             "sru": {"bias": 2, "vf": 1, "vr": 1}}
+STEPS = cells.STEPS
+#: Per-neuron cycles of each program (docs/gateware.md).
+PROGRAM_CYCLES = {"lstm": 54, "gru": 45, "ligru": 28, "sru": 40}
+
+HIDDEN = 5        # run-time H, below max_hidden: block strides are H, not the maximum
+LAYER = 1         # bases of layer 1, none of them 0
+
+
+def params(cell, lanes):
+    return DeviceParams(cell, lanes=lanes, max_input=6, max_hidden=7, max_layers=2, max_classes=5,
+                        wmem_bits=8, abits=8, acc_bits=32)
+
+
+class Harness(Elaboratable):
+    """The engine wired to its memories as in the core (synchronous read ports)."""
+
+    def __init__(self, p, init, broken_lane=None):
+        self.dut = CellEngine(p, broken_lane=broken_lane)
+        self.mems = {
+            "acc": Memory(shape=p.lanes * p.acc_bits, depth=p.acc_depth, init=init["acc"]),
+            "mult": Memory(shape=C.MULT_BITS, depth=p.acc_depth * p.lanes, init=init["mult"]),
+            "vec": Memory(shape=self.dut.vec_data.shape(), depth=p.vec_depth, init=init["vec"]),
+            "h": Memory(shape=self.dut.h_rd_data.shape(), depth=p.state_depth, init=init["h"]),
+            "c": Memory(shape=self.dut.c_rd_data.shape(), depth=p.state_depth, init=init["c"]),
+            "ref": Memory(shape=self.dut.ref_data.shape(), depth=p.ref_depth, init=init["ref"]),
+        }
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self.dut
+        for name, mem in self.mems.items():
+            m.submodules[name] = mem
+        rd = {name: mem.read_port() for name, mem in self.mems.items()}
+        wr = {name: self.mems[name].write_port() for name in ("h", "c")}
+        for name, prefix in (("acc", "acc_"), ("mult", "mult_"), ("vec", "vec_"), ("ref", "ref_"),
+                             ("h", "h_rd_"), ("c", "c_rd_")):
+            m.d.comb += [rd[name].addr.eq(getattr(dut, prefix + "addr")),
+                         rd[name].en.eq(getattr(dut, prefix + "en")),
+                         getattr(dut, prefix + "data").eq(rd[name].data)]
+        for name in ("h", "c"):
+            m.d.comb += [wr[name].addr.eq(getattr(dut, f"{name}_wr_addr")),
+                         wr[name].en.eq(getattr(dut, f"{name}_wr_en")),
+                         wr[name].data.eq(getattr(dut, f"{name}_wr_data"))]
+        return m
+
+
+def random_contents(rng, p):
+    """Memory contents (lanes of accumulator words flattened: row ``r`` of word base is ``base*P + r``)."""
+    n = p.acc_depth * p.lanes
+    acc = rng.integers(-(1 << 14), 1 << 14, n)
+    extreme = rng.random(n) < 0.1           # no overflow in the product at full accumulator width
+    acc[extreme] = rng.choice([-(1 << (p.acc_bits - 1)), (1 << (p.acc_bits - 1)) - 1], int(extreme.sum()))
+    return {
+        "acc": acc,
+        "mult": rng.integers(0, 1 << C.MULT_BITS, n),
+        "vec": rng.integers(-3 * C.FX_ONE, 3 * C.FX_ONE, p.vec_depth),
+        "h": rng.integers(-C.FX_ONE, C.FX_ONE, p.state_depth),
+        "c": rng.integers(-2 * C.FX_ONE, 2 * C.FX_ONE, p.state_depth),
+        "ref": rng.integers(-C.qmax(p.abits), C.qmax(p.abits) + 1, p.ref_depth),
+    }
+
+
+def memory_init(p, contents):
+    words = contents["acc"].reshape(p.acc_depth, p.lanes)
+    acc = [sum((int(v) & ((1 << p.acc_bits) - 1)) << (i * p.acc_bits) for i, v in enumerate(w)) for w in words]
+    return {"acc": acc, **{k: [int(v) for v in a] for k, a in contents.items() if k != "acc"}}
+
+
+def run(p, contents, program, count, inputs, ready_prob=1.0, broken_lane=None, seed=0):
+    """Run one program; return (memory contents after, outputs, cycles from start to done, stall cycles)."""
+    hn = Harness(p, memory_init(p, contents), broken_lane)
+    dut = hn.dut
+    rng = np.random.default_rng(seed)
+    result = {}
+
+    async def tb(ctx):
+        for name, value in inputs.items():
+            ctx.set(getattr(dut, name), value)
+        ctx.set(dut.program, program)
+        ctx.set(dut.count, count)
+        ctx.set(dut.start, 1)
+        outs, stalls, cycles = [], 0, 0
+        while True:
+            ready = int(rng.random() < ready_prob)
+            ctx.set(dut.out.ready, ready)
+            if cycles and ctx.get(dut.done):
+                break
+            if ctx.get(dut.out.valid):
+                if ready:
+                    outs.append(ctx.get(dut.out.payload))
+                else:
+                    stalls += 1
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            cycles += 1
+            assert cycles < 10_000, "no done"
+        assert not ctx.get(dut.busy)
+        await ctx.tick()
+        assert not ctx.get(dut.done), "done is a one-cycle pulse"
+        result["mems"] = {name: [ctx.get(mem.data[i]) for i in range(mem.depth)] for name, mem in hn.mems.items()
+                          if name in ("h", "c")}
+        result.update(outs=outs, cycles=cycles, stalls=stalls)
+
+    sim = Simulator(hn)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    return result
+
+
+def layer_inputs(p, identity=False):
+    return dict(hidden=HIDDEN, acc_base_x=p.acc_base(LAYER, "x"), acc_base_h=p.acc_base(LAYER, "h"),
+                shift_x=16, shift_h=15, vec_base=p.vec_base(LAYER), state_base=p.state_base(LAYER),
+                ref_base=p.ref_base(LAYER, "x"), hw_mult=20000, hw_shift=10, hw_identity=int(identity))
+
+
+def requantized(p, contents, base, block, shift, rows=HIDDEN, round_down_lane=None):
+    """Rows ``block*H .. block*H + rows - 1`` of the accumulator block at ``base``, requantized."""
+    r = base * p.lanes + block * HIDDEN + np.arange(rows)
+    v = contents["acc"][r] * contents["mult"][r]
+    out = C.saturate(C.round_shift(v, shift), C.FX_BITS)
+    if round_down_lane is not None:
+        out = np.where(r % p.lanes == round_down_lane, C.saturate(v >> shift, C.FX_BITS), out)
+    return out
+
+
+def expected_cell(p, contents, inputs):
+    """The golden model's update of neurons 0 .. H-1 from the engine's memory contents."""
+    cell = p.cell
+    k = np.arange(HIDDEN)
+    identity = cell == "sru" and inputs["hw_identity"]
+    x_blocks = X_BLOCKS[cell] - identity
+    rqx = np.concatenate([requantized(p, contents, inputs["acc_base_x"], b, inputs["shift_x"])
+                          for b in range(x_blocks)])
+    rqh = np.concatenate([requantized(p, contents, inputs["acc_base_h"], b, inputs["shift_h"])
+                          for b in range(H_BLOCKS[cell])] or [np.zeros(0, dtype=np.int64)])
+    vec, at = {}, inputs["vec_base"]
+    for name in VECTOR_ORDER[cell]:
+        n = VEC_SIZES[cell][name] * HIDDEN
+        vec[name] = contents["vec"][at:at + n]
+        at += n
+    h = contents["h"][inputs["state_base"] + k]
+    c = contents["c"][inputs["state_base"] + k]
+    if cell == "sru":
+        highway = None
+        if identity:
+            ref = contents["ref"][inputs["ref_base"] + k]
+            highway = C.requantize(ref, inputs["hw_mult"], inputs["hw_shift"])
+        return cells.sru_step(rqx, highway, vec, (h, c))
+    return STEPS[cell](rqx, rqh, vec, (h, c))
+
+
+def test_vector_blocks_are_the_memory_map():
+    assert {cell: sum(sizes.values()) for cell, sizes in VEC_SIZES.items()} == VEC_BLOCKS
+    assert {cell: list(sizes) for cell, sizes in VEC_SIZES.items()} == VECTOR_ORDER
+
+
+def test_program_cycles_are_the_documented_ones():
+    for cell, cycles in PROGRAM_CYCLES.items():
+        assert program_cycles(CELL_PROGRAMS[cell]) == cycles
+    assert program_cycles(HEAD_OUT) == 7 and program_cycles(H_OUT) == 3
+    assert program_cycles([("rq", 0, "x", 0), ("st", "h", 0)]) == CYCLES["rq"] + CYCLES["st"] == 4
+
+
+CELL_CASES = [("lstm", 4, False), ("gru", 4, False), ("ligru", 4, False), ("sru", 4, False), ("sru", 4, True),
+              ("gru", 1, False), ("lstm", 8, False)]
+
+
+@pytest.mark.parametrize("cell, lanes, identity", CELL_CASES,
+                         ids=[f"{c}-P{n}{'-identity' if i else ''}" for c, n, i in CELL_CASES])
+def test_cell_program_equals_golden_step(cell, lanes, identity):
+    p = params(cell, lanes)
+    contents = random_contents(np.random.default_rng(100 + CELL_CASES.index((cell, lanes, identity))), p)
+    inputs = layer_inputs(p, identity)
+    res = run(p, contents, Program.CELL, HIDDEN, inputs)
+    h, c = expected_cell(p, contents, inputs)
+    base = inputs["state_base"]
+    want_h, want_c = contents["h"].copy(), contents["c"].copy()     # nothing else of the state is written
+    want_h[base:base + HIDDEN] = h
+    if c is not None:
+        want_c[base:base + HIDDEN] = c
+    np.testing.assert_array_equal(res["mems"]["h"], want_h)
+    np.testing.assert_array_equal(res["mems"]["c"], want_c)
+    assert res["outs"] == []
+    assert res["cycles"] == HIDDEN * PROGRAM_CYCLES[cell] + CellEngine.LATENCY
+
+
+@pytest.mark.parametrize("ready_prob", [1.0, 0.4])
+def test_head_output_program(ready_prob):
+    """HEAD_OUT: requantized head accumulators plus the head bias, one output per class."""
+    p = params("gru", 4)
+    classes = 5
+    contents = random_contents(np.random.default_rng(11), p)
+    base = p.acc_base(p.max_layers, "x")
+    inputs = dict(layer_inputs(p), acc_base_x=base, vec_base=p.vec_base(p.max_layers))
+    res = run(p, contents, Program.HEAD_OUT, classes, inputs, ready_prob=ready_prob, seed=3)
+    bias = contents["vec"][inputs["vec_base"]:inputs["vec_base"] + classes]
+    want = C.fx_add(requantized(p, contents, base, 0, inputs["shift_x"], rows=classes), bias)
+    assert res["outs"] == [int(v) for v in want]
+    assert res["cycles"] == classes * program_cycles(HEAD_OUT) + CellEngine.LATENCY + res["stalls"]
+    assert (res["stalls"] > 0) == (ready_prob < 1)
+    np.testing.assert_array_equal(res["mems"]["h"], contents["h"])
+
+
+@pytest.mark.parametrize("ready_prob", [1.0, 0.4])
+def test_h_output_program(ready_prob):
+    """H_OUT: the last layer's h as it is in the state memory."""
+    p = params("lstm", 2)
+    contents = random_contents(np.random.default_rng(12), p)
+    inputs = layer_inputs(p)
+    res = run(p, contents, Program.H_OUT, HIDDEN, inputs, ready_prob=ready_prob, seed=4)
+    base = inputs["state_base"]
+    assert res["outs"] == [int(v) for v in contents["h"][base:base + HIDDEN]]
+    assert res["cycles"] == HIDDEN * program_cycles(H_OUT) + CellEngine.LATENCY + res["stalls"]
+
+
+@pytest.mark.parametrize("program", list(Program))
+def test_zero_items(program):
+    p = params("ligru", 4)
+    contents = random_contents(np.random.default_rng(13), p)
+    res = run(p, contents, program, 0, layer_inputs(p))
+    assert res["outs"] == [] and res["cycles"] == CellEngine.LATENCY
+    np.testing.assert_array_equal(res["mems"]["h"], contents["h"])
+
+
+def test_broken_lane_rounds_down_in_that_lane_only():
+    """The test-only fault of the co-simulation: floor instead of round half up in one accumulator lane."""
+    p = params("gru", 4)
+    classes, lane = 5, 2
+    contents = random_contents(np.random.default_rng(14), p)
+    base = p.acc_base(p.max_layers, "x")
+    shift = 16
+    contents["acc"][base * p.lanes + lane], contents["mult"][base * p.lanes + lane] = 3, 1 << 14   # 0.75 ulp
+    inputs = dict(layer_inputs(p), acc_base_x=base, vec_base=p.vec_base(p.max_layers), shift_x=shift)
+    res = run(p, contents, Program.HEAD_OUT, classes, inputs, broken_lane=lane)
+    bias = contents["vec"][inputs["vec_base"]:inputs["vec_base"] + classes]
+    broken = C.fx_add(requantized(p, contents, base, 0, shift, rows=classes, round_down_lane=lane), bias)
+    right = C.fx_add(requantized(p, contents, base, 0, shift, rows=classes), bias)
+    assert res["outs"] == [int(v) for v in broken]
+    assert res["outs"] != [int(v) for v in right]

@@ -9,7 +9,7 @@ Two entry points:
   frames), a checkpoint every epoch (resumable), the dev-split phone error
   rate every epoch, and the model with the best dev PER kept as a
   ``torch.save``-d :class:`~deltarnn.models.RNNModel` that ``deltarnn quantize``
-  accepts. ``deltarnn train`` is its command line (``sw/study_cli.py``).
+  accepts. ``deltarnn train`` is its command line (:mod:`deltarnn.cli.study`).
 
 :func:`forward_padded` computes exactly what ``RNNModel.forward`` computes on
 each utterance alone, for a padded batch: unidirectional LSTM/GRU layers run as

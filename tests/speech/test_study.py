@@ -148,6 +148,9 @@ def test_the_fer_guard_refuses_a_threshold_that_buys_per_with_frames():
     assert (th["chosen_point_select"]["theta_x"], th["chosen_point_select"]["theta_h"]) == (0, 0)
     r = search(table_config(fer_tol=2.0), FakeEvaluate(fer={("select", 2, 0): 12.0}))["gru"]
     assert (r.thresholds["chosen_point_select"]["theta_x"], r.thresholds["chosen_point_select"]["theta_h"]) == (2, 0)
+    # the guard measures what the thresholds add: quantization alone already costs 1.5 points of FER here
+    r = search(table_config(), FakeEvaluate(fer={("select", 0, 0): 11.5, ("select", 2, 0): 12.0}))["gru"]
+    assert (r.thresholds["chosen_point_select"]["theta_x"], r.thresholds["chosen_point_select"]["theta_h"]) == (2, 0)
     pts = [{"per": 20.5, "fer": 11.5, "eliminated_pct": 50.0}, {"per": 20.8, "fer": 10.2, "eliminated_pct": 30.0}]
     assert choose_point(pts, 20.0, 1.0) == 0
     assert choose_point(pts, 20.0, 1.0, base_fer=10.0, fer_tol=1.0) == 1

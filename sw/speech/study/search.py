@@ -10,8 +10,9 @@
    chosen widths (:func:`choose_widths`);
 4. the threshold grid on the chosen widths, its Pareto front
    (:func:`pareto_front`) and the chosen point (:func:`choose_point`: the most
-   operations eliminated within ``tol`` points of PER and ``fer_tol`` points
-   of FER of the float model, so that no threshold buys PER with worse frames);
+   operations eliminated within ``tol`` points of the float model's PER and
+   ``fer_tol`` points of the threshold-0 model's FER, so that no threshold
+   buys PER with worse frames);
 5. the report set at threshold 0 and at every point of the selection front,
    where the choices made on the selection set are confirmed; nothing is
    chosen or judged on the report set.
@@ -312,13 +313,16 @@ def threshold_grid(cfg: StudyConfig, point: QuantPoint, paths) -> list[QuantPoin
     return [point.at(tx, th, SELECT) for tx in cfg.thetas_x for th in thetas_h]
 
 
-def front_and_choice(points: list[dict], base: dict, cfg: StudyConfig) -> tuple[list[dict], dict | None]:
-    """The Pareto front of ``points`` and its point with the most eliminated within ``tol`` / ``fer_tol`` of ``base``.
+def front_and_choice(points: list[dict], base_per: float, base_fer: float, cfg: StudyConfig
+                     ) -> tuple[list[dict], dict | None]:
+    """The Pareto front of ``points`` and its point with the most eliminated within the tolerances.
 
-    ``base`` is the float model's result (``per``, ``fer``) on the same set.
+    ``base_per`` is the float model's PER on the same set (the PER change may
+    be at most ``tol``); ``base_fer`` the quantized model's FER at threshold 0
+    (what the thresholds may add to it is at most ``fer_tol``).
     """
     front = [points[i] for i in pareto_front(points)]
-    k = choose_point(front, base["per"], cfg.tol, base_fer=base["fer"], fer_tol=cfg.fer_tol)
+    k = choose_point(front, base_per, cfg.tol, base_fer=base_fer, fer_tol=cfg.fer_tol)
     return front, (front[k] if k is not None else None)
 
 
@@ -387,7 +391,7 @@ def select_thresholds(cfg: StudyConfig, ev: Evaluations, found: dict[str, CellRe
     ev.fetch([q for c in found for q in grid[c]], "threshold grid")
     for c, r in found.items():
         points = [ev[q] for q in grid[c]]
-        front, chosen = front_and_choice(points, r.float_eval[SELECT], cfg)
+        front, chosen = front_and_choice(points, r.float_eval[SELECT]["per"], at_thetas(points, 0, 0)["fer"], cfg)
         r.thresholds.update(grid_select=points, front_select=front, chosen_point_select=chosen)
 
 

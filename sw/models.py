@@ -15,7 +15,9 @@ quantizer and the golden model use.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -284,14 +286,29 @@ def from_torch(obj) -> RNNModel:
     return _from_torch_rnn(rnns[0], linears[0] if linears else None)
 
 
+class _RenamedModules(pickle.Unpickler):
+    """Unpickles models saved before the package was ``deltarnn`` (its modules were ``sw.*``)."""
+
+    def find_class(self, module: str, name: str):
+        if module == "sw.models":
+            module = "deltarnn.models"
+        return super().find_class(module, name)
+
+
+#: ``torch.load``'s ``pickle_module``: :mod:`pickle` with :class:`_RenamedModules`.
+_PICKLE = ModuleType("deltarnn_pickle")
+_PICKLE.__dict__.update({k: v for k, v in vars(pickle).items() if not k.startswith("__")}, Unpickler=_RenamedModules)
+
+
 def load_torch_model(path) -> RNNModel:
     """Load a ``torch.save``-d model file and convert it with :func:`from_torch`.
 
     Raises :class:`UnsupportedModelError` with a readable message when the
-    file cannot be read or holds something unsupported.
+    file cannot be read or holds something unsupported. Models saved by
+    earlier versions of this project load too.
     """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_PICKLE)
     except FileNotFoundError:
         raise UnsupportedModelError(f"{path}: no such file") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file

@@ -75,3 +75,23 @@ def test_saved_project_model_loads(tmp_path):
     back = load_torch_model(tmp_path / "m.pt")
     x = random_input(1, 6, 4)
     np.testing.assert_array_equal(float_outputs(back, x), float_outputs(m.eval(), x))
+
+
+def test_models_saved_before_the_rename_still_load(tmp_path, monkeypatch):
+    """A file pickled when the package was ``sw`` (classes ``sw.models.*``) loads as deltarnn.models."""
+    import sys
+
+    import deltarnn.models as M
+
+    m = RNNModel("ligru", 3, 4, 1, False, 2).eval()
+    with monkeypatch.context() as mp:
+        mp.setitem(sys.modules, "sw.models", M)
+        for cls in (M.RNNModel, M.BiLayer, M.LiGRUDirection):
+            mp.setattr(cls, "__module__", "sw.models")
+        torch.save(m, tmp_path / "old.pt")
+    assert b"sw.models" in (tmp_path / "old.pt").read_bytes()
+    assert "sw.models" not in sys.modules
+    back = load_torch_model(tmp_path / "old.pt")
+    x = torch.randn(1, 5, 3)
+    with torch.no_grad():
+        assert torch.equal(back(x), m(x))

@@ -53,7 +53,7 @@ def cmd_emulate(args) -> int:
     x = load_array(args.input, "input")
     # a model trained with an output delay runs that many zero frames past the input; its outputs are
     # aligned back to the input frames (the operations of the extra frames are counted)
-    delay = int(qm.meta.get("output_delay", 0))
+    delay = qm.output_delay
     result = emulate(qm, delay_inputs(check_input(qm, x), delay))
     outputs = align_outputs(result.outputs, delay)
     if args.output:

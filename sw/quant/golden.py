@@ -2,9 +2,12 @@
 
 This is the specification of the hardware (``docs/datapath.md``): the
 gateware must produce the same integers. It runs a batch of sequences at
-once. Matrix-vector products use float64 BLAS, exact because every partial
-sum is an integer below ``2**ACC_BITS <= 2**53`` (checked). Everything else
-is ``int64`` arithmetic through :mod:`deltarnn.spec.contract`.
+once. Matrix-vector products use float32 or float64 BLAS, exact because
+every partial sum is an integer below the float's exact range (checked,
+:func:`exact_float`). Everything else is integer arithmetic by the rules of
+:mod:`deltarnn.spec.contract`: NumPy for the delta encoding of whole
+sequences, and the compiled kernels of :mod:`deltarnn.quant.kernels` for
+requantization and the per-step cell updates.
 
 Two facts make it fast without changing a single integer:
 
@@ -218,8 +221,7 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, rev
     if qm.cell == "sru":
         hw = rqx[:, :, 3 * hs:] if d.highway is None else \
             C.requantize(ref_x, d.highway[0], d.highway[1]).astype(np.int32)
-        bias = vec["bias"]
-        kernels.sru_sequence(rqx, hw, vec["vf"], vec["vr"], bias, out, kernels.SIGMOID)
+        kernels.sru_sequence(rqx, hw, vec["vf"], vec["vr"], vec["bias"], out, kernels.SIGMOID)
     else:
         act = layer.h_act
         h = np.zeros((bsz, hs), dtype=np.int32)

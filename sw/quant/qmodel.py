@@ -138,6 +138,11 @@ class QModel:
     def output_size(self) -> int:
         return self.num_classes or self.directions * self.hidden_size
 
+    @property
+    def output_delay(self) -> int:
+        """Frames of lookahead the float model was trained with (0 for files made before it was recorded)."""
+        return int(self.meta.get("output_delay", 0))
+
     def paths(self) -> dict[str, QActivation]:
         """Every path's activation quantizer, by path name."""
         out = {}

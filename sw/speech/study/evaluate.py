@@ -147,7 +147,7 @@ def evaluate_qmodel(qm, evalset: EvalSet, decoder, theta_x: int = 0, theta_h: in
     """
     qm = copy.deepcopy(qm)
     qm.set_thresholds(theta_x, theta_h)
-    delay = int(qm.meta.get("output_delay", 0))
+    delay = qm.output_delay
     counts = path_stats(qm)
     if qm.bidirectional:  # padding would reach the real frames backwards: one utterance at a time
         scores = []

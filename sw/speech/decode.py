@@ -45,8 +45,8 @@ class PhoneDecoder:
     log_stay : numpy.ndarray
         ``(C,)`` log probability that a frame of phone ``c`` is followed by another frame of ``c``.
     log_bigram : numpy.ndarray
-        ``(C, C)`` log ``P(next phone b | phone a)``, zero on the diagonal's meaning (a phone
-        change never returns to the same phone; the diagonal is ``-inf``).
+        ``(C, C)`` log ``P(next phone b | phone a)`` over changes of phone: the
+        diagonal is ``-inf`` (staying is :attr:`log_stay`'s).
     insertion_penalty : float
         Subtracted from the score of every change of phone (``>= 0`` lowers insertions).
     """
@@ -131,11 +131,12 @@ class PhoneDecoder:
         emit = scores.astype(np.float64) if log_posteriors else log_softmax(scores)
         trans = self.transitions()
         back = np.empty((t_max, self.num_classes), dtype=np.int32)
+        states = np.arange(self.num_classes)
         delta = emit[0].copy()
         for t in range(1, t_max):
             cand = delta[:, None] + trans
             back[t] = cand.argmax(axis=0)
-            delta = cand[back[t], np.arange(self.num_classes)] + emit[t]
+            delta = cand[back[t], states] + emit[t]
         path = np.empty(t_max, dtype=np.int64)
         path[-1] = int(delta.argmax())
         for t in range(t_max - 1, 0, -1):

@@ -15,35 +15,44 @@ __all__ = ["CELLS", "add_model_args", "bits", "lanes", "load_array", "load_qmode
            "pos_int", "unit_float"]
 
 
-def _int(text: str) -> int:
+def _int(text: str, low: int | None = None) -> int:
     try:
-        return int(text)
+        v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if low is not None and v < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+    return v
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _from_spec(check, value, name: str):
+    """``check(value)``, its ``ValueError`` as argparse's error (without ``name``, which argparse names)."""
+    try:
+        return check(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"{name} ")) from None
 
 
 def nonneg_int(text: str) -> int:
     """A whole number >= 0."""
-    v = _int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
+    return _int(text, 0)
 
 
 def pos_int(text: str) -> int:
     """A whole number >= 1."""
-    v = _int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+    return _int(text, 1)
 
 
 def pos_float(text: str) -> float:
     """A finite number > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    v = _float(text)
     if not v > 0 or v != v or v == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return v
@@ -51,10 +60,7 @@ def pos_float(text: str) -> float:
 
 def unit_float(text: str) -> float:
     """A number in ``[0, 1)``."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    v = _float(text)
     if not 0 <= v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
     return v
@@ -62,18 +68,12 @@ def unit_float(text: str) -> float:
 
 def bits(text: str) -> int:
     """A weight or activation width the contract allows."""
-    try:
-        return C.check_bits("width", nonneg_int(text), error=argparse.ArgumentTypeError)
-    except argparse.ArgumentTypeError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("width ")) from None
+    return _from_spec(lambda v: C.check_bits("width", v), nonneg_int(text), "width")
 
 
 def lanes(text: str) -> int:
     """A lane count of a core (a power of two)."""
-    try:
-        return check_lanes(_int(text), error=argparse.ArgumentTypeError)
-    except argparse.ArgumentTypeError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("lanes ")) from None
+    return _from_spec(check_lanes, _int(text), "lanes")
 
 
 def load_array(path: str, what: str):

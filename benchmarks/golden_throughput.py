@@ -3,7 +3,9 @@
 For each cell type: a 2-layer, 128-unit model with a 40-class head on
 40-feature inputs, batch 32 x 200 steps. Both run in this one process,
 alternating, several rounds; the figure is sequence steps x batch per
-second, and the ratio golden / PyTorch of the medians.
+second, and the ratio golden / PyTorch of the medians. Each uses its default
+threads: PyTorch its intra-op threads, the golden model one thread per CPU
+over parts of the batch (:func:`deltarnn.quant.golden.default_threads`).
 
     python benchmarks/golden_throughput.py [--rounds N] [--json OUT.json]
 """
@@ -18,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from deltarnn.quant.golden import emulate
+from deltarnn.quant.golden import default_threads, emulate
 from deltarnn.models import RNNModel
 from deltarnn.quant.quantizer import quantize
 
@@ -42,7 +44,7 @@ def main() -> None:
     xt = torch.as_tensor(x)
     work = args.batch * args.steps
     rows = []
-    print(f"threads: torch {torch.get_num_threads()}; batch {args.batch} x {args.steps} steps; "
+    print(f"threads: torch {torch.get_num_threads()}, golden {default_threads(args.batch)}; batch {args.batch} x {args.steps} steps; "
           f"2 layers x {args.hidden} units, 40 inputs, 40 classes; {args.rounds} rounds")
     print(f"{'cell':6} {'torch float steps/s':>20} {'golden steps/s':>16} {'golden/torch':>13}")
     for cell in ("lstm", "gru", "ligru", "sru"):

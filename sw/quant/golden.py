@@ -20,6 +20,8 @@ Two facts make it fast without changing a single integer:
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,14 +159,10 @@ def delta_encode(q: np.ndarray, theta: int) -> tuple[np.ndarray, np.ndarray]:
     and ``ref = q``. References start at 0. Returns the reference after each
     step and where deltas fired, both ``(batch, time, n)``.
     """
+    q = np.ascontiguousarray(q)
     refs = np.empty_like(q)
     fired = np.empty(q.shape, dtype=bool)
-    ref = np.zeros_like(q[:, 0])
-    for t in range(q.shape[1]):
-        f = np.abs(q[:, t] - ref) > theta
-        ref = np.where(f, q[:, t], ref)
-        refs[:, t] = ref
-        fired[:, t] = f
+    kernels.delta_encode(q, theta, refs, fired)
     return refs, fired
 
 
@@ -214,47 +212,58 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, rev
     ref_x, fired = (q_x, q_x != 0) if dense else delta_encode(q_x, layer.x_act.theta)
     _count(stats[f"{layer_index}.x"], d.x, fired, dense)
     _per_step(step_deltas, f"{layer_index}.x", fired.sum(axis=-1), reverse)
-    # Every fixed-point value fits 16 bits: int32 holds them; the kernels compute in int64.
-    rqx = matvec_fx(ref_x, d.x)
     vec = {k: v.astype(np.int64) for k, v in d.vectors.items()}
-    out = np.empty((bsz, steps, hs), dtype=np.int64)
+    # Every fixed-point value fits 16 bits: int32 holds them; the kernels compute in int64.
     if qm.cell == "sru":
+        rqx = matvec_fx(ref_x, d.x)
         hw = rqx[:, :, 3 * hs:] if d.highway is None else \
             C.requantize(ref_x, d.highway[0], d.highway[1]).astype(np.int32)
-        kernels.sru_sequence(rqx, hw, vec["vf"], vec["vr"], vec["bias"], out, kernels.SIGMOID)
+        out = np.empty((bsz, steps, hs), dtype=np.int64)
+        kernels.sru_sequence(rqx, hw, vec["vf"], vec["vr"], vec["bias"], out)
     else:
-        act = layer.h_act
-        h = np.zeros((bsz, hs), dtype=np.int32)
-        c = np.zeros((bsz, hs), dtype=np.int32)
-        ref_h = np.zeros((bsz, hs), dtype=np.int64)
-        acc_h = np.zeros((bsz, d.h.rows), dtype=np.int64)
-        ft = exact_float(d.h.cols, d.h.wbits, 2 * C.qmax(act.bits))
-        w_h = d.h.weights.T.astype(ft)
-        vin = np.zeros((bsz, hs), dtype=ft)      # the h path's product input; h_{-1} = 0 sends nothing
-        counts = np.zeros(bsz, dtype=np.int64)
+        out, emitted = _h_path(qm.cell, d, layer.h_act, ref_x, vec, dense)
+        out = out.transpose(1, 0, 2)
+        # the deltas emitted at step t feed the product of step t + 1; h_{-1} = 0 is no work for any
+        # implementation: steps 1..T-1 only
         per_step = np.zeros((bsz, steps), dtype=np.int64)
-        mult_h, round_h = d.h.mult.astype(np.int64), rounding_constants(d.h)
-        bias_hn = vec.get("bias_hn", vec["bias"])
-        code = kernels.CELL_CODE[qm.cell]
-        nnz = 0
-        with threadpool_limits(1, user_api="blas"):  # threads only slow products this small
-            for t in range(steps):
-                if t:
-                    prod = (vin @ w_h).astype(np.int64)
-                    if dense:
-                        acc_h = prod
-                        nnz += bsz * hs
-                    else:
-                        acc_h += prod
-                        per_step[:, t] = counts
-                        nnz += int(counts.sum())
-                kernels.recurrent_step(code, rqx[:, t], acc_h, mult_h, round_h, d.h.shift, vec["bias"], bias_hn, h, c,
-                                       act.mult, act.shift, act.bits, act.theta, ref_h, dense, vin, out[:, t],
-                                       counts, kernels.SIGMOID, kernels.TANH)
+        per_step[:, 1:] = emitted[:-1].T
         _per_step(step_deltas, f"{layer_index}.h", per_step, reverse)
-        # h_{-1} = 0 is no work for any implementation: count steps 1..T-1 only (d.h.cols == hs).
-        stats[f"{layer_index}.h"].add(bsz * (steps - 1) * hs, nnz, d.h.rows)
+        stats[f"{layer_index}.h"].add(bsz * (steps - 1) * hs, int(per_step.sum()), d.h.rows)  # d.h.cols == hs
     return out[:, ::-1] if reverse else out
+
+
+def _h_path(cell: str, d: QDirection, act: QActivation, ref_x: np.ndarray, vec: dict, dense: bool):
+    """The sequential part of one direction: x references ``(B, T, N)`` -> h ``(T, B, H)`` and deltas emitted ``(T, B)``.
+
+    The x path's product covers every step in one BLAS call; its output is
+    time-major, so that every step's rows are contiguous for the kernel.
+    """
+    bsz, steps, _ = ref_x.shape
+    hs = d.h.cols
+    fx_ = exact_float(d.x.cols, d.x.wbits, int(np.abs(ref_x).max(initial=0)))
+    prod_x = ref_x.transpose(1, 0, 2).astype(fx_, order="C") @ d.x.weights.T.astype(fx_)
+    out = np.empty((steps, bsz, hs), dtype=np.int64)
+    emitted = np.empty((steps, bsz), dtype=np.int64)
+    c = np.zeros((bsz, hs), dtype=np.int64)
+    ref_h = np.zeros((bsz, hs), dtype=np.int64)
+    acc_h = np.zeros((bsz, d.h.rows), dtype=np.int64)
+    ft = exact_float(d.h.cols, d.h.wbits, 2 * C.qmax(act.bits))
+    w_h = d.h.weights.T.astype(ft)
+    vin = np.zeros((bsz, hs), dtype=ft)         # the h path's product input
+    prod_h = np.zeros((bsz, d.h.rows), dtype=ft)  # h_{-1} = 0: no product at step 0
+    h_prev = np.zeros((bsz, hs), dtype=np.int64)
+    rq_x = (d.x.mult.astype(np.int64), rounding_constants(d.x), d.x.shift)
+    rq_h = (d.h.mult.astype(np.int64), rounding_constants(d.h), d.h.shift)
+    quant = (act.mult, act.shift, act.bits, act.theta)
+    bias_hn = vec.get("bias_hn", vec["bias"])
+    code = kernels.CELL_CODE[cell]
+    for t in range(steps):
+        if t:
+            np.matmul(vin, w_h, out=prod_h)
+            h_prev = out[t - 1]
+        kernels.recurrent_step(code, prod_x[t], rq_x, prod_h, acc_h, rq_h, vec["bias"], bias_hn, c, h_prev, quant,
+                               dense, ref_h, vin, out[t], emitted[t])
+    return out, emitted
 
 
 def _per_step(step_deltas: dict[str, np.ndarray], name: str, counts: np.ndarray, reverse: bool) -> None:
@@ -289,17 +298,53 @@ def check_input(qm: QModel, x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def emulate(qm: QModel, x: np.ndarray, dense: bool = False) -> EmulationResult:
+def default_threads(batch: int) -> int:
+    """Threads :func:`emulate` uses by default: one per CPU this process may run on, at most one per sequence."""
+    return max(1, min(batch, len(os.sched_getaffinity(0))))
+
+
+def emulate(qm: QModel, x: np.ndarray, dense: bool = False, threads: int | None = None) -> EmulationResult:
     """Run the QModel on float inputs ``x`` ``(batch, time, input_size)``.
 
     ``dense=True`` bypasses delta encoding (every path recomputes its full
     product each step): the reference the delta emulation must equal when
-    all thresholds are 0.
+    all thresholds are 0. The sequences of a batch are independent: they are
+    split over ``threads`` threads (default :func:`default_threads`), whose
+    results are joined in order, equal to one thread's.
     """
     x = check_input(qm, x)
     need = qm.accumulator_bits()
     if need > min(C.ACC_BITS, _EXACT_BITS):
         raise EmulationError(f"model needs {need}-bit accumulators, beyond the exact range")
+    threads = default_threads(len(x)) if threads is None else min(int(threads), len(x))
+    if threads < 1:
+        raise EmulationError(f"threads must be at least 1, got {threads}")
+    with threadpool_limits(1, user_api="blas"):  # threads only slow the per-step products, which are small
+        if threads == 1:
+            return _emulate(qm, x, dense)
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(lambda part: _emulate(qm, part, dense), np.array_split(x, threads)))
+    return _join(qm, parts)
+
+
+def _join(qm: QModel, parts: list[EmulationResult]) -> EmulationResult:
+    """One result of the emulations of consecutive parts of a batch."""
+    paths = path_stats(qm)
+    for r in parts:
+        for name, p in r.stats.paths.items():
+            paths[name].merge(p)
+
+    def cat(arrays):
+        return np.concatenate(arrays, axis=0)
+
+    return EmulationResult(cat([r.outputs_fx for r in parts]),
+                           [cat(layer) for layer in zip(*(r.layer_outputs_fx for r in parts))],
+                           Stats.for_model(qm, paths), cat([r.input_q for r in parts]),
+                           {name: cat([r.step_deltas[name] for r in parts]) for name in parts[0].step_deltas})
+
+
+def _emulate(qm: QModel, x: np.ndarray, dense: bool) -> EmulationResult:
+    """:func:`emulate` on one thread, for checked input."""
     paths = path_stats(qm)
     layer_outputs = []
     step_deltas: dict[str, np.ndarray] = {}

@@ -105,6 +105,28 @@ def test_4bit_compression_over_85_pct_at_128_units(cell):
     assert stats.compression_pct > 85.0, stats.compression_pct
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_threads_change_no_integer(cell):
+    """A batch split over threads gives one thread's outputs, counts and per-step deltas, in order."""
+    m = random_model(cell, 6, 8, 2, cell == "gru", classes=3, seed=3)
+    x = random_input(7, 30, 6, seed=4, scale=2.0)
+    qm = quantize(m, x, 4, 8)
+    qm.set_thresholds(2, 3)
+    one = emulate(qm, x, threads=1)
+    for threads in (2, 3, 7, 50):
+        r = emulate(qm, x, threads=threads)
+        np.testing.assert_array_equal(r.outputs_fx, one.outputs_fx)
+        np.testing.assert_array_equal(r.input_q, one.input_q)
+        for a, b in zip(r.layer_outputs_fx, one.layer_outputs_fx):
+            np.testing.assert_array_equal(a, b)
+        assert r.stats.as_dict() == one.stats.as_dict()
+        assert r.step_deltas.keys() == one.step_deltas.keys()
+        for name in one.step_deltas:
+            np.testing.assert_array_equal(r.step_deltas[name], one.step_deltas[name])
+    with pytest.raises(EmulationError, match="threads must be at least 1"):
+        emulate(qm, x, threads=0)
+
+
 def test_bad_inputs_are_refused_clearly():
     m = random_model("gru", 5, 6)
     qm = quantize(m, random_input(2, 5, 5), 4, 8)

@@ -27,17 +27,16 @@ def test_recurrent_step_equals_the_contract(cell, dense, seed):
     bsz, hs, g = 5, 23, GATES[cell]
     big = seed == 3   # saturating everything
     fx = (lambda *s: rng.integers(C.FX_MIN, C.FX_MAX + 1, s)) if big else (lambda *s: rng.integers(-3000, 3000, s))
-    rqx = fx(bsz, g * hs).astype(np.int32)
-    acc_h = rng.integers(-(1 << 40), 1 << 40, (bsz, g * hs)) if big else rng.integers(-(1 << 20), 1 << 20, (bsz, g * hs))
-    mult_h = rng.integers(0, 1 << C.MULT_BITS, g * hs)
-    shift_h = 30 if big else 18
+    lim = 1 << (40 if big else 20)
+    prod_x, acc_h = rng.integers(-lim, lim, (bsz, g * hs)), rng.integers(-lim, lim, (bsz, g * hs))
+    mult_x, mult_h = rng.integers(0, 1 << C.MULT_BITS, (2, g * hs))
+    shift_x, shift_h = (30, 31) if big else (18, 17)
     bias, bias_hn = fx(g * hs).astype(np.int64), fx(hs).astype(np.int64)
-    h, c = fx(bsz, hs).astype(np.int32), fx(bsz, hs).astype(np.int32)
+    h, c = fx(bsz, hs), fx(bsz, hs)
     a_mult, a_shift, a_bits, theta = int(rng.integers(1, 1 << 14)), 14, int(rng.integers(2, 17)), int(rng.integers(0, 4))
     ref = rng.integers(-C.qmax(a_bits), C.qmax(a_bits) + 1, (bsz, hs))
 
-    want_h, want_c = _oracle(cell, rqx.astype(np.int64), acc_h, mult_h, shift_h, bias, bias_hn,
-                             h.astype(np.int64), c.astype(np.int64))
+    want_h, want_c = _oracle(cell, C.requantize(prod_x, mult_x, shift_x), acc_h, mult_h, shift_h, bias, bias_hn, h, c)
     q = C.quantize_act(want_h, a_mult, a_shift, a_bits)
     d = q - ref
     fired = np.ones_like(d, dtype=bool) if dense else np.abs(d) > theta
@@ -47,11 +46,16 @@ def test_recurrent_step_equals_the_contract(cell, dense, seed):
     vin = np.empty((bsz, hs), dtype=np.float64)
     out = np.empty((bsz, hs), dtype=np.int64)
     counts = np.empty(bsz, dtype=np.int64)
-    round_h = np.full(g * hs, 1 << (shift_h - 1))
-    K.recurrent_step(K.CELL_CODE[cell], rqx, acc_h, mult_h, round_h, shift_h, bias, bias_hn, h, c, a_mult, a_shift, a_bits,
-                     theta, ref, dense, vin, out, counts, K.SIGMOID, K.TANH)
+    # the step adds its product to the accumulators (dense: replaces them)
+    before = rng.integers(-(1 << 20), 1 << 20, acc_h.shape)
+    acc = np.zeros_like(acc_h) if dense else before
+    prod_h = (acc_h - (0 if dense else before)).astype(np.float64)
+    rq_x = (mult_x, np.full(g * hs, 1 << (shift_x - 1)), shift_x)
+    rq_h = (mult_h, np.full(g * hs, 1 << (shift_h - 1)), shift_h)
+    K.recurrent_step(K.CELL_CODE[cell], prod_x.astype(np.float64), rq_x, prod_h, acc, rq_h, bias, bias_hn, c, h,
+                     (a_mult, a_shift, a_bits, theta), dense, ref, vin, out, counts)
+    np.testing.assert_array_equal(acc, acc_h)
     np.testing.assert_array_equal(out, want_h)
-    np.testing.assert_array_equal(h, want_h)
     if cell == "lstm":
         np.testing.assert_array_equal(c, want_c)
     np.testing.assert_array_equal(vin, want_vin)
@@ -68,7 +72,7 @@ def test_sru_sequence_equals_the_contract(seed):
     hw = rng.integers(*lim, (bsz, steps, hs)).astype(np.int32)
     vf, vr, bias = (rng.integers(*lim, n).astype(np.int64) for n in (hs, hs, 2 * hs))
     out = np.empty((bsz, steps, hs), dtype=np.int64)
-    K.sru_sequence(rqx, hw, vf, vr, bias, out, K.SIGMOID)
+    K.sru_sequence(rqx, hw, vf, vr, bias, out)
     h = c = np.zeros((bsz, hs), dtype=np.int64)
     vec = {"bias": bias, "vf": vf, "vr": vr}
     for t in range(steps):
@@ -86,3 +90,17 @@ def test_requantize_rows_equals_the_contract(shift):
         out = np.empty(acc.shape, dtype=np.int32)
         K.requantize_rows(prod, mult, rounding, shift, out)
         np.testing.assert_array_equal(out, C.requantize(acc, mult, shift))
+
+
+@pytest.mark.parametrize("theta", [0, 1, 5])
+def test_delta_encode_equals_the_rule(theta):
+    rng = np.random.default_rng(theta)
+    q = rng.integers(-20, 21, (3, 17, 6))
+    refs, fired = np.empty_like(q), np.empty(q.shape, dtype=bool)
+    K.delta_encode(q, theta, refs, fired)
+    ref = np.zeros((3, 6), dtype=q.dtype)
+    for t in range(q.shape[1]):
+        f = np.abs(q[:, t] - ref) > theta
+        ref = np.where(f, q[:, t], ref)
+        np.testing.assert_array_equal(fired[:, t], f)
+        np.testing.assert_array_equal(refs[:, t], ref)

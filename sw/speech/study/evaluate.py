@@ -136,8 +136,11 @@ def score_outputs(scores: list[np.ndarray], labels: list[np.ndarray], decoder) -
     return out
 
 
-def evaluate_qmodel(qm, evalset: EvalSet, decoder, theta_x: int = 0, theta_h: int = 0) -> dict:
+def evaluate_qmodel(qm, evalset: EvalSet, decoder, theta_x: int = 0, theta_h: int = 0,
+                    threads: int | None = None) -> dict:
     """PER, FER (%), operation counts and size of ``qm`` at the given thresholds on ``evalset``.
+
+    ``threads``: the golden model's (:func:`~deltarnn.quant.golden.emulate`).
 
     Returns
     -------
@@ -152,14 +155,14 @@ def evaluate_qmodel(qm, evalset: EvalSet, decoder, theta_x: int = 0, theta_h: in
     if qm.bidirectional:  # padding would reach the real frames backwards: one utterance at a time
         scores = []
         for f in evalset.features():
-            r = emulate(qm, delay_inputs(f[None], delay))
+            r = emulate(qm, delay_inputs(f[None], delay), threads=threads)
             scores.append(align_outputs(r.outputs, delay)[0])
             for name, p in r.stats.paths.items():
                 counts[name].merge(p)
     else:
         outputs = []
         for x, lengths in evalset.batches:
-            r = emulate(qm, delay_inputs(x, delay))
+            r = emulate(qm, delay_inputs(x, delay), threads=threads)
             masked_stats(qm, r, lengths + delay, counts)
             outputs.append(align_outputs(r.outputs, delay))
         scores = evalset.utterances(outputs)

@@ -82,7 +82,7 @@ def task_quantize(model, calib, wbits: int, abits: int, skip: tuple):
 
 def task_eval(qm, evalset, decoder, theta_x: int = 0, theta_h: int = 0) -> dict:
     _threads()
-    return evaluate_qmodel(qm, evalset, decoder, theta_x, theta_h)
+    return evaluate_qmodel(qm, evalset, decoder, theta_x, theta_h, threads=1)  # one thread per worker
 
 
 def task_footprint(qm):

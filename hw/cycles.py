@@ -9,13 +9,14 @@ phase           cycles                                              when
 ==============  ==================================================  ====================
 encode          ``n + DeltaEncoder.LATENCY + 1``                    x path of layers > 0, every h path, the head
 MxV             ``deltas * ceil(rows / P) + DeltaMxV.LATENCY + 1``   every path
-cell update     ``H * program_cycles(cell) + CellEngine.LATENCY + 1``  every layer
-output          ``K * program_cycles(HEAD_OUT) + CellEngine.LATENCY + 1`` with a head of K classes,
-                ``H * program_cycles(H_OUT) + CellEngine.LATENCY + 1``  without
+cell update     ``run_cycles(cell, H) + CellEngine.LATENCY + 1``     every layer
+output          ``run_cycles(HEAD_OUT, K) + CellEngine.LATENCY + 1`` with a head of K classes,
+                ``run_cycles(H_OUT, H) + CellEngine.LATENCY + 1``    without
 ==============  ==================================================  ====================
 
-with ``n`` the vector length the encoder scans (H) and ``rows`` the rows of
-the path's matrix. The output phase assumes the response stream is always
+with ``n`` the vector length the encoder scans (H), ``rows`` the rows of
+the path's matrix, and :func:`deltarnn.hw.engine.run_cycles` ``(n - 1) * ii + depth``
+for ``n`` items of a program's schedule. The output phase assumes the response stream is always
 ready. ``STEP_CYCLES`` (a core register) measures the same quantity.
 """
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 from deltarnn.spec.memory_map import H_BLOCKS, X_BLOCKS, ceil_div
 
 from deltarnn.hw.encoder import DeltaEncoder
-from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, program_cycles
+from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, run_cycles, schedule
 from deltarnn.hw.mxv import DeltaMxV
 
 ACCEPT = 1
@@ -39,7 +40,23 @@ def mxv_cycles(deltas: int, rows: int, lanes: int) -> int:
 
 
 def engine_cycles(items: int, program) -> int:
-    return items * program_cycles(program) + CellEngine.LATENCY + 1
+    return run_cycles(program, items) + CellEngine.LATENCY + 1
+
+
+def output_timing(classes: int, hidden: int) -> tuple[int, int]:
+    """When a STEP's outputs appear: ``(tail, gap)``.
+
+    The first output is valid ``tail`` cycles before the cycle count of the
+    step ends (``step_cycles - tail`` cycles after the STEP is accepted, as
+    the co-simulation's testbench counts), each next one ``gap`` cycles after
+    the previous one is taken (the response stream always ready).
+    """
+    program, items = (HEAD_OUT, classes) if classes else (H_OUT, hidden)
+    sch = schedule(program)
+    out = next(sl for sl in sch.slots if sl.ins[0] == "out")
+    phase = engine_cycles(items, program)
+    # the output phase: the GO cycle, then the engine's run, whose first output is at the out slot's offset
+    return phase - (1 + out.start) + 1, sch.ii - 1
 
 
 def x_rows(cell: str, hidden: int, sru_identity: bool) -> int:

@@ -359,7 +359,7 @@ def prepare_data(qm, x: np.ndarray, params, path: Path, *, result_path: Path, pr
                  gold=None, extra_config: dict | None = None) -> dict:
     """Write the testbench's ``.npz`` (see :mod:`deltarnn.sim.tb_core`); return its config."""
     from deltarnn.hw.cycles import model_step_cycles
-    from deltarnn.hw.engine import H_OUT, HEAD_OUT, program_cycles
+    from deltarnn.hw.cycles import output_timing
     from deltarnn.device.image import input_deltas, pack
     from deltarnn.quant.golden import emulate
 
@@ -382,7 +382,7 @@ def prepare_data(qm, x: np.ndarray, params, path: Path, *, result_path: Path, pr
     cfg = {
         "layers": qm.num_layers, "hidden": qm.hidden_size, "state_stride": params.max_hidden,
         "head": qm.head is not None, "check_state": check_state, "state_memory": state_memory,
-        "out_program_cycles": program_cycles(HEAD_OUT if qm.head is not None else H_OUT),
+        **dict(zip(("out_tail", "out_gap"), output_timing(qm.num_classes, qm.hidden_size))),
         "result": str(result_path), "progress": str(progress_path) if progress_path else None,
         "period_ns": 10, "step_cycle_limit": int(max(cycles.max(initial=0), 1000) * 4 + 10_000),
         **(extra_config or {}),

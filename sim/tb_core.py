@@ -267,7 +267,7 @@ async def cosim_core(dut):
     n_layers, hidden, stride = cfg["layers"], cfg["hidden"], cfg["state_stride"]
     head = cfg["head"]
     check_state = cfg["check_state"]
-    pc_out = cfg["out_program_cycles"]
+    out_tail, out_gap = cfg["out_tail"], cfg["out_gap"]
     max_details = cfg.get("max_details", 20)
 
     tb = CoreTB(dut, cfg.get("period_ns", 10), cfg["state_memory"] if check_state else None)
@@ -300,10 +300,9 @@ async def cosim_core(dut):
             for t in range(steps):
                 k = b * steps + t
                 deltas = list(zip(idx[ptr[k]:ptr[k + 1]], val[ptr[k]:ptr[k + 1]]))
-                # outputs start after everything but the output phase (n_out items of
-                # pc_out cycles plus 2) and the first item's program up to its "out"
-                first = mc[t] - n_out * pc_out - 2 + pc_out - 1
-                outs = await tb.step(deltas, n_out, first_hint=max(first, 0), gap_hint=pc_out - 1,
+                # the first output comes out_tail cycles before the step's end, the others
+                # out_gap cycles after each other (deltarnn.hw.cycles.output_timing)
+                outs = await tb.step(deltas, n_out, first_hint=max(mc[t] - out_tail, 0), gap_hint=out_gap,
                                      limit=limit)
                 cycle = tb.cycle
                 if check_state:

@@ -5,7 +5,7 @@ writes equals the contract's cell updates (``tests/quant/cells.py``, the
 oracle of the golden model's kernels too) applied to the requantized
 accumulators it reads, its outputs equal the
 golden model's head, and every run takes exactly
-``count * program_cycles(program) + LATENCY`` cycles plus the cycles ``out``
+``run_cycles(program, count) + LATENCY`` cycles plus the cycles ``out``
 was not ready.
 """
 
@@ -15,7 +15,7 @@ from amaranth import Elaboratable, Module
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from deltarnn.hw.engine import CELL_PROGRAMS, CYCLES, H_OUT, HEAD_OUT, CellEngine, Program, program_cycles
+from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, Program, run_cycles, schedule
 from deltarnn.spec import contract as C
 from deltarnn.spec.memory_map import H_BLOCKS, VEC_BLOCKS, VECTOR_ORDER, X_BLOCKS, DeviceParams
 
@@ -25,8 +25,8 @@ from tests.quant import cells
 VEC_SIZES = {"lstm": {"bias": 4}, "gru": {"bias": 3, "bias_hn": 1}, "ligru": {"bias": 2},
              "sru": {"bias": 2, "vf": 1, "vr": 1}}
 STEPS = cells.STEPS
-#: Per-neuron cycles of each program (docs/gateware.md).
-PROGRAM_CYCLES = {"lstm": 54, "gru": 45, "ligru": 28, "sru": 40}
+#: Cycles between neurons and of one neuron's program, per program (docs/gateware.md).
+SCHEDULES = {"lstm": (8, 20), "gru": (6, 18), "ligru": (4, 15), "sru": (4, 15), "head": (1, 6), "h_out": (1, 3)}
 
 HIDDEN = 5        # run-time H, below max_hidden: block strides are H, not the maximum
 LAYER = 1         # bases of layer 1, none of them 0
@@ -181,11 +181,33 @@ def test_vector_blocks_are_the_memory_map():
     assert {cell: list(sizes) for cell, sizes in VEC_SIZES.items()} == VECTOR_ORDER
 
 
-def test_program_cycles_are_the_documented_ones():
-    for cell, cycles in PROGRAM_CYCLES.items():
-        assert program_cycles(CELL_PROGRAMS[cell]) == cycles
-    assert program_cycles(HEAD_OUT) == 7 and program_cycles(H_OUT) == 3
-    assert program_cycles([("rq", 0, "x", 0), ("st", "h", 0)]) == CYCLES["rq"] + CYCLES["st"] == 4
+def test_schedules_are_the_documented_ones():
+    programs = {**CELL_PROGRAMS, "head": HEAD_OUT, "h_out": H_OUT}
+    assert {name: (schedule(p).ii, schedule(p).depth) for name, p in programs.items()} == SCHEDULES
+    assert run_cycles(HEAD_OUT, 0) == 0 and run_cycles(HEAD_OUT, 5) == 4 * 1 + 6
+
+
+def test_schedule_respects_ports_and_dependences():
+    """No port serves two instructions in one cycle (modulo ii); no operand is read before it is written."""
+    from deltarnn.hw.engine import _ports
+    for program in [*CELL_PROGRAMS.values(), HEAD_OUT, H_OUT]:
+        sch = schedule(program)
+        taken = set()
+        for sl in sch.slots:
+            for port in _ports(sl.ins):
+                assert (port, sl.start % sch.ii) not in taken
+                taken.add((port, sl.start % sch.ii))
+            for src, pos in sl.sources:
+                producer = sch.slots[src]
+                assert sl.start >= producer.start + producer.latency
+                assert pos == (sl.start - producer.write - 1) // sch.ii < sch.chain[src]
+
+
+def test_bad_programs_are_refused():
+    with pytest.raises(ValueError, match="unknown instruction"):
+        schedule([("frob", 0)])
+    with pytest.raises(ValueError, match="reads R3 before"):
+        schedule([("add", 0, 3, 3)])
 
 
 CELL_CASES = [("lstm", 4, False), ("gru", 4, False), ("ligru", 4, False), ("sru", 4, False), ("sru", 4, True),
@@ -208,7 +230,7 @@ def test_cell_program_equals_golden_step(cell, lanes, identity):
     np.testing.assert_array_equal(res["mems"]["h"], want_h)
     np.testing.assert_array_equal(res["mems"]["c"], want_c)
     assert res["outs"] == []
-    assert res["cycles"] == HIDDEN * PROGRAM_CYCLES[cell] + CellEngine.LATENCY
+    assert res["cycles"] == run_cycles(CELL_PROGRAMS[cell], HIDDEN) + CellEngine.LATENCY
 
 
 @pytest.mark.parametrize("ready_prob", [1.0, 0.4])
@@ -223,7 +245,7 @@ def test_head_output_program(ready_prob):
     bias = contents["vec"][inputs["vec_base"]:inputs["vec_base"] + classes]
     want = C.fx_add(requantized(p, contents, base, 0, inputs["shift_x"], rows=classes), bias)
     assert res["outs"] == [int(v) for v in want]
-    assert res["cycles"] == classes * program_cycles(HEAD_OUT) + CellEngine.LATENCY + res["stalls"]
+    assert res["cycles"] == run_cycles(HEAD_OUT, classes) + CellEngine.LATENCY + res["stalls"]
     assert (res["stalls"] > 0) == (ready_prob < 1)
     np.testing.assert_array_equal(res["mems"]["h"], contents["h"])
 
@@ -237,7 +259,7 @@ def test_h_output_program(ready_prob):
     res = run(p, contents, Program.H_OUT, HIDDEN, inputs, ready_prob=ready_prob, seed=4)
     base = inputs["state_base"]
     assert res["outs"] == [int(v) for v in contents["h"][base:base + HIDDEN]]
-    assert res["cycles"] == HIDDEN * program_cycles(H_OUT) + CellEngine.LATENCY + res["stalls"]
+    assert res["cycles"] == run_cycles(H_OUT, HIDDEN) + CellEngine.LATENCY + res["stalls"]
 
 
 @pytest.mark.parametrize("program", list(Program))

@@ -118,7 +118,7 @@ def _ports(ins) -> tuple[str, ...]:
     return ()
 
 
-#: Instructions that run on a shared unit (the others have hardware of their own).
+#: Instructions that run on a shared unit (the others have logic of their own).
 SHARED = {"rq": "rq", "hw": "rq", "mul": "mul", "sig": "sig", "tanh": "tanh"}
 
 
@@ -349,6 +349,20 @@ class CellEngine(wiring.Component):
         m.d.comb += [self.busy.eq(0), run.eq(~stall)]
         units = self._units(m, schedules, run)
 
+        # the neuron an instruction works on depends only on how many ii its offset spans
+        backs = sorted({sl.start // s.ii for s in schedules.values() for sl in s.slots})
+        neuron = {}
+        for back in backs:
+            k, valid = Signal(range(p.max_hidden + 1), name=f"k{back}"), Signal(name=f"valid{back}")
+            m.d.comb += [k.eq(issued - back), valid.eq((issued >= back) & (issued - back < n))]
+            neuron[back] = (k, valid)
+        # one register pool for every program's values (one program runs at a time)
+        pool_size = max(len(s.slots) for s in schedules.values())
+        pool = [[Signal(signed(C.FX_BITS), name=f"v{i}_{j}")
+                 for j in range(max((s.chain[i] for s in schedules.values() if i < len(s.slots)), default=1))]
+                for i in range(pool_size)]
+        ports = self._ports(m)
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -366,7 +380,7 @@ class CellEngine(wiring.Component):
                 with m.Switch(program):
                     for code, sch in schedules.items():
                         with m.Case(code):
-                            self._pipeline(m, code.name.lower(), sch, units, phase, issued, n, run, stall)
+                            self._pipeline(m, sch, units, ports, neuron, pool, phase, issued, run, stall)
                 with m.If(run):
                     m.d.sync += t.eq(t + 1)
                     with m.If(t == t_last):
@@ -376,11 +390,54 @@ class CellEngine(wiring.Component):
                 m.next = "IDLE"
         return m
 
+    def _ports(self, m) -> dict:
+        """The memory ports' requests (set by the running program's instructions) and their address arithmetic.
+
+        Every port computes its address once, from the request of the
+        instruction whose cycle it is: ``en``, the neuron ``k``, and for the
+        accumulator and vector ports the row block (and the path).
+        """
+        p = self.p
+        lanes_log2 = (p.lanes - 1).bit_length()
+        hidden = self.hidden
+        hidden3 = Signal(range(3 * p.max_hidden + 1))
+        m.d.comb += hidden3.eq(hidden + (hidden << 1))
+
+        def block_rows(block):
+            """``hidden * block`` for a block 0..3."""
+            return Mux(block[1], Mux(block[0], hidden3, hidden << 1), Mux(block[0], hidden, 0))
+
+        req = {}
+        for port in ("acc", "vec", "ref", "h_rd", "c_rd", "h_wr", "c_wr"):
+            req[port] = dict(en=Signal(name=f"{port}_req"), k=Signal(range(p.max_hidden + 1), name=f"{port}_k"))
+        for port in ("acc", "vec"):
+            req[port]["block"] = Signal(2, name=f"{port}_block")
+        req["acc"]["h"] = Signal(name="acc_h")
+        req["h_wr"]["data"] = Signal(signed(C.FX_BITS), name="h_wr_req_data")
+        req["c_wr"]["data"] = Signal(signed(C.FX_BITS), name="c_wr_req_data")
+
+        acc = req["acc"]
+        row = Signal(range(4 * p.max_hidden + 1))
+        base = Signal(range(p.acc_depth))
+        m.d.comb += [row.eq(block_rows(acc["block"]) + acc["k"]),
+                     base.eq(Mux(acc["h"], self.acc_base_h, self.acc_base_x)),
+                     self.acc_addr.eq(base + (row >> lanes_log2)), self.acc_en.eq(acc["en"]),
+                     self.mult_addr.eq((base << lanes_log2) + row), self.mult_en.eq(acc["en"])]
+        req["acc"]["lane"] = row[:lanes_log2] if lanes_log2 else Const(0, 1)
+        vec = req["vec"]
+        m.d.comb += [self.vec_addr.eq(self.vec_base + block_rows(vec["block"]) + vec["k"]), self.vec_en.eq(vec["en"]),
+                     self.ref_addr.eq(self.ref_base + req["ref"]["k"]), self.ref_en.eq(req["ref"]["en"])]
+        for port in ("h_rd", "c_rd", "h_wr", "c_wr"):
+            m.d.comb += [getattr(self, f"{port}_addr").eq(self.state_base + req[port]["k"]),
+                         getattr(self, f"{port}_en").eq(req[port]["en"])]
+        m.d.comb += [self.h_wr_data.eq(req["h_wr"]["data"]), self.c_wr_data.eq(req["c_wr"]["data"])]
+        return req
+
     def _units(self, m, schedules: dict, run) -> dict:
         """The shared units, as many copies as the most demanding program needs.
 
-        ``rq``: the requantizer (stage 0: addresses, 1: product, 2: rounding
-        constant added, 3: shift and saturate); ``mul``: fixed-point
+        ``rq``: the requantizer (stage 0: addresses, 1: product, 2: shifted
+        by ``shift - 1``, 3: rounded and saturated); ``mul``: fixed-point
         multipliers (product, then round and saturate); ``sig``, ``tanh``:
         activation tables (address, then value).
         """
@@ -398,22 +455,26 @@ class CellEngine(wiring.Component):
             shift = Signal(SHIFT_BITS, name="rq_shift")
             ref = Signal(name="rq_ref")
             lane1, shift1, ref1 = Signal.like(lane), Signal.like(shift), Signal()
-            shift2, shift3 = Signal.like(shift), Signal.like(shift)
-            half2 = Signal(unsigned(C.SHIFT_MAX + 1))
+            less2, zero2 = Signal.like(shift), Signal()             # shift - 1, shift == 0
             prod2 = Signal(signed(p.acc_bits + C.MULT_BITS + 1), name="rq_prod")
-            sum3 = Signal(signed(p.acc_bits + C.MULT_BITS + 2), name="rq_rounded")
+            half3 = Signal(signed(p.acc_bits + C.MULT_BITS + 2), name="rq_half")   # prod / 2**(shift-1), floored
             acc_lane = Signal(signed(p.acc_bits))
             m.d.comb += acc_lane.eq(self.acc_data.word_select(lane1, p.acc_bits).as_signed())
-            half = (Const(1, unsigned(C.SHIFT_MAX + 1)) << shift1) >> 1
-            if self.broken_lane is not None:  # test-only fault: floor instead of round half up in one lane
-                half = Mux(~ref1 & (lane1 == self.broken_lane), 0, half)
+            # round half up: floor((v + 2**(s-1)) / 2**s) == (floor(v / 2**(s-1)) + 1) >> 1, and v itself for
+            # s = 0 (as (2v + 1) >> 1): no adder or constant as wide as the shift range
             with m.If(run):
                 m.d.sync += [lane1.eq(lane), shift1.eq(shift), ref1.eq(ref),
                              prod2.eq(Mux(ref1, self.ref_data * self.hw_mult, acc_lane * self.mult_data)),
-                             half2.eq(half), shift2.eq(shift1),
-                             sum3.eq(prod2 + half2), shift3.eq(shift2)]
+                             less2.eq(shift1 - 1), zero2.eq(shift1 == 0),
+                             half3.eq(Mux(zero2, prod2 << 1, prod2 >> less2))]
+            up3 = Const(1)
+            if self.broken_lane is not None:  # test-only fault: floor instead of round half up in one lane
+                floor2, floor3 = Signal(), Signal()
+                with m.If(run):
+                    m.d.sync += [floor2.eq(~ref1 & (lane1 == self.broken_lane)), floor3.eq(floor2)]
+                up3 = ~floor3
             result = Signal(signed(C.FX_BITS), name="rq_result")
-            m.d.comb += result.eq(sat16(sum3 >> shift3))
+            m.d.comb += result.eq(sat16((half3 + up3) >> 1))
             units["rq"] = [dict(lane=lane, shift=shift, ref=ref, result=result)]
         units["mul"] = []
         for u in range(copies("mul")):
@@ -431,66 +492,54 @@ class CellEngine(wiring.Component):
                 units[unit].append(dict(x=act.x, result=act.y))
         return units
 
-    def _pipeline(self, m, name: str, sch: Schedule, units: dict, phase, issued, n, run, stall) -> None:
+    def _pipeline(self, m, sch: Schedule, units: dict, ports: dict, neuron: dict, pool: list, phase, issued,
+                  run, stall) -> None:
         """One program's schedule in hardware; elaborated inside its case of the running program."""
-        p = self.p
         ii = sch.ii
-        lanes_log2 = (p.lanes - 1).bit_length()
         with m.If(run):
             with m.If(phase == ii - 1):
                 m.d.sync += [phase.eq(0), issued.eq(issued + 1)]
             with m.Else():
                 m.d.sync += phase.eq(phase + 1)
 
-        values = [[Signal(signed(C.FX_BITS), name=f"{name}_v{i}_{j}") for j in range(sch.chain[i])]
-                  for i in range(len(sch.slots))]
-        hidden = self.hidden
-
         def operand(sl, j):
             src, pos = sl.sources[j]
-            return values[src][pos]
+            return pool[src][pos]
 
         def stage(sl, offset=0):
             return phase == (sl.start + offset) % ii
 
         for i, sl in enumerate(sch.slots):
             op = sl.ins[0]
-            back = sl.start // ii
-            k = Signal(range(p.max_hidden + 1), name=f"{name}_k{i}")
-            m.d.comb += k.eq(issued - back)
-            valid = Signal(name=f"{name}_valid{i}")
-            m.d.comb += valid.eq((issued >= back) & (issued - back < n))
+            k, valid = neuron[sl.start // ii]
             start = stage(sl)
             issue = start & valid & run          # stage 0 of a real neuron, advancing
             result = None                         # what the write stage stores (None: no value)
 
+            def request(port, **fields):
+                with m.If(start):
+                    m.d.comb += [ports[port]["k"].eq(k), ports[port]["en"].eq(issue)]
+                    m.d.comb += [ports[port][name].eq(v) for name, v in fields.items()]
+
             if op in ("rq", "hw"):
                 unit = units["rq"][sl.unit]
                 path = "x" if op == "hw" else sl.ins[2]
-                block = 3 if op == "hw" else sl.ins[3]
-                base = self.acc_base_h if path == "h" else self.acc_base_x
-                r = hidden * block + k
+                request("acc", block=3 if op == "hw" else sl.ins[3], h=int(path == "h"))
                 with m.If(start):
-                    m.d.comb += [unit["lane"].eq(r[:lanes_log2] if lanes_log2 else 0),
+                    m.d.comb += [unit["lane"].eq(ports["acc"]["lane"]),
                                  unit["shift"].eq(self.shift_h if path == "h" else self.shift_x)]
                     if op == "hw":
                         with m.If(self.hw_identity):
                             m.d.comb += [unit["ref"].eq(1), unit["shift"].eq(self.hw_shift)]
-                with m.If(issue):
-                    m.d.comb += [self.acc_addr.eq(base + (r >> lanes_log2)), self.acc_en.eq(1),
-                                 self.mult_addr.eq((base << lanes_log2) + r), self.mult_en.eq(1)]
-                    if op == "hw":
-                        m.d.comb += [self.ref_addr.eq(self.ref_base + k), self.ref_en.eq(1)]
+                if op == "hw":
+                    request("ref")
                 result = unit["result"]
             elif op == "vec":
-                with m.If(issue):
-                    m.d.comb += [self.vec_addr.eq(self.vec_base + hidden * sl.ins[2] + k), self.vec_en.eq(1)]
+                request("vec", block=sl.ins[2])
                 result = self.vec_data
             elif op == "ld":
                 port = "h_rd" if sl.ins[2] == "h" else "c_rd"
-                with m.If(issue):
-                    m.d.comb += [getattr(self, f"{port}_addr").eq(self.state_base + k),
-                                 getattr(self, f"{port}_en").eq(1)]
+                request(port)
                 result = getattr(self, f"{port}_data")
             elif op == "mul":
                 unit = units["mul"][sl.unit]
@@ -512,18 +561,14 @@ class CellEngine(wiring.Component):
             elif op == "relu":
                 result = Mux(operand(sl, 0) < 0, 0, operand(sl, 0))
             elif op == "st":
-                port = "h_wr" if sl.ins[1] == "h" else "c_wr"
-                with m.If(issue):
-                    m.d.comb += [getattr(self, f"{port}_addr").eq(self.state_base + k),
-                                 getattr(self, f"{port}_data").eq(operand(sl, 0)),
-                                 getattr(self, f"{port}_en").eq(1)]
+                request("h_wr" if sl.ins[1] == "h" else "c_wr", data=operand(sl, 0))
             elif op == "out":
                 with m.If(start & valid):
                     m.d.comb += [self.out.valid.eq(1), self.out.payload.eq(operand(sl, 0)),
                                  stall.eq(~self.out.ready)]
 
             if result is not None:
-                chain = values[i]
+                chain = pool[i][:sch.chain[i]]
                 with m.If(run & stage(sl, sl.latency - 1)):
                     m.d.sync += chain[0].eq(result)
                     m.d.sync += [chain[j].eq(chain[j - 1]) for j in range(1, len(chain))]

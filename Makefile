@@ -23,6 +23,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/golden_throughput.py --json benchmarks/results/golden_throughput.json
 	$(PY) benchmarks/synth_core.py --board all
+	$(PY) benchmarks/perf.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -155,8 +155,8 @@ class SynthConfig:
     seed: int = 1
 
 
-def _gru(lanes, layers, hidden, inputs, classes, wmem_bits=4, abits=8) -> DeviceParams:
-    return DeviceParams("gru", lanes=lanes, max_input=inputs, max_hidden=hidden, max_layers=layers,
+def _core(cell, lanes, layers, hidden, inputs, classes, wmem_bits=4, abits=8) -> DeviceParams:
+    return DeviceParams(cell, lanes=lanes, max_input=inputs, max_hidden=hidden, max_layers=layers,
                         max_classes=classes, wmem_bits=wmem_bits, abits=abits,
                         acc_bits=acc_bits_for(inputs, hidden, wmem_bits, abits))
 
@@ -165,34 +165,38 @@ def _gru(lanes, layers, hidden, inputs, classes, wmem_bits=4, abits=8) -> Device
 _ICE40 = dict(synth_opts=("-spram",), yosys_script=(WEIGHTS_TO_SPRAM, MXV_MULTS_TO_LOGIC))
 
 #: The configurations of ``benchmarks/synth_core.py`` and ``tests/hw/test_synth_core.py``, by name.
-#: All GRU, 4-bit weight slots, 8-bit activations, accumulators just wide enough
+#: GRU unless named, 4-bit weight slots, 8-bit activations, accumulators just wide enough
 #: (:func:`acc_bits_for`). The issue's targets are P = 8 on the UP5K and a 2-layer,
 #: 256-unit GRU at P = 32 on the ECP5 85F; the ``expect_fit=False`` entries record
 #: by how much those miss, the others are the largest that fit.
 CONFIGS: dict[str, SynthConfig] = {
     # The synthesis smoke test of `make test`: tiny and fast, still every block of the core.
     "ice40-smoke": SynthConfig(
-        "icebreaker", _gru(2, 1, 8, 8, 4), 30.0,
+        "icebreaker", _core("gru", 2, 1, 8, 8, 4), 30.0,
         "UP5K smoke: P=2, 1x8 units, 8 inputs, 4 classes", **_ICE40),
     # P = 8: the largest that fits is one layer of 128 units (99.8 % of the logic cells).
     "ice40-p8": SynthConfig(
-        "icebreaker", _gru(8, 1, 128, 64, 40), 30.0,
+        "icebreaker", _core("gru", 8, 1, 128, 64, 40), 30.0,
         "UP5K: P=8, 1x128 units, 64 inputs, 40 classes", **_ICE40),
-    # P = 8 with two layers runs out of logic cells (two layers of 96 units: 109 %).
-    "ice40-p8-2x96": SynthConfig(
-        "icebreaker", _gru(8, 2, 96, 64, 40), 30.0,
-        "UP5K: P=8, 2x96 units, 64 inputs, 40 classes", expect_fit=False, **_ICE40),
+    # The UP5K target, the study's 2 x 128 GRU at P = 8.
+    "ice40-p8-2x128": SynthConfig(
+        "icebreaker", _core("gru", 8, 2, 128, 64, 40), 30.0,
+        "UP5K: P=8, 2x128 units, 64 inputs, 40 classes", expect_fit=False, **_ICE40),
     # P = 4: the largest two-layer GRU (2x104 needs 101 % of the logic cells and all 30 EBR).
     "ice40-p4": SynthConfig(
-        "icebreaker", _gru(4, 2, 96, 64, 40), 30.0,
+        "icebreaker", _core("gru", 4, 2, 96, 64, 40), 30.0,
         "UP5K: P=4, 2x96 units, 64 inputs, 40 classes", **_ICE40),
     # The ECP5 target: 2 x 256 units needs 253 DP16KD of 208 (the weights alone 224).
     "ecp5-p32-2x256": SynthConfig(
-        "ulx3s-85f", _gru(32, 2, 256, 256, 40), 50.0,
+        "ulx3s-85f", _core("gru", 32, 2, 256, 256, 40), 50.0,
         "ECP5 85F: P=32, 2x256 units, 256 inputs, 40 classes", expect_fit=False),
+    # The ECP5 LSTM target: 2 x 256 units (four gate blocks per matrix).
+    "ecp5-p32-lstm-2x256": SynthConfig(
+        "ulx3s-85f", _core("lstm", 32, 2, 256, 40, 40), 50.0,
+        "ECP5 85F: P=32, 2x256 LSTM units, 40 inputs, 40 classes", expect_fit=False),
     # The largest two-layer GRU that fits the 85F's block RAM (filterbank inputs, 40).
     "ecp5-p32": SynthConfig(
-        "ulx3s-85f", _gru(32, 2, 224, 40, 40), 50.0,
+        "ulx3s-85f", _core("gru", 32, 2, 224, 40, 40), 50.0,
         "ECP5 85F: P=32, 2x224 units, 40 inputs, 40 classes"),
 }
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -118,6 +118,10 @@ def _ports(ins) -> tuple[str, ...]:
     return ()
 
 
+#: Output programs start an item at most every OUT_II cycles: fewer items in flight, less logic, and
+#: still far faster than any host link takes the outputs.
+OUT_II = 2
+
 #: Instructions that run on a shared unit (the others have logic of their own).
 SHARED = {"rq": "rq", "hw": "rq", "mul": "mul", "sig": "sig", "tanh": "tanh"}
 
@@ -176,7 +180,8 @@ def _defines(ins) -> int | None:
 
 
 def schedule(program) -> Schedule:
-    """Modulo-schedule ``program``: the smallest ``ii`` its ports allow, each instruction as early as possible.
+    """Modulo-schedule ``program``: the smallest ``ii`` its ports allow (at least :data:`OUT_II` for an
+    output program), each instruction as early as possible, memory loads as late as their users allow.
 
     Dependences: an operand is read no earlier than its producer's result is
     written; a state write (``st s``) comes after the program's read of the
@@ -189,7 +194,7 @@ def schedule(program) -> Schedule:
     for ins in program:
         for port in _ports(ins):
             uses[port] = uses.get(port, 0) + 1
-    ii = max(uses.values(), default=1)
+    ii = max(max(uses.values(), default=1), OUT_II if "out" in uses else 1)
     unit_uses: dict[str, int] = {}
     for ins in program:
         if ins[0] in SHARED:
@@ -232,6 +237,22 @@ def schedule(program) -> Schedule:
         d = _defines(ins)
         if d is not None:
             producer[d] = i
+    # memory loads move as late as their users and their port allow: a value that waits in a
+    # register longer than ii cycles costs a register per ii
+    for i in reversed(range(len(placed))):
+        ins, start, lat, unit, srcs = placed[i]
+        users = [pl[1] for pl in placed if i in pl[4]]
+        if ins[0] not in ("vec", "ld") or not users:
+            continue
+        port = _ports(ins)[0]
+        taken = busy[(port, 0)] - {start % ii}
+        if ins[0] == "ld" and ins[2] in ("h", "c"):   # a state read stays before that state's write
+            writes = [pl[1] for pl in placed if pl[0][0] == "st" and pl[0][1] == ins[2]]
+            users += [w - 1 + lat for w in writes]
+        latest = min(users) - lat
+        best = max((s_ for s_ in range(start, latest + 1) if s_ % ii not in taken), default=start)
+        busy[(port, 0)] = taken | {best % ii}
+        placed[i] = (ins, best, lat, unit, srcs)
     chain = [1] * len(placed)
     slots = []
     for ins, start, lat, unit, srcs in placed:
@@ -338,24 +359,24 @@ class CellEngine(wiring.Component):
         schedules = {code: schedule(prog) for code, prog in programs.items()}
         max_ii = max(s.ii for s in schedules.values())
         max_depth = max(s.depth for s in schedules.values())
-        t = Signal(range(p.max_hidden * max_ii + max_depth + 1))
-        t_last = Signal.like(t)
         n = Signal(range(p.max_hidden + 1))
         program = Signal(Program)
-        phase = Signal(range(max_ii))
+        phase = Signal(max_ii)     # one-hot: bit i in the i-th cycle of every ii
         issued = Signal(range(p.max_hidden + max_depth + 2))   # the neuron whose offset-0 cycle this phase is in
         stall = Signal()
         run = Signal()        # the pipeline advances this cycle
         m.d.comb += [self.busy.eq(0), run.eq(~stall)]
         units = self._units(m, schedules, run)
 
-        # the neuron an instruction works on depends only on how many ii its offset spans
-        backs = sorted({sl.start // s.ii for s in schedules.values() for sl in s.slots})
+        # the neuron an instruction works on depends only on how many ii its offset spans, back: it is
+        # issued - back, and it exists while live[back] (shifted in as each neuron starts)
+        backs = range(max(sl.start // s.ii for s in schedules.values() for sl in s.slots) + 1)
+        live = Signal(len(backs))
         neuron = {}
         for back in backs:
-            k, valid = Signal(range(p.max_hidden + 1), name=f"k{back}"), Signal(name=f"valid{back}")
-            m.d.comb += [k.eq(issued - back), valid.eq((issued >= back) & (issued - back < n))]
-            neuron[back] = (k, valid)
+            k = Signal(range(p.max_hidden + 1), name=f"k{back}")
+            m.d.comb += k.eq(issued - back)
+            neuron[back] = (k, live[back])
         # one register pool for every program's values (one program runs at a time)
         pool_size = max(len(s.slots) for s in schedules.values())
         pool = [[Signal(signed(C.FX_BITS), name=f"v{i}_{j}")
@@ -366,11 +387,8 @@ class CellEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [t.eq(0), n.eq(self.count), program.eq(self.program), phase.eq(0), issued.eq(0)]
-                    with m.Switch(self.program):
-                        for code, sch in schedules.items():
-                            with m.Case(code):
-                                m.d.sync += t_last.eq(self.count * sch.ii + (sch.depth - 1 - sch.ii))
+                    m.d.sync += [n.eq(self.count), program.eq(self.program), phase.eq(1), issued.eq(0),
+                                 live.eq(1)]
                     with m.If(self.count == 0):
                         m.next = "DONE"
                     with m.Else():
@@ -380,11 +398,8 @@ class CellEngine(wiring.Component):
                 with m.Switch(program):
                     for code, sch in schedules.items():
                         with m.Case(code):
-                            self._pipeline(m, sch, units, ports, neuron, pool, phase, issued, run, stall)
-                with m.If(run):
-                    m.d.sync += t.eq(t + 1)
-                    with m.If(t == t_last):
-                        m.next = "DONE"
+                            self._pipeline(m, sch, units, ports, neuron, pool, phase, issued, live, n, run,
+                                           stall)
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
@@ -493,21 +508,24 @@ class CellEngine(wiring.Component):
         return units
 
     def _pipeline(self, m, sch: Schedule, units: dict, ports: dict, neuron: dict, pool: list, phase, issued,
-                  run, stall) -> None:
+                  live, n, run, stall) -> None:
         """One program's schedule in hardware; elaborated inside its case of the running program."""
         ii = sch.ii
         with m.If(run):
-            with m.If(phase == ii - 1):
-                m.d.sync += [phase.eq(0), issued.eq(issued + 1)]
+            with m.If(phase[ii - 1]):
+                m.d.sync += [phase.eq(1), issued.eq(issued + 1), live.eq(Cat(issued + 1 < n, live[:-1]))]
             with m.Else():
-                m.d.sync += phase.eq(phase + 1)
+                m.d.sync += phase.eq(phase << 1)
+            # the last neuron's last cycle: (n - 1) * ii + depth - 1 cycles after the first
+            with m.If((issued == n + ((sch.depth - 1) // ii - 1)) & phase[(sch.depth - 1) % ii]):
+                m.next = "DONE"
 
         def operand(sl, j):
             src, pos = sl.sources[j]
             return pool[src][pos]
 
         def stage(sl, offset=0):
-            return phase == (sl.start + offset) % ii
+            return phase[(sl.start + offset) % ii]
 
         for i, sl in enumerate(sch.slots):
             op = sl.ins[0]

@@ -69,9 +69,11 @@ class DeltaMxV(wiring.Component):
     Pipeline (one item = one accumulator word of one delta): stage 0 steps
     through the items and reads the delta entry at each column's first word;
     stage 1 multiplies the column index by ``words``; stage 2 issues the
-    weight and accumulator reads; stage 3 multiply-adds and writes the
-    accumulator word. Consecutive items that hit the same accumulator word
-    (``words == 1``) are handled by the transparent accumulator read port.
+    weight and accumulator reads; stage 3 registers the ``P`` products and
+    the accumulator word; stage 4 adds and writes it. An item whose word the
+    item before it writes in the same cycle as its read data arrives
+    (``words == 1``) takes that item's sum instead (forwarding); two items
+    apart, the transparent accumulator read port returns the new value.
 
     Latency and throughput: one accumulator word per cycle with no bubbles,
     also between deltas and when ``words == 1``. If ``start`` is high in
@@ -160,7 +162,7 @@ class DeltaMxV(wiring.Component):
     """
 
     #: Cycles from ``start`` to ``done`` are ``count*words + LATENCY``.
-    LATENCY = 4
+    LATENCY = 5
 
     def __init__(self, *, lanes, wmem_bits, delta_bits, acc_bits, waddr_bits,
                  aaddr_bits, dbuf_depth, index_bits, words_bits):
@@ -281,23 +283,35 @@ class DeltaMxV(wiring.Component):
         with m.If(v2):
             m.d.sync += [w_ptr.eq(w_addr2), a_ptr.eq(a_addr2)]
 
-        # --- stage 3: multiply-add, accumulator write ------------------------
+        # --- stage 3: products; the accumulator word, forwarded from stage 4 --
         v3, last3 = Signal(), Signal()
         delta3 = Signal(signed(self.delta_bits))
         a_addr3 = Signal(self.aaddr_bits)
         m.d.sync += [v3.eq(v2), last3.eq(last2), delta3.eq(delta2), a_addr3.eq(a_addr2)]
+        # --- stage 4: add, accumulator write ----------------------------------
+        v4, last4 = Signal(), Signal()
+        a_addr4 = Signal(self.aaddr_bits)
+        m.d.sync += [v4.eq(v3), last4.eq(last3), a_addr4.eq(a_addr3)]
+        # stage 2's read of the word stage 4 writes in the next cycle (words == 1) returns the old
+        # value: stage 3 takes stage 4's sum instead
+        forward = Signal()
+        m.d.comb += forward.eq(v4 & (a_addr4 == a_addr3))
         for p in range(P):
             weight = self.w_data[p * WB:(p + 1) * WB].as_signed()
-            acc = self.acc_rd_data[p * AB:(p + 1) * AB].as_signed()
-            m.d.comb += self.acc_wr_data[p * AB:(p + 1) * AB].eq(acc + weight * delta3)
+            acc3 = self.acc_rd_data[p * AB:(p + 1) * AB].as_signed()
+            prod4 = Signal(signed(WB + self.delta_bits), name=f"prod{p}")
+            acc4 = Signal(signed(AB), name=f"acc{p}")
+            total = self.acc_wr_data[p * AB:(p + 1) * AB]
+            m.d.sync += [prod4.eq(weight * delta3), acc4.eq(Mux(forward, total.as_signed(), acc3))]
+            m.d.comb += total.eq(acc4 + prod4)
         m.d.comb += [
-            self.acc_wr_addr.eq(a_addr3),
-            self.acc_wr_en.eq(v3),
+            self.acc_wr_addr.eq(a_addr4),
+            self.acc_wr_en.eq(v4),
         ]
 
         # --- completion -------------------------------------------------------
-        m.d.sync += self.done.eq(last3)
-        with m.If(last3):
+        m.d.sync += self.done.eq(last4)
+        with m.If(last4):
             m.d.sync += self.busy.eq(0)
 
         return m

@@ -17,8 +17,8 @@ Instructions (``k`` is the neuron being updated, ``H`` the hidden size):
 ==========================  =======  ==================================================
 instruction                 latency  effect
 ==========================  =======  ==================================================
-``("rq", d, path, blk)``    4        ``R[d] = requantize(acc[path][blk*H + k], mult, shift[path])``
-``("hw", d)``               4        SRU highway: identity: ``requantize(ref_x[k], hw_mult, hw_shift)``,
+``("rq", d, path, blk)``    5        ``R[d] = requantize(acc[path][blk*H + k], mult, shift[path])``
+``("hw", d)``               5        SRU highway: identity: ``requantize(ref_x[k], hw_mult, hw_shift)``,
                                      projection: ``("rq", d, "x", 3)``
 ``("vec", d, blk)``         2        ``R[d] = vec[blk*H + k]``
 ``("ld", d, s)``            2        ``R[d] = state s ("h" or "c") [k]``
@@ -86,7 +86,7 @@ HEAD_OUT = [("rq", 0, "x", 0), ("vec", 1, 0), ("add", 0, 0, 1), ("out", 0)]
 H_OUT = [("ld", 0, "h"), ("out", 0)]
 
 #: Cycles from an instruction's start until its result can be used.
-LATENCY_OF = {"rq": 4, "hw": 4, "vec": 2, "ld": 2, "add": 1, "mul": 2, "omin": 1, "relu": 1,
+LATENCY_OF = {"rq": 5, "hw": 5, "vec": 2, "ld": 2, "add": 1, "mul": 2, "omin": 1, "relu": 1,
               "sig": 2, "tanh": 2, "st": 1, "out": 1}
 
 
@@ -451,8 +451,9 @@ class CellEngine(wiring.Component):
     def _units(self, m, schedules: dict, run) -> dict:
         """The shared units, as many copies as the most demanding program needs.
 
-        ``rq``: the requantizer (stage 0: addresses, 1: product, 2: shifted
-        by ``shift - 1``, 3: rounded and saturated); ``mul``: fixed-point
+        ``rq``: the requantizer (stage 0: addresses, 1: the lane (or the
+        reference) and its multiplier registered, 2: product, 3: shifted by
+        ``shift - 1``, 4: rounded and saturated); ``mul``: fixed-point
         multipliers (product, then round and saturate); ``sig``, ``tanh``:
         activation tables (address, then value).
         """
@@ -470,26 +471,30 @@ class CellEngine(wiring.Component):
             shift = Signal(SHIFT_BITS, name="rq_shift")
             ref = Signal(name="rq_ref")
             lane1, shift1, ref1 = Signal.like(lane), Signal.like(shift), Signal()
-            less2, zero2 = Signal.like(shift), Signal()             # shift - 1, shift == 0
-            prod2 = Signal(signed(p.acc_bits + C.MULT_BITS + 1), name="rq_prod")
-            half3 = Signal(signed(p.acc_bits + C.MULT_BITS + 2), name="rq_half")   # prod / 2**(shift-1), floored
-            acc_lane = Signal(signed(p.acc_bits))
-            m.d.comb += acc_lane.eq(self.acc_data.word_select(lane1, p.acc_bits).as_signed())
+            shift2, ref2 = Signal.like(shift), Signal()
+            less3, zero3 = Signal.like(shift), Signal()             # shift - 1, shift == 0
+            operand2 = Signal(signed(max(p.acc_bits, p.abits + 1)), name="rq_operand")   # the lane, or the reference
+            mult2 = Signal(C.MULT_BITS, name="rq_mult")
+            prod3 = Signal(signed(p.acc_bits + C.MULT_BITS + 1), name="rq_prod")
+            half4 = Signal(signed(p.acc_bits + C.MULT_BITS + 2), name="rq_half")   # prod / 2**(shift-1), floored
             # round half up: floor((v + 2**(s-1)) / 2**s) == (floor(v / 2**(s-1)) + 1) >> 1, and v itself for
             # s = 0 (as (2v + 1) >> 1): no adder or constant as wide as the shift range
             with m.If(run):
                 m.d.sync += [lane1.eq(lane), shift1.eq(shift), ref1.eq(ref),
-                             prod2.eq(Mux(ref1, self.ref_data * self.hw_mult, acc_lane * self.mult_data)),
-                             less2.eq(shift1 - 1), zero2.eq(shift1 == 0),
-                             half3.eq(Mux(zero2, prod2 << 1, prod2 >> less2))]
-            up3 = Const(1)
+                             operand2.eq(Mux(ref1, self.ref_data,
+                                             self.acc_data.word_select(lane1, p.acc_bits).as_signed())),
+                             mult2.eq(Mux(ref1, self.hw_mult, self.mult_data)), shift2.eq(shift1), ref2.eq(ref1),
+                             prod3.eq(operand2 * mult2), less3.eq(shift2 - 1), zero3.eq(shift2 == 0),
+                             half4.eq(Mux(zero3, prod3 << 1, prod3 >> less3))]
+            up4 = Const(1)
             if self.broken_lane is not None:  # test-only fault: floor instead of round half up in one lane
-                floor2, floor3 = Signal(), Signal()
+                floor2, floor3, floor4 = Signal(), Signal(), Signal()
                 with m.If(run):
-                    m.d.sync += [floor2.eq(~ref1 & (lane1 == self.broken_lane)), floor3.eq(floor2)]
-                up3 = ~floor3
+                    m.d.sync += [floor2.eq(~ref1 & (lane1 == self.broken_lane)), floor3.eq(floor2),
+                                 floor4.eq(floor3)]
+                up4 = ~floor4
             result = Signal(signed(C.FX_BITS), name="rq_result")
-            m.d.comb += result.eq(sat16((half3 + up3) >> 1))
+            m.d.comb += result.eq(sat16((half4 + up4) >> 1))
             units["rq"] = [dict(lane=lane, shift=shift, ref=ref, result=result)]
         units["mul"] = []
         for u in range(copies("mul")):

@@ -211,30 +211,33 @@ class Core(wiring.Component):
 
         m.d.comb += [
             enc.length.eq(regs.hidden),
-            enc.src_base.eq(Mux(is_h, p.state_base(layer), p.state_base(prev))),
-            enc.ref_base.eq(Mux(is_head, p.ref_base(p.max_layers, "x"), base(p.ref_base, p.layer_ref_words))),
             enc.mult.eq(per_path(lf(LayerReg.XA_MULT), lf(LayerReg.HA_MULT), regs.head[Reg.HEAD_A_MULT])),
             enc.shift.eq(per_path(lf(LayerReg.XA_SHIFT), lf(LayerReg.HA_SHIFT), regs.head[Reg.HEAD_A_SHIFT])),
             enc.bits.eq(per_path(lf(LayerReg.XA_BITS), lf(LayerReg.HA_BITS), regs.head[Reg.HEAD_A_BITS])),
             enc.theta.eq(per_path(lf(LayerReg.XA_THETA), lf(LayerReg.HA_THETA), regs.head[Reg.HEAD_THETA])),
-
             mxv.count.eq(st.dcount),
+            eng.hidden.eq(regs.hidden),
+            eng.shift_x.eq(Mux(is_head, regs.head[Reg.HEAD_SHIFT], lf(LayerReg.X_SHIFT))),
+            eng.shift_h.eq(lf(LayerReg.H_SHIFT)),
+            eng.hw_mult.eq(lf(LayerReg.HW_MULT)), eng.hw_shift.eq(lf(LayerReg.HW_SHIFT)),
+            eng.hw_identity.eq(sru_identity),
+        ]
+        # The memory bases and the words per column, registered: their arithmetic fans out to every
+        # block of the memories it addresses. The layer or path changes in a phase's last cycle, and
+        # every unit first uses these two cycles after that (the GO cycle, then the unit's first).
+        m.d.sync += [
+            enc.src_base.eq(Mux(is_h, p.state_base(layer), p.state_base(prev))),
+            enc.ref_base.eq(Mux(is_head, p.ref_base(p.max_layers, "x"), base(p.ref_base, p.layer_ref_words))),
             mxv.words.eq(per_path(ceil_lanes(regs.hidden * x_blocks), ceil_lanes(regs.hidden * H_BLOCKS[p.cell]),
                                   ceil_lanes(regs.classes))),
             mxv.w_base.eq(Mux(is_head, p.weight_base(p.max_layers, "x"),
                               base(p.weight_base, p.layer_weight_words))),
             mxv.acc_base.eq(Mux(is_head, head_acc, base(p.acc_base, p.layer_acc_words))),
-
-            eng.hidden.eq(regs.hidden),
             eng.acc_base_x.eq(Mux(is_head, head_acc, base(p.acc_base, p.layer_acc_words, "x"))),
             eng.acc_base_h.eq(base(p.acc_base, p.layer_acc_words, "h")),
-            eng.shift_x.eq(Mux(is_head, regs.head[Reg.HEAD_SHIFT], lf(LayerReg.X_SHIFT))),
-            eng.shift_h.eq(lf(LayerReg.H_SHIFT)),
             eng.vec_base.eq(Mux(is_head, p.vec_base(p.max_layers), p.vec_base(layer))),
             eng.state_base.eq(Mux(is_head, p.state_base(last), p.state_base(layer))),
             eng.ref_base.eq(base(p.ref_base, p.layer_ref_words, "x")),
-            eng.hw_mult.eq(lf(LayerReg.HW_MULT)), eng.hw_shift.eq(lf(LayerReg.HW_SHIFT)),
-            eng.hw_identity.eq(sru_identity),
         ]
 
     def _port_wiring(self, m, ports: dict[str, _Ports], st: _State, units: _Units) -> None:

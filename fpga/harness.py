@@ -174,10 +174,11 @@ CONFIGS: dict[str, SynthConfig] = {
     "ice40-smoke": SynthConfig(
         "icebreaker", _core("gru", 2, 1, 8, 8, 4), 30.0,
         "UP5K smoke: P=2, 1x8 units, 8 inputs, 4 classes", **_ICE40),
-    # P = 8: the largest that fits is one layer of 128 units (99.8 % of the logic cells).
+    # P = 8, one layer of 128 units: 101 % of the logic cells since the pipelined MxV's product
+    # registers (it fitted, at 99.8 %, with the sequential engine and the one-cycle multiply-add).
     "ice40-p8": SynthConfig(
         "icebreaker", _core("gru", 8, 1, 128, 64, 40), 30.0,
-        "UP5K: P=8, 1x128 units, 64 inputs, 40 classes", **_ICE40),
+        "UP5K: P=8, 1x128 units, 64 inputs, 40 classes", expect_fit=False, **_ICE40),
     # The UP5K target, the study's 2 x 128 GRU at P = 8.
     "ice40-p8-2x128": SynthConfig(
         "icebreaker", _core("gru", 8, 2, 128, 64, 40), 30.0,

@@ -222,22 +222,24 @@ class Core(wiring.Component):
             eng.hw_mult.eq(lf(LayerReg.HW_MULT)), eng.hw_shift.eq(lf(LayerReg.HW_SHIFT)),
             eng.hw_identity.eq(sru_identity),
         ]
-        # The memory bases and the words per column, registered: their arithmetic fans out to every
-        # block of the memories it addresses. The layer or path changes in a phase's last cycle, and
-        # every unit first uses these two cycles after that (the GO cycle, then the unit's first).
-        m.d.sync += [
+        m.d.comb += [
             enc.src_base.eq(Mux(is_h, p.state_base(layer), p.state_base(prev))),
             enc.ref_base.eq(Mux(is_head, p.ref_base(p.max_layers, "x"), base(p.ref_base, p.layer_ref_words))),
-            mxv.words.eq(per_path(ceil_lanes(regs.hidden * x_blocks), ceil_lanes(regs.hidden * H_BLOCKS[p.cell]),
-                                  ceil_lanes(regs.classes))),
-            mxv.w_base.eq(Mux(is_head, p.weight_base(p.max_layers, "x"),
-                              base(p.weight_base, p.layer_weight_words))),
-            mxv.acc_base.eq(Mux(is_head, head_acc, base(p.acc_base, p.layer_acc_words))),
             eng.acc_base_x.eq(Mux(is_head, head_acc, base(p.acc_base, p.layer_acc_words, "x"))),
             eng.acc_base_h.eq(base(p.acc_base, p.layer_acc_words, "h")),
             eng.vec_base.eq(Mux(is_head, p.vec_base(p.max_layers), p.vec_base(layer))),
             eng.state_base.eq(Mux(is_head, p.state_base(last), p.state_base(layer))),
             eng.ref_base.eq(base(p.ref_base, p.layer_ref_words, "x")),
+        ]
+        # The MxV's bases and words per column, registered: their arithmetic fanned out to every block
+        # of the weight memory. The layer or path changes in a phase's last cycle, and the MxV first
+        # uses these two cycles after that (the GO cycle, then its first).
+        m.d.sync += [
+            mxv.words.eq(per_path(ceil_lanes(regs.hidden * x_blocks), ceil_lanes(regs.hidden * H_BLOCKS[p.cell]),
+                                  ceil_lanes(regs.classes))),
+            mxv.w_base.eq(Mux(is_head, p.weight_base(p.max_layers, "x"),
+                              base(p.weight_base, p.layer_weight_words))),
+            mxv.acc_base.eq(Mux(is_head, head_acc, base(p.acc_base, p.layer_acc_words))),
         ]
 
     def _port_wiring(self, m, ports: dict[str, _Ports], st: _State, units: _Units) -> None:

@@ -69,11 +69,10 @@ class DeltaMxV(wiring.Component):
     Pipeline (one item = one accumulator word of one delta): stage 0 steps
     through the items and reads the delta entry at each column's first word;
     stage 1 multiplies the column index by ``words``; stage 2 issues the
-    weight and accumulator reads; stage 3 registers the ``P`` products and
-    the accumulator word; stage 4 adds and writes it. An item whose word the
-    item before it writes in the same cycle as its read data arrives
-    (``words == 1``) takes that item's sum instead (forwarding); two items
-    apart, the transparent accumulator read port returns the new value.
+    weight read; stage 3 registers the ``P`` products and reads the
+    accumulator word; stage 4 adds and writes it. Consecutive items that hit
+    the same accumulator word (``words == 1``) read it in the cycle it is
+    written: the transparent accumulator read port returns the new value.
 
     Latency and throughput: one accumulator word per cycle with no bubbles,
     also between deltas and when ``words == 1``. If ``start`` is high in
@@ -277,33 +276,28 @@ class DeltaMxV(wiring.Component):
             a_addr2.eq(Mux(first2, self.acc_base, a_ptr + 1)),
             self.w_addr.eq(w_addr2),
             self.w_en.eq(v2),
-            self.acc_rd_addr.eq(a_addr2),
-            self.acc_rd_en.eq(v2),
         ]
         with m.If(v2):
             m.d.sync += [w_ptr.eq(w_addr2), a_ptr.eq(a_addr2)]
 
-        # --- stage 3: products; the accumulator word, forwarded from stage 4 --
+        # --- stage 3: products registered, accumulator read -------------------
         v3, last3 = Signal(), Signal()
         delta3 = Signal(signed(self.delta_bits))
         a_addr3 = Signal(self.aaddr_bits)
         m.d.sync += [v3.eq(v2), last3.eq(last2), delta3.eq(delta2), a_addr3.eq(a_addr2)]
+        m.d.comb += [self.acc_rd_addr.eq(a_addr3), self.acc_rd_en.eq(v3)]
         # --- stage 4: add, accumulator write ----------------------------------
+        # (with words == 1 the next item reads this word in the cycle it is written: the
+        # transparent read port returns the sum)
         v4, last4 = Signal(), Signal()
         a_addr4 = Signal(self.aaddr_bits)
         m.d.sync += [v4.eq(v3), last4.eq(last3), a_addr4.eq(a_addr3)]
-        # stage 2's read of the word stage 4 writes in the next cycle (words == 1) returns the old
-        # value: stage 3 takes stage 4's sum instead
-        forward = Signal()
-        m.d.comb += forward.eq(v4 & (a_addr4 == a_addr3))
         for p in range(P):
             weight = self.w_data[p * WB:(p + 1) * WB].as_signed()
-            acc3 = self.acc_rd_data[p * AB:(p + 1) * AB].as_signed()
             prod4 = Signal(signed(WB + self.delta_bits), name=f"prod{p}")
-            acc4 = Signal(signed(AB), name=f"acc{p}")
-            total = self.acc_wr_data[p * AB:(p + 1) * AB]
-            m.d.sync += [prod4.eq(weight * delta3), acc4.eq(Mux(forward, total.as_signed(), acc3))]
-            m.d.comb += total.eq(acc4 + prod4)
+            acc = self.acc_rd_data[p * AB:(p + 1) * AB].as_signed()
+            m.d.sync += prod4.eq(weight * delta3)
+            m.d.comb += self.acc_wr_data[p * AB:(p + 1) * AB].eq(acc + prod4)
         m.d.comb += [
             self.acc_wr_addr.eq(a_addr4),
             self.acc_wr_en.eq(v4),

@@ -47,7 +47,7 @@ def test_configurations_are_consistent():
     for name, cfg in CONFIGS.items():
         p = cfg.params
         assert cfg.board in ("icebreaker", "ulx3s-85f"), name
-        assert p.cell == "gru" and p.wmem_bits == 4 and p.abits == 8, name
+        assert p.cell == ("lstm" if "lstm" in name else "gru") and p.wmem_bits == 4 and p.abits == 8, name
         if cfg.board == "icebreaker":
             assert "-spram" in cfg.synth_opts and WEIGHTS_TO_SPRAM in cfg.yosys_script, name
 

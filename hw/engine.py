@@ -41,6 +41,7 @@ reusing a register name costs nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import enum, stream, wiring
@@ -180,6 +181,12 @@ def _defines(ins) -> int | None:
 
 
 def schedule(program) -> Schedule:
+    """:func:`modulo_schedule` of ``program``, computed once per program (the cycle model asks per step)."""
+    return modulo_schedule(tuple(tuple(ins) for ins in program))
+
+
+@lru_cache(maxsize=None)
+def modulo_schedule(program: tuple) -> Schedule:
     """Modulo-schedule ``program``: the smallest ``ii`` its ports allow (at least :data:`OUT_II` for an
     output program), each instruction as early as possible, memory loads as late as their users allow.
 
@@ -246,7 +253,7 @@ def schedule(program) -> Schedule:
             continue
         port = _ports(ins)[0]
         taken = busy[(port, 0)] - {start % ii}
-        if ins[0] == "ld" and ins[2] in ("h", "c"):   # a state read stays before that state's write
+        if ins[0] == "ld":   # a state read stays before that state's write
             writes = [pl[1] for pl in placed if pl[0][0] == "st" and pl[0][1] == ins[2]]
             users += [w - 1 + lat for w in writes]
         latest = min(users) - lat

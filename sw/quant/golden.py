@@ -177,17 +177,27 @@ def rounding_constants(m: QMatrix) -> np.ndarray:
     return np.full(m.rows, (1 << (m.shift - 1)) if m.shift else 0, dtype=np.int64)
 
 
+def requantization(m: QMatrix) -> tuple:
+    """What the kernels requantize ``m``'s accumulators with: ``(mult, rounding, shift)`` (int64 arrays, int)."""
+    return m.mult.astype(np.int64), rounding_constants(m), m.shift
+
+
+def exact_product(v: np.ndarray, m: QMatrix) -> np.ndarray:
+    """``v @ m.weights.T`` over the last axis ``(N, rows)``, exact in float32 or float64 BLAS (:func:`exact_float`)."""
+    ft = exact_float(m.cols, m.wbits, int(np.abs(v).max(initial=0)))
+    return v.reshape(-1, v.shape[-1]).astype(ft) @ m.weights.T.astype(ft)
+
+
 def matvec_fx(v: np.ndarray, m: QMatrix) -> np.ndarray:
     """``requantize(v @ m.weights.T)`` over the last axis, as int32 fixed point.
 
-    The product is exact in float32 or float64 BLAS (:func:`exact_float`);
-    requantization (:func:`deltarnn.spec.contract.requantize` with the matrix's
-    row multipliers) runs compiled (:func:`deltarnn.quant.kernels.requantize_rows`).
+    The product is :func:`exact_product`; requantization
+    (:func:`deltarnn.spec.contract.requantize` with the matrix's row
+    multipliers) runs compiled (:func:`deltarnn.quant.kernels.requantize_rows`).
     """
-    ft = exact_float(m.cols, m.wbits, int(np.abs(v).max(initial=0)))
-    prod = v.reshape(-1, v.shape[-1]).astype(ft) @ m.weights.T.astype(ft)
+    prod = exact_product(v, m)
     out = np.empty(prod.shape, dtype=np.int32)
-    kernels.requantize_rows(prod, m.mult.astype(np.int64), rounding_constants(m), m.shift, out)
+    kernels.requantize_rows(prod, *requantization(m), out)
     return out.reshape(*v.shape[:-1], m.rows)
 
 
@@ -240,8 +250,7 @@ def _h_path(cell: str, d: QDirection, act: QActivation, ref_x: np.ndarray, vec: 
     """
     bsz, steps, _ = ref_x.shape
     hs = d.h.cols
-    fx_ = exact_float(d.x.cols, d.x.wbits, int(np.abs(ref_x).max(initial=0)))
-    prod_x = ref_x.transpose(1, 0, 2).astype(fx_, order="C") @ d.x.weights.T.astype(fx_)
+    prod_x = exact_product(ref_x.transpose(1, 0, 2), d.x).reshape(steps, bsz, d.x.rows)
     out = np.empty((steps, bsz, hs), dtype=np.int64)
     emitted = np.empty((steps, bsz), dtype=np.int64)
     c = np.zeros((bsz, hs), dtype=np.int64)
@@ -252,8 +261,7 @@ def _h_path(cell: str, d: QDirection, act: QActivation, ref_x: np.ndarray, vec: 
     vin = np.zeros((bsz, hs), dtype=ft)         # the h path's product input
     prod_h = np.zeros((bsz, d.h.rows), dtype=ft)  # h_{-1} = 0: no product at step 0
     h_prev = np.zeros((bsz, hs), dtype=np.int64)
-    rq_x = (d.x.mult.astype(np.int64), rounding_constants(d.x), d.x.shift)
-    rq_h = (d.h.mult.astype(np.int64), rounding_constants(d.h), d.h.shift)
+    rq_x, rq_h = requantization(d.x), requantization(d.h)
     quant = (act.mult, act.shift, act.bits, act.theta)
     bias_hn = vec.get("bias_hn", vec["bias"])
     code = kernels.CELL_CODE[cell]

@@ -123,16 +123,19 @@ def _accumulate_row(prod, acc, mult, rounding, shift, dense, out):
 
 
 @njit(cache=True, inline="always")
+def _pre(x, hh, bias, j):
+    """Row ``j``'s pre-activation: both paths and the bias, saturated."""
+    return _fx(x[j] + hh[j] + bias[j])
+
+
+@njit(cache=True, inline="always")
 def _lstm_row(x, hh, bias, c, h):
     hs = h.shape[0]
     for k in range(hs):
-        i = _lut(_fx(x[k] + hh[k] + bias[k]), _SIG_SHIFT, SIGMOID)
-        j = hs + k
-        f = _lut(_fx(x[j] + hh[j] + bias[j]), _SIG_SHIFT, SIGMOID)
-        j += hs
-        g = _lut(_fx(x[j] + hh[j] + bias[j]), _TANH_SHIFT, TANH)
-        j += hs
-        o = _lut(_fx(x[j] + hh[j] + bias[j]), _SIG_SHIFT, SIGMOID)
+        i = _lut(_pre(x, hh, bias, k), _SIG_SHIFT, SIGMOID)
+        f = _lut(_pre(x, hh, bias, hs + k), _SIG_SHIFT, SIGMOID)
+        g = _lut(_pre(x, hh, bias, 2 * hs + k), _TANH_SHIFT, TANH)
+        o = _lut(_pre(x, hh, bias, 3 * hs + k), _SIG_SHIFT, SIGMOID)
         ck = _fx(_fx_mul(f, c[k]) + _fx_mul(i, g))
         c[k] = ck
         h[k] = _fx_mul(o, _lut(ck, _TANH_SHIFT, TANH))
@@ -142,10 +145,9 @@ def _lstm_row(x, hh, bias, c, h):
 def _gru_row(x, hh, bias, bias_hn, h_prev, h):
     hs = h.shape[0]
     for k in range(hs):
-        r = _lut(_fx(x[k] + hh[k] + bias[k]), _SIG_SHIFT, SIGMOID)
-        j = hs + k
-        z = _lut(_fx(x[j] + hh[j] + bias[j]), _SIG_SHIFT, SIGMOID)
-        j += hs
+        r = _lut(_pre(x, hh, bias, k), _SIG_SHIFT, SIGMOID)
+        z = _lut(_pre(x, hh, bias, hs + k), _SIG_SHIFT, SIGMOID)
+        j = 2 * hs + k
         nh = _fx(hh[j] + bias_hn[k])
         n = _lut(_fx(_fx(x[j] + bias[j]) + _fx_mul(r, nh)), _TANH_SHIFT, TANH)
         h[k] = _fx(_fx_mul(_FX_ONE - z, n) + _fx_mul(z, h_prev[k]))
@@ -155,10 +157,15 @@ def _gru_row(x, hh, bias, bias_hn, h_prev, h):
 def _ligru_row(x, hh, bias, h_prev, h):
     hs = h.shape[0]
     for k in range(hs):
-        a = _fx(x[k] + hh[k] + bias[k])
-        j = hs + k
-        z = _lut(_fx(x[j] + hh[j] + bias[j]), _SIG_SHIFT, SIGMOID)
+        a = _pre(x, hh, bias, k)
+        z = _lut(_pre(x, hh, bias, hs + k), _SIG_SHIFT, SIGMOID)
         h[k] = _fx(_fx_mul(z, h_prev[k]) + _fx_mul(_FX_ONE - z, max(a, np.int64(0))))
+
+
+@njit(cache=True, inline="always")
+def _quantize(v, mult, rounding, shift, qm):
+    """The contract's ``quantize_act`` of one value (``rounding``: ``2**(shift-1)``, or 0)."""
+    return min(max((v * mult + rounding) >> shift, -qm), qm)
 
 
 @njit(cache=True, inline="always")
@@ -166,11 +173,11 @@ def _encode_row(h, a_mult, a_round, a_shift, qm, theta, dense, ref, vin):
     """Quantize the new ``h`` for the h path and delta-encode it; return the deltas emitted."""
     if dense:
         for k in range(h.shape[0]):
-            vin[k] = min(max((h[k] * a_mult + a_round) >> a_shift, -qm), qm)
+            vin[k] = _quantize(h[k], a_mult, a_round, a_shift, qm)
         return h.shape[0]
     n = 0
     for k in range(h.shape[0]):
-        d = min(max((h[k] * a_mult + a_round) >> a_shift, -qm), qm) - ref[k]
+        d = _quantize(h[k], a_mult, a_round, a_shift, qm) - ref[k]
         fired = np.int64(abs(d) > theta)  # arithmetic, not a branch: the outcome is data-dependent
         ref[k] += fired * d
         vin[k] = fired * d

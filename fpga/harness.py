@@ -6,7 +6,7 @@ Until it does, :class:`SynthTop` gives Yosys and nextpnr a design in which
 every part of the core is alive, so that the resource counts and the maximum
 frequency they report are those of the core itself:
 
-- the 59-bit command word (``op:3, addr:24, data:32``) is shifted in, one bit
+- the 63-bit command word (``op:3, addr:28, data:32``) is shifted in, one bit
   per clock, from the UART ``rx`` pin, so no command field is a constant;
 - ``cmd.valid`` comes from button 0 and ``rsp.ready`` from button 1 (both
   through input flip-flops);
@@ -81,7 +81,7 @@ class SynthTop(Elaboratable):
                 platform.add_resources(platform.break_off_pmod)
         m.submodules.ready = ready = io.FFBuffer("i", platform.request("button", 1, dir="-"))
 
-        width = command_layout().size          # 59 bits
+        width = command_layout().size          # 63 bits
         word = Signal(width)
         m.d.sync += word.eq(Cat(word[1:], rx.i))
         m.d.comb += [

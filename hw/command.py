@@ -36,7 +36,7 @@ class Region(enum.Enum, shape=M.ADDR_BITS - M.REGION_SHIFT):
 def command_layout() -> data.StructLayout:
     """One command: ``op`` (:class:`Op`) in the low bits, then ``addr`` and ``data``.
 
-    ``OP_BITS + ADDR_BITS + DATA_BITS`` (59) bits; ``addr`` is decoded with
+    ``OP_BITS + ADDR_BITS + DATA_BITS`` (63) bits; ``addr`` is decoded with
     :func:`address_layout`.
     """
     return data.StructLayout({"op": Op, "addr": unsigned(M.ADDR_BITS), "data": unsigned(M.DATA_BITS)})

@@ -47,9 +47,9 @@ DATA_ENV = "DELTARNN_COSIM_DATA"
 # simulator process imports NumPy only, and checked by tests/sim/test_cosim.py).
 OP_WRITE, OP_READ, OP_DELTA, OP_STEP, OP_RESET = 0, 1, 2, 3, 4
 REG_CYCLES, REG_STEP_CYCLES, REG_STEPS = 0x110, 0x111, 0x112
-#: bit positions of the flattened ``cmd__payload`` (op:3, addr:24, data:32)
-ADDR_SHIFT, DATA_SHIFT = 3, 27
-ADDR_MASK, DATA_MASK = (1 << 24) - 1, (1 << 32) - 1
+#: bit positions of the flattened ``cmd__payload`` (op:3, addr:28, data:32)
+ADDR_SHIFT, DATA_SHIFT = 3, 31
+ADDR_MASK, DATA_MASK = (1 << 28) - 1, (1 << 32) - 1
 
 
 class SimulationStuck(RuntimeError):

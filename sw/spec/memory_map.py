@@ -31,8 +31,10 @@ VEC_BLOCKS = {"lstm": 4, "gru": 4, "ligru": 2, "sru": 4}
 X_BLOCKS = {cell: X_GATES[cell] + (cell == "sru") for cell in CELLS}
 H_BLOCKS = dict(H_GATES)
 
-ADDR_BITS = 24
-REGION_SHIFT = 20
+#: Command address: a region (:class:`Region`) above a ``REGION_SHIFT``-bit offset, which must
+#: hold every element address of the largest core (:meth:`DeviceParams.region_sizes`).
+ADDR_BITS = 28
+REGION_SHIFT = 24
 DATA_BITS = 32
 #: Width of a command's ``op`` field (an :class:`Op`).
 OP_BITS = 3
@@ -172,6 +174,16 @@ class DeviceParams:
         C.check_bits("abits", self.abits)
         if not 2 <= self.acc_bits <= C.ACC_BITS:
             raise ValueError(f"acc_bits must be 2..{C.ACC_BITS}")
+        for region, size in self.region_sizes().items():
+            if size > 1 << REGION_SHIFT:
+                raise ValueError(f"a core of these sizes needs {size} addresses in its {region.name} region, more "
+                                 f"than the command's {REGION_SHIFT}-bit offset holds ({1 << REGION_SHIFT}): "
+                                 f"lower the maximum sizes or the lanes")
+
+    def region_sizes(self) -> dict["Region", int]:
+        """Addresses each memory region of the command stream spans (``WEIGHT`` and ``MULT`` per element)."""
+        return {Region.WEIGHT: self.weight_depth * self.lanes, Region.MULT: self.acc_depth * self.lanes,
+                Region.VEC: self.vec_depth}
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -145,3 +145,22 @@ def test_input_deltas_follow_the_delta_rule(theta):
             ref[j] += d
     # the golden model counts the same deltas on layer 0's x path
     assert emulate(qm, x).stats.paths["0.x"].deltas == sum(len(s) for s in steps)
+
+
+def test_largest_regions_do_not_wrap():
+    """An LSTM 2 x 256 at 32 lanes spans more than 2**20 weight addresses (it once wrapped onto layer 0)."""
+    p = DeviceParams("lstm", lanes=32, max_input=40, max_hidden=256, max_layers=2, max_classes=64, wmem_bits=4,
+                     abits=8, acc_bits=32)
+    assert p.region_sizes()[Region.WEIGHT] > 1 << 20
+    m = random_model("lstm", 40, 256, 2, False, classes=40, seed=5)
+    qm = quantize(m, random_input(2, 8, 40, seed=6), 4, 8)
+    img = pack(qm, p)
+    weights, mult, vec, _ = _apply(img.writes(), p)
+    np.testing.assert_array_equal(weights, img.weights)
+    np.testing.assert_array_equal(mult, img.mult)
+    np.testing.assert_array_equal(vec, img.vec)
+
+
+def test_a_core_beyond_the_address_field_is_refused():
+    with pytest.raises(ValueError, match="WEIGHT region.*lower the maximum sizes"):
+        DeviceParams("lstm", lanes=64, max_input=1024, max_hidden=1024, max_layers=8, wmem_bits=4)

@@ -1,7 +1,7 @@
 """The command word and the register file: shapes, widths and numbers from deltarnn.spec.memory_map.
 
 The gateware's enums mirror the spec's plain IntEnums, the command layout
-keeps the host protocol's 59 bits, every register is as wide as the spec
+keeps the host protocol's 63 bits, every register is as wide as the spec
 says (and holds what the host packs into it), and the core reads back what
 was written, truncated to those widths.
 """
@@ -39,7 +39,7 @@ def test_shapes():
     layout = command.command_layout()
     assert [(name, field.offset, field.width) for name, field in layout] == [
         ("op", 0, M.OP_BITS), ("addr", M.OP_BITS, M.ADDR_BITS), ("data", M.OP_BITS + M.ADDR_BITS, M.DATA_BITS)]
-    assert layout.size == 59
+    assert layout.size == M.OP_BITS + M.ADDR_BITS + M.DATA_BITS == 63
     assert layout["op"].shape is command.Op
     address = command.address_layout()
     assert address.size == M.ADDR_BITS

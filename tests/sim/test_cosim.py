@@ -123,7 +123,7 @@ def test_testbench_constants_match_the_device():
     layout = command_layout()
     assert (layout["op"].offset, layout["addr"].offset, layout["data"].offset) == (0, tb_core.ADDR_SHIFT,
                                                                                  tb_core.DATA_SHIFT)
-    assert layout.size == 59 and tb_core.ADDR_MASK == (1 << layout["addr"].width) - 1
+    assert layout.size == 63 and tb_core.ADDR_MASK == (1 << layout["addr"].width) - 1
 
 
 def test_device_params_are_sized_to_the_model():

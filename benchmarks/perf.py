@@ -173,7 +173,7 @@ def cosim_check(qm: QModel, utt, params, steps: int) -> dict:
     t0 = time.perf_counter()
     res = run_cosim(qm, x, params=params, check_state=True, keep_run_dir=False)
     gold = emulate(qm, x, threads=1)
-    model = CY.model_step_cycles(qm, params.lanes, gold.step_deltas)
+    model = CY.model_step_cycles(qm, params, gold.step_deltas)
     return {"steps": res.timesteps, "mismatches": res.mismatches,
             "cycle_model_mismatches": res.cycle_model_mismatches,
             "measured_cycles_per_step": res.cycles / max(res.timesteps, 1),

@@ -146,9 +146,9 @@ class Core(wiring.Component):
     def _units(self) -> _Units:
         p = self.p
         mxv = DeltaMxV(lanes=p.lanes, wmem_bits=p.wmem_bits, delta_bits=p.delta_bits, acc_bits=p.acc_bits,
-                       waddr_bits=_addr_bits(p.weight_depth), aaddr_bits=_addr_bits(p.acc_depth),
+                       waddr_bits=p.waddr_bits, aaddr_bits=_addr_bits(p.acc_depth),
                        dbuf_depth=p.dbuf_depth, index_bits=self.index_bits,
-                       words_bits=_addr_bits(max(p.x_words, p.h_words, p.head_words) + 1))
+                       words_bits=_addr_bits(max(p.x_words, p.h_words, p.head_words) + 1), max_slices=p.max_slices)
         enc = DeltaEncoder(max_length=p.max_hidden, abits_max=p.abits, delta_bits=p.delta_bits,
                            src_addr_bits=_addr_bits(p.state_depth), ref_addr_bits=_addr_bits(p.ref_depth),
                            dbuf_depth=p.dbuf_depth, index_bits=self.index_bits)
@@ -231,14 +231,22 @@ class Core(wiring.Component):
             eng.state_base.eq(Mux(is_head, p.state_base(last), p.state_base(layer))),
             eng.ref_base.eq(base(p.ref_base, p.layer_ref_words, "x")),
         ]
-        # The MxV's bases and words per column, registered: their arithmetic fanned out to every block
+        # The MxV's bases, words and slices, registered: their arithmetic fanned out to every block
         # of the weight memory. The layer or path changes in a phase's last cycle, and the MxV first
-        # uses these two cycles after that (the GO cycle, then its first).
+        # uses these two cycles after that (the GO cycle, then its first). The host places the
+        # matrices: their weight bases are registers.
+        words = Signal.like(mxv.words)
+        slices = Signal.like(mxv.slices)
+        m.d.comb += [
+            words.eq(per_path(ceil_lanes(regs.hidden * x_blocks), ceil_lanes(regs.hidden * H_BLOCKS[p.cell]),
+                              ceil_lanes(regs.classes))),
+            slices.eq(per_path(lf(LayerReg.X_SLICES), lf(LayerReg.H_SLICES), regs.head[Reg.HEAD_SLICES])),
+        ]
         m.d.sync += [
-            mxv.words.eq(per_path(ceil_lanes(regs.hidden * x_blocks), ceil_lanes(regs.hidden * H_BLOCKS[p.cell]),
-                                  ceil_lanes(regs.classes))),
-            mxv.w_base.eq(Mux(is_head, p.weight_base(p.max_layers, "x"),
-                              base(p.weight_base, p.layer_weight_words))),
+            mxv.words.eq(words),
+            mxv.slices.eq(slices),
+            mxv.col_words.eq(words * (slices + 1) if p.max_slices > 1 else words),
+            mxv.w_base.eq(per_path(lf(LayerReg.X_WBASE), lf(LayerReg.H_WBASE), regs.head[Reg.HEAD_WBASE])),
             mxv.acc_base.eq(Mux(is_head, head_acc, base(p.acc_base, p.layer_acc_words))),
         ]
 

@@ -8,21 +8,23 @@ which the sequencer sees its ``done``:
 phase           cycles                                              when
 ==============  ==================================================  ====================
 encode          ``n + DeltaEncoder.LATENCY + 1``                    x path of layers > 0, every h path, the head
-MxV             ``deltas * ceil(rows / P) + DeltaMxV.LATENCY + 1``   every path
+MxV             ``deltas * S * ceil(rows / P) + DeltaMxV.LATENCY + 1`` every path
 cell update     ``run_cycles(cell, H) + CellEngine.LATENCY + 1``     every layer
 output          ``run_cycles(HEAD_OUT, K) + CellEngine.LATENCY + 1`` with a head of K classes,
                 ``run_cycles(H_OUT, H) + CellEngine.LATENCY + 1``    without
 ==============  ==================================================  ====================
 
 with ``n`` the vector length the encoder scans (H), ``rows`` the rows of
-the path's matrix, and :func:`deltarnn.hw.engine.run_cycles` ``(n - 1) * ii + depth``
+the path's matrix, ``S`` its weight slices
+(:func:`deltarnn.spec.memory_map.weight_slices`: 1 unless its weights are wider than the
+core's slots), and :func:`deltarnn.hw.engine.run_cycles` ``(n - 1) * ii + depth``
 for ``n`` items of a program's schedule. The output phase assumes the response stream is always
 ready. ``STEP_CYCLES`` (a core register) measures the same quantity.
 """
 
 from __future__ import annotations
 
-from deltarnn.spec.memory_map import H_BLOCKS, X_BLOCKS, ceil_div
+from deltarnn.spec.memory_map import H_BLOCKS, X_BLOCKS, ceil_div, weight_slices
 
 from deltarnn.hw.encoder import DeltaEncoder
 from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, run_cycles, schedule
@@ -35,8 +37,8 @@ def encode_cycles(n: int) -> int:
     return n + DeltaEncoder.LATENCY + 1
 
 
-def mxv_cycles(deltas: int, rows: int, lanes: int) -> int:
-    return deltas * ceil_div(rows, lanes) + DeltaMxV.LATENCY + 1
+def mxv_cycles(deltas: int, rows: int, lanes: int, slices: int = 1) -> int:
+    return deltas * slices * ceil_div(rows, lanes) + DeltaMxV.LATENCY + 1
 
 
 def engine_cycles(items: int, program) -> int:
@@ -64,27 +66,31 @@ def x_rows(cell: str, hidden: int, sru_identity: bool) -> int:
 
 
 def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[str, int],
-                sru_identity: list[bool] | None = None) -> list[tuple[str, int]]:
+                sru_identity: list[bool] | None = None, slices: dict[str, int] | None = None
+                ) -> list[tuple[str, int]]:
     """Phases of one STEP and their cycles, in order.
 
     ``deltas`` maps each path (``"0.x"``, ``"0.h"``, ..., ``"head.x"``) to
     the deltas it processes in this step; its layer paths give the layer
-    count.
+    count. ``slices`` maps a path to its matrix's weight slices (default 1).
     """
+    slices = slices or {}
     layers = 1 + max(int(k.split(".")[0]) for k in deltas if k[0].isdigit())
     phases = [("accept", ACCEPT)]
     for i in range(layers):
         if i > 0:
             phases.append((f"{i}.x encode", encode_cycles(hidden)))
         ident = bool(sru_identity[i]) if sru_identity else False
-        phases.append((f"{i}.x MxV", mxv_cycles(deltas[f"{i}.x"], x_rows(cell, hidden, ident), lanes)))
+        phases.append((f"{i}.x MxV", mxv_cycles(deltas[f"{i}.x"], x_rows(cell, hidden, ident), lanes,
+                                                slices.get(f"{i}.x", 1))))
         if H_BLOCKS[cell]:
             phases.append((f"{i}.h encode", encode_cycles(hidden)))
-            phases.append((f"{i}.h MxV", mxv_cycles(deltas[f"{i}.h"], H_BLOCKS[cell] * hidden, lanes)))
+            phases.append((f"{i}.h MxV", mxv_cycles(deltas[f"{i}.h"], H_BLOCKS[cell] * hidden, lanes,
+                                                    slices.get(f"{i}.h", 1))))
         phases.append((f"{i} cell", engine_cycles(hidden, CELL_PROGRAMS[cell])))
     if classes:
         phases.append(("head encode", encode_cycles(hidden)))
-        phases.append(("head MxV", mxv_cycles(deltas["head.x"], classes, lanes)))
+        phases.append(("head MxV", mxv_cycles(deltas["head.x"], classes, lanes, slices.get("head.x", 1))))
         phases.append(("output", engine_cycles(classes, HEAD_OUT)))
     else:
         phases.append(("output", engine_cycles(hidden, H_OUT)))
@@ -96,9 +102,17 @@ def step_cycles(*args, **kwargs) -> int:
     return sum(c for _, c in step_phases(*args, **kwargs))
 
 
-def model_step_cycles(qm, lanes: int, step_deltas: dict, seq: int = 0) -> list[int]:
-    """Predicted cycles of every step of sequence ``seq`` from the golden model's ``step_deltas``."""
+def model_slices(qm, wmem_bits: int) -> dict[str, int]:
+    """Weight slices of every path of ``qm`` on a core with ``wmem_bits`` slots."""
+    return {name: weight_slices(qm.matrices(name)[0].wbits, wmem_bits) for name in qm.paths()}
+
+
+def model_step_cycles(qm, params, step_deltas: dict, seq: int = 0) -> list[int]:
+    """Predicted cycles of every step of sequence ``seq`` from the golden model's ``step_deltas``,
+    on a core with :class:`~deltarnn.spec.memory_map.DeviceParams` ``params``."""
     ident = [d.directions[0].highway is not None for d in qm.layers]
+    slices = model_slices(qm, params.wmem_bits)
+    lanes = params.lanes
     steps = next(iter(step_deltas.values())).shape[1]
     return [step_cycles(qm.cell, lanes, qm.hidden_size, qm.num_classes,
-                        {k: int(v[seq, t]) for k, v in step_deltas.items()}, ident) for t in range(steps)]
+                        {k: int(v[seq, t]) for k, v in step_deltas.items()}, ident, slices) for t in range(steps)]

@@ -43,10 +43,16 @@ def delta_layout(index_bits: int, delta_bits: int) -> data.StructLayout:
 class DeltaMxV(wiring.Component):
     """Delta-sparse integer matrix-vector unit with ``P`` parallel lanes.
 
-    For each delta ``(j, d)`` of the delta buffer, in buffer order, and for
-    each word ``w`` in ``0 .. words-1``, lane ``p`` of accumulator word
-    ``acc_base + w`` is incremented by ``d`` times lane ``p`` of weight word
-    ``w_base + j*words + w``; all ``P`` lanes in parallel. Additions wrap at
+    For each delta ``(j, d)`` of the delta buffer, in buffer order, for each
+    weight slice ``s`` in ``0 .. S-1`` (``S = slices + 1``) and each word
+    ``w`` in ``0 .. words-1``, lane ``p`` of accumulator word ``acc_base + w``
+    is incremented by ``d`` times lane ``p`` of weight word ``w_base +
+    j*col_words + s*words + w``, shifted left by ``s*wmem_bits``; all ``P``
+    lanes in parallel. With one slice (``S = 1``) that is ``d`` times the
+    signed slot; with more, the low ``S-1`` slices' slots are unsigned and
+    the top slice's signed, so that the ``S`` slots of a row hold one weight
+    of up to ``S*wmem_bits`` bits exactly
+    (:func:`deltarnn.spec.memory_map.weight_slices`). Additions wrap at
     ``acc_bits`` (no saturation: the loader guarantees that no accumulator
     overflows). Addresses wrap at ``waddr_bits`` / ``aaddr_bits``.
 
@@ -57,7 +63,9 @@ class DeltaMxV(wiring.Component):
     - weights: words of ``P*wmem_bits`` bits, lane ``p`` = bits
       ``[p*wmem_bits, (p+1)*wmem_bits)``, signed. Row ``r`` of column ``j``
       of a matrix with ``words = ceil(R/P)`` words per column is at word
-      ``w_base + j*words + r//P``, lane ``r % P``; padding lanes hold 0.
+      ``w_base + j*col_words + r//P``, lane ``r % P`` (``col_words = S *
+      words``; slice ``s`` of the column ``s*words`` words further); padding
+      lanes hold 0.
     - accumulators: words of ``P*acc_bits`` bits, lane ``p`` = bits
       ``[p*acc_bits, (p+1)*acc_bits)``, signed. Row ``r`` is at word
       ``acc_base + r//P``, lane ``r % P``. The read port must be transparent
@@ -66,21 +74,22 @@ class DeltaMxV(wiring.Component):
       :func:`delta_layout` struct, index in the low ``index_bits`` bits, the
       signed delta in the next ``delta_bits`` bits.
 
-    Pipeline (one item = one accumulator word of one delta): stage 0 steps
-    through the items and reads the delta entry at each column's first word;
-    stage 1 multiplies the column index by ``words``; stage 2 issues the
-    weight read; stage 3 registers the ``P`` products and reads the
-    accumulator word; stage 4 adds and writes it. Consecutive items that hit
-    the same accumulator word (``words == 1``) read it in the cycle it is
-    written: the transparent accumulator read port returns the new value.
+    Pipeline (one item = one accumulator word of one slice of one delta):
+    stage 0 steps through the items and reads the delta entry at each
+    column's first word; stage 1 multiplies the column index by
+    ``col_words``; stage 2 issues the weight read; stage 3 registers the
+    ``P`` products (shifted by the slice) and reads the accumulator word;
+    stage 4 adds and writes it. Consecutive items that hit the same
+    accumulator word (``words == 1``) read it in the cycle it is written: the
+    transparent accumulator read port returns the new value.
 
     Latency and throughput: one accumulator word per cycle with no bubbles,
     also between deltas and when ``words == 1``. If ``start`` is high in
-    cycle 0, ``done`` is high in cycle ``count*words + LATENCY`` (exactly,
+    cycle 0, ``done`` is high in cycle ``count*S*words + LATENCY`` (exactly,
     also for ``count == 0``); the last accumulator write happens in the
     cycle before ``done``, so every write is visible to reads issued from the
     ``done`` cycle on. ``busy`` is high from cycle 1 up to and including
-    cycle ``count*words + LATENCY - 1``; it is low in the ``done`` cycle, so
+    cycle ``count*S*words + LATENCY - 1``; it is low in the ``done`` cycle, so
     a new run may start in that cycle.
 
     Parameters
@@ -103,12 +112,14 @@ class DeltaMxV(wiring.Component):
         Width of the unsigned column index of a delta entry.
     words_bits : int
         Width of the run-time ``words`` input.
+    max_slices : int
+        The most weight slices a matrix may have (1: no slicing logic).
 
     Attributes
     ----------
     LATENCY : int
-        ``L`` in the cycle count ``count*words + L`` from ``start`` to
-        ``done`` (4).
+        ``L`` in the cycle count ``count*S*words + L`` from ``start`` to
+        ``done`` (5).
     dbuf_layout : amaranth.lib.data.StructLayout
         Layout of a delta buffer entry, see :func:`delta_layout`.
 
@@ -116,12 +127,16 @@ class DeltaMxV(wiring.Component):
     -------
     start : In(1)
         One-cycle pulse that starts a run; ignored while ``busy``. ``count``,
-        ``words``, ``w_base`` and ``acc_base`` must be valid in the start
-        cycle and held stable while ``busy`` is high.
+        ``words``, ``slices``, ``col_words``, ``w_base`` and ``acc_base`` must
+        be valid in the start cycle and held stable while ``busy`` is high.
     count : In(range(dbuf_depth + 1))
         Number of deltas in the delta buffer (entries ``0 .. count-1``).
     words : In(words_bits)
-        Words per weight column, ``ceil(rows / P)``; must be ``>= 1``.
+        Words per weight column slice and accumulator words, ``ceil(rows / P)``; must be ``>= 1``.
+    slices : In(range(max_slices))
+        Weight slices of the matrix, minus 1 (``S - 1``).
+    col_words : In(waddr_bits)
+        Weight words per column, ``S * words``.
     w_base : In(waddr_bits)
         Weight word address of column 0 of the matrix.
     acc_base : In(aaddr_bits)
@@ -164,7 +179,7 @@ class DeltaMxV(wiring.Component):
     LATENCY = 5
 
     def __init__(self, *, lanes, wmem_bits, delta_bits, acc_bits, waddr_bits,
-                 aaddr_bits, dbuf_depth, index_bits, words_bits):
+                 aaddr_bits, dbuf_depth, index_bits, words_bits, max_slices=1):
         if lanes < 1:
             raise ValueError(f"lanes must be >= 1, not {lanes}")
         C.check_bits("wmem_bits", wmem_bits)
@@ -173,7 +188,7 @@ class DeltaMxV(wiring.Component):
                 raise ValueError(f"{name} must be >= 2, not {value}")
         for name, value in (("waddr_bits", waddr_bits), ("aaddr_bits", aaddr_bits),
                             ("dbuf_depth", dbuf_depth), ("index_bits", index_bits),
-                            ("words_bits", words_bits)):
+                            ("words_bits", words_bits), ("max_slices", max_slices)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, not {value}")
         self.lanes = lanes
@@ -185,11 +200,14 @@ class DeltaMxV(wiring.Component):
         self.dbuf_depth = dbuf_depth
         self.index_bits = index_bits
         self.words_bits = words_bits
+        self.max_slices = max_slices
         self.dbuf_layout = delta_layout(index_bits, delta_bits)
         super().__init__({
             "start": In(1),
             "count": In(range(dbuf_depth + 1)),
             "words": In(words_bits),
+            "slices": In(range(max_slices)),
+            "col_words": In(waddr_bits),
             "w_base": In(waddr_bits),
             "acc_base": In(aaddr_bits),
             "busy": Out(1),
@@ -219,14 +237,19 @@ class DeltaMxV(wiring.Component):
         # --- stage 0: item sequencer, delta buffer read ----------------------
         running = Signal()
         col = Signal(range(self.dbuf_depth + 1))     # delta index i
-        word = Signal(self.words_bits)               # word w within the column
-        first0 = Signal()
+        word = Signal(self.words_bits)               # word w within the slice
+        sl0 = Signal(range(self.max_slices))         # slice s within the column
+        first0 = Signal()        # the column's first item
+        sfirst0 = Signal()       # a slice's first item
         last_word0 = Signal()
+        last_item0 = Signal()    # the column's last item
         last0 = Signal()
         m.d.comb += [
-            first0.eq(word == 0),
+            sfirst0.eq(word == 0),
+            first0.eq(sfirst0 & (sl0 == 0)),
             last_word0.eq(word == self.words - 1),
-            last0.eq(running & last_word0 & (col == self.count - 1)),
+            last_item0.eq(last_word0 & (sl0 == self.slices)),
+            last0.eq(running & last_item0 & (col == self.count - 1)),
             self.dbuf_addr.eq(col),
             self.dbuf_en.eq(running & first0),
         ]
@@ -235,12 +258,17 @@ class DeltaMxV(wiring.Component):
                 running.eq(self.count != 0),
                 col.eq(0),
                 word.eq(0),
+                sl0.eq(0),
                 self.busy.eq(1),
                 self.deltas.eq(0),
             ]
         with m.Elif(running):
             with m.If(last_word0):
-                m.d.sync += [word.eq(0), col.eq(col + 1)]
+                m.d.sync += word.eq(0)
+                with m.If(last_item0):
+                    m.d.sync += [sl0.eq(0), col.eq(col + 1)]
+                with m.Else():
+                    m.d.sync += sl0.eq(sl0 + 1)
             with m.Else():
                 m.d.sync += word.eq(word + 1)
             with m.If(last0):
@@ -248,23 +276,27 @@ class DeltaMxV(wiring.Component):
             with m.If(first0):
                 m.d.sync += self.deltas.eq(self.deltas + 1)
 
-        # --- stage 1: delta entry arrives; column offset j*words --------------
-        v1, first1, last1 = Signal(), Signal(), Signal()
+        # --- stage 1: delta entry arrives; column offset j*col_words ----------
+        v1, first1, sfirst1, last1 = Signal(), Signal(), Signal(), Signal()
+        sl1 = Signal.like(sl0)
         m.d.sync += [
             v1.eq(running),
             first1.eq(first0),
+            sfirst1.eq(sfirst0),
+            sl1.eq(sl0),
             # a run with count == 0 sends a lone end marker down the pipeline
             last1.eq(last0 | (take & (self.count == 0))),
         ]
 
         # --- stage 2: weight and accumulator reads ---------------------------
-        v2, first2, last2 = Signal(), Signal(), Signal()
+        v2, first2, sfirst2, last2 = Signal(), Signal(), Signal(), Signal()
+        sl2 = Signal.like(sl0)
         offset2 = Signal(self.waddr_bits)
         delta2 = Signal(signed(self.delta_bits))
-        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
+        m.d.sync += [v2.eq(v1), first2.eq(first1), sfirst2.eq(sfirst1), last2.eq(last1), sl2.eq(sl1)]
         with m.If(first1):
             m.d.sync += [
-                offset2.eq(self.dbuf_data.index * self.words),
+                offset2.eq(self.dbuf_data.index * self.col_words),
                 delta2.eq(self.dbuf_data.delta),
             ]
         w_ptr = Signal(self.waddr_bits)   # weight address issued in the previous item
@@ -273,7 +305,7 @@ class DeltaMxV(wiring.Component):
         a_addr2 = Signal(self.aaddr_bits)
         m.d.comb += [
             w_addr2.eq(Mux(first2, self.w_base + offset2, w_ptr + 1)),
-            a_addr2.eq(Mux(first2, self.acc_base, a_ptr + 1)),
+            a_addr2.eq(Mux(sfirst2, self.acc_base, a_ptr + 1)),
             self.w_addr.eq(w_addr2),
             self.w_en.eq(v2),
         ]
@@ -282,9 +314,10 @@ class DeltaMxV(wiring.Component):
 
         # --- stage 3: products registered, accumulator read -------------------
         v3, last3 = Signal(), Signal()
+        sl3 = Signal.like(sl0)
         delta3 = Signal(signed(self.delta_bits))
         a_addr3 = Signal(self.aaddr_bits)
-        m.d.sync += [v3.eq(v2), last3.eq(last2), delta3.eq(delta2), a_addr3.eq(a_addr2)]
+        m.d.sync += [v3.eq(v2), last3.eq(last2), delta3.eq(delta2), a_addr3.eq(a_addr2), sl3.eq(sl2)]
         m.d.comb += [self.acc_rd_addr.eq(a_addr3), self.acc_rd_en.eq(v3)]
         # --- stage 4: add, accumulator write ----------------------------------
         # (with words == 1 the next item reads this word in the cycle it is written: the
@@ -292,11 +325,24 @@ class DeltaMxV(wiring.Component):
         v4, last4 = Signal(), Signal()
         a_addr4 = Signal(self.aaddr_bits)
         m.d.sync += [v4.eq(v3), last4.eq(last3), a_addr4.eq(a_addr3)]
+        S = self.max_slices
         for p in range(P):
-            weight = self.w_data[p * WB:(p + 1) * WB].as_signed()
-            prod4 = Signal(signed(WB + self.delta_bits), name=f"prod{p}")
+            slot = self.w_data[p * WB:(p + 1) * WB]
             acc = self.acc_rd_data[p * AB:(p + 1) * AB].as_signed()
-            m.d.sync += prod4.eq(weight * delta3)
+            if S == 1:
+                prod4 = Signal(signed(WB + self.delta_bits), name=f"prod{p}")
+                m.d.sync += prod4.eq(slot.as_signed() * delta3)
+            else:
+                # the low slices are unsigned digits, the top one signed
+                weight = Signal(signed(WB + 1), name=f"weight{p}")
+                product = Signal(signed(WB + 1 + self.delta_bits), name=f"product{p}")
+                prod4 = Signal(signed(S * WB + 1 + self.delta_bits), name=f"prod{p}")
+                m.d.comb += [weight.eq(Mux(sl3 == self.slices, slot.as_signed(), slot)),
+                             product.eq(weight * delta3)]
+                with m.Switch(sl3):
+                    for k in range(S):
+                        with m.Case(k):
+                            m.d.sync += prod4.eq(product << (k * WB))
             m.d.comb += self.acc_wr_data[p * AB:(p + 1) * AB].eq(acc + prod4)
         m.d.comb += [
             self.acc_wr_addr.eq(a_addr4),

@@ -3,16 +3,15 @@
 Configuration registers (written by the host), identification constants and
 performance counters, at the addresses of :class:`deltarnn.spec.memory_map.Reg`
 and :func:`deltarnn.spec.memory_map.layer_reg`, with the widths of
-:data:`~deltarnn.spec.memory_map.HEAD_REG_BITS` and
-:data:`~deltarnn.spec.memory_map.LAYER_REG_BITS`.
+:meth:`~deltarnn.spec.memory_map.DeviceParams.head_reg_bits` and
+:meth:`~deltarnn.spec.memory_map.DeviceParams.layer_reg_bits`.
 """
 
 from __future__ import annotations
 
 from amaranth import Array, Const, Mux, Signal
 
-from deltarnn.spec.memory_map import (CELL_CODES, DATA_BITS, HEAD_REG_BITS, LAYER_REG_BITS, DeviceParams, Reg,
-                                      layer_reg)
+from deltarnn.spec.memory_map import CELL_CODES, DATA_BITS, DeviceParams, Reg, layer_reg
 
 __all__ = ["RegisterFile"]
 
@@ -37,7 +36,7 @@ class RegisterFile:
     layers, inputs, hidden, classes : Signal
         ``LAYERS``, ``INPUT``, ``HIDDEN``, ``CLASSES``.
     head : dict of Reg to Signal
-        The head's registers, ``HEAD_SHIFT`` .. ``HEAD_THETA``.
+        The head's registers, ``HEAD_SHIFT`` .. ``HEAD_WBASE``.
     layer : dict of LayerReg to Array of Signal
         The per-layer registers, indexed by layer.
     cycles, step_cycles, steps : Signal(DATA_BITS)
@@ -57,9 +56,9 @@ class RegisterFile:
         self.hidden = reg(Reg.HIDDEN, range(p.max_hidden + 1))
         self.inputs = reg(Reg.INPUT, range(p.max_input + 1))
         self.classes = reg(Reg.CLASSES, range(p.max_classes + 1))
-        self.head = {a: reg(a, bits) for a, bits in HEAD_REG_BITS.items()}
+        self.head = {a: reg(a, bits) for a, bits in p.head_reg_bits().items()}
         self.layer = {f: Array(reg(layer_reg(i, f), bits) for i in range(p.max_layers))
-                      for f, bits in LAYER_REG_BITS.items()}
+                      for f, bits in p.layer_reg_bits().items()}
         self.writable = {Reg.LAYERS: self.layers, Reg.HIDDEN: self.hidden, Reg.INPUT: self.inputs,
                          Reg.CLASSES: self.classes, **self.head}
         for f, arr in self.layer.items():
@@ -77,6 +76,7 @@ class RegisterFile:
             Reg.ID_MAX_INPUT: Const(p.max_input), Reg.ID_MAX_HIDDEN: Const(p.max_hidden),
             Reg.ID_MAX_LAYERS: Const(p.max_layers), Reg.ID_MAX_CLASSES: Const(p.max_classes),
             Reg.ID_WMEM_BITS: Const(p.wmem_bits), Reg.ID_ABITS: Const(p.abits), Reg.ID_ACC_BITS: Const(p.acc_bits),
+            Reg.ID_MAX_WBITS: Const(p.widest_weight), Reg.ID_WEIGHT_WORDS: Const(p.weight_depth),
             Reg.CYCLES: self.cycles, Reg.STEP_CYCLES: self.step_cycles, Reg.STEPS: self.steps,
             **{Reg.DELTAS + i: s for i, s in enumerate(self.deltas)},
         }

@@ -198,7 +198,9 @@ def device_params_for(qm, lanes: int = 4, round_to: int = 8):
     Sizes round up to multiples of ``round_to`` (classes to multiples of
     ``lanes``), weight and activation widths to 4, 8 or 16 bits and the
     accumulator to a multiple of 8 bits (at most 48), so that similar models
-    share one simulator build.
+    share one simulator build. The weight slots are as wide as the weights
+    of most of the model's weights; a wider path (a skipped one) runs as
+    slices of them (``max_wbits``), with the weight memory deep enough.
 
     Raises
     ------
@@ -207,22 +209,30 @@ def device_params_for(qm, lanes: int = 4, round_to: int = 8):
         not a power of two.
     """
     from deltarnn.spec import contract as C
-    from deltarnn.device.image import DeviceFitError, check_fits
+    from dataclasses import replace
+
+    from deltarnn.device.image import DeviceFitError, check_fits, weight_words
     from deltarnn.spec.memory_map import DeviceParams, check_lanes
 
     check_lanes(lanes, DeviceFitError)
-    wbits = max(m.wbits for name in qm.paths() for m in qm.matrices(name))
     abits = max(a.bits for a in qm.paths().values())
 
     def width(b):
         return next(w for w in (4, 8, 16) if w >= b)
 
+    count = {}
+    for name in qm.paths():
+        for m in qm.matrices(name):
+            count[width(m.wbits)] = count.get(width(m.wbits), 0) + m.weights.size
+    slot, widest = max(count, key=lambda w: (count[w], -w)), max(count)
     params = DeviceParams(
         qm.cell, lanes=lanes, max_input=_round_up(qm.input_size, round_to),
         max_hidden=_round_up(qm.hidden_size, round_to), max_layers=qm.num_layers,
         max_classes=_round_up(qm.num_classes, lanes) if qm.num_classes else lanes,
-        wmem_bits=width(wbits), abits=width(abits),
+        wmem_bits=slot, abits=width(abits), max_wbits=widest if widest > slot else 0,
         acc_bits=min(C.ACC_BITS, _round_up(qm.accumulator_bits(), 8)))
+    if weight_words(qm, params) > params.weight_depth:
+        params = replace(params, weight_words=_round_up(weight_words(qm, params), 256))
     check_fits(qm, params)
     return params
 
@@ -377,7 +387,7 @@ def prepare_data(qm, x: np.ndarray, params, path: Path, *, result_path: Path, pr
                 idx.append(j)
                 val.append(d)
             ptr.append(len(idx))
-    cycles = np.array([model_step_cycles(qm, params.lanes, gold.step_deltas, seq=b) for b in range(x.shape[0])],
+    cycles = np.array([model_step_cycles(qm, params, gold.step_deltas, seq=b) for b in range(x.shape[0])],
                       dtype=np.int64)
     cfg = {
         "layers": qm.num_layers, "hidden": qm.hidden_size, "state_stride": params.max_hidden,

@@ -82,7 +82,7 @@ def _gateware(qm, x, out) -> dict:
     gold = emulate(qm, x)
     run = run_core(Core(params, **pack(qm, params).core_init()), input_deltas(qm, x[0]), qm.output_size)
     equal = bool(np.array_equal(run.outputs, gold.outputs_fx[0]))
-    predicted = model_step_cycles(qm, params.lanes, gold.step_deltas)
+    predicted = model_step_cycles(qm, params, gold.step_deltas)
     out(f"   outputs bit-identical to the golden model: {'yes' if equal else 'NO'}; cycles per step "
         f"{run.step_cycles} (cycle model {'agrees' if predicted == run.step_cycles else 'DISAGREES'})")
     return {"equal": equal, "step_cycles": run.step_cycles, "predicted": predicted}

@@ -14,11 +14,38 @@ import numpy as np
 from deltarnn.quant.golden import delta_encode
 from deltarnn.quant.qmodel import QModel
 from deltarnn.spec import contract as C
-from deltarnn.spec.memory_map import VECTOR_ORDER, DeviceParams, LayerReg, Reg, Region, addr, ceil_div, layer_reg
+from deltarnn.spec.memory_map import (VECTOR_ORDER, DeviceParams, LayerReg, Reg, Region, addr, ceil_div, layer_reg,
+                                      weight_digits, weight_slices)
 
 
 class DeviceFitError(ValueError):
     """The model does not fit the device's parameters."""
+
+
+@dataclass(frozen=True)
+class MatrixPlace:
+    """Where the host puts one matrix in the weight memory."""
+
+    base: int     #: weight word of column 0
+    slices: int   #: slots per weight (:func:`deltarnn.spec.memory_map.weight_slices`)
+    words: int    #: weight words it occupies: ``cols * slices * ceil(rows / P)``
+
+
+def weight_places(qm: QModel, p: DeviceParams) -> dict[str, MatrixPlace]:
+    """The place of every path's matrix (``"0.x"``, ``"0.h"``, ..., ``"head.x"``), one after another from word 0."""
+    places, base = {}, 0
+    for name in qm.paths():
+        m = qm.matrices(name)[0]
+        slices = weight_slices(m.wbits, p.wmem_bits)
+        words = m.cols * slices * ceil_div(m.rows, p.lanes)
+        places[name] = MatrixPlace(base, slices, words)
+        base += words
+    return places
+
+
+def weight_words(qm: QModel, p: DeviceParams) -> int:
+    """Weight words ``qm`` needs on a core with ``p``'s lanes and slots."""
+    return sum(pl.words for pl in weight_places(qm, p).values())
 
 
 
@@ -42,11 +69,16 @@ def check_fits(qm: QModel, params: DeviceParams) -> None:
         if act.bits > params.abits:
             problems.append(f"path {name} has {act.bits}-bit activations > the core's {params.abits}")
         for m in qm.matrices(name):
-            if m.wbits > params.wmem_bits:
-                problems.append(f"path {name} has {m.wbits}-bit weights > the core's {params.wmem_bits}-bit slots")
+            if m.wbits > params.widest_weight:
+                problems.append(f"path {name} has {m.wbits}-bit weights > the core's widest, {params.widest_weight} "
+                                f"bits (a core built with max_wbits {m.wbits} runs them as slices of its "
+                                f"{params.wmem_bits}-bit slots)")
                 break
     if not problems and qm.accumulator_bits() > params.acc_bits:
         problems.append(f"it needs {qm.accumulator_bits()}-bit accumulators > the core's {params.acc_bits}")
+    if not problems and weight_words(qm, params) > params.weight_depth:
+        problems.append(f"its weights need {weight_words(qm, params)} words of {params.lanes} slots > the core's "
+                        f"{params.weight_depth}")
     if problems:
         raise DeviceFitError("the model does not fit this core: " + "; ".join(dict.fromkeys(problems)))
 
@@ -84,15 +116,15 @@ class Image:
         return out
 
 
-def _place_matrix(img: Image, p: DeviceParams, m, w_base: int, acc_base: int, rows_order: np.ndarray) -> None:
-    """Write matrix ``m`` (rows reordered by ``rows_order``) at ``w_base``, its multipliers at ``acc_base``."""
-    w = m.weights[rows_order]
-    rows, cols = w.shape
+def _place_matrix(img: Image, p: DeviceParams, m, place: MatrixPlace, acc_base: int) -> None:
+    """Write matrix ``m`` at ``place`` (column by column, each column's slices one after another),
+    its multipliers at ``acc_base``."""
+    rows, cols = m.weights.shape
     words = ceil_div(rows, p.lanes)
-    padded = np.zeros((cols, words * p.lanes), dtype=np.int64)
-    padded[:, :rows] = w.T
-    img.weights[w_base:w_base + cols * words] = padded.reshape(cols * words, p.lanes)
-    img.mult[acc_base * p.lanes:acc_base * p.lanes + rows] = m.mult[rows_order]
+    padded = np.zeros((cols, place.slices, words * p.lanes), dtype=np.int64)
+    padded[:, :, :rows] = weight_digits(m.weights, p.wmem_bits, place.slices).transpose(2, 0, 1)
+    img.weights[place.base:place.base + place.words] = padded.reshape(place.words, p.lanes)
+    img.mult[acc_base * p.lanes:acc_base * p.lanes + rows] = m.mult
 
 
 def pack(qm: QModel, p: DeviceParams) -> Image:
@@ -106,10 +138,16 @@ def pack(qm: QModel, p: DeviceParams) -> Image:
     regs[Reg.INPUT] = qm.input_size
     regs[Reg.HIDDEN] = hs
     regs[Reg.CLASSES] = qm.num_classes
+    places = weight_places(qm, p)
     for i, layer in enumerate(qm.layers):
         d = layer.directions[0]
-        x_rows = np.arange(d.x.rows)
-        _place_matrix(img, p, d.x, p.weight_base(i, "x"), p.acc_base(i, "x"), x_rows)
+        for path, (slices_reg, base_reg) in (("x", (LayerReg.X_SLICES, LayerReg.X_WBASE)),
+                                             ("h", (LayerReg.H_SLICES, LayerReg.H_WBASE))):
+            if f"{i}.{path}" in places:
+                place = places[f"{i}.{path}"]
+                _place_matrix(img, p, getattr(d, path), place, p.acc_base(i, path))
+                regs[layer_reg(i, slices_reg)] = place.slices - 1
+                regs[layer_reg(i, base_reg)] = place.base
         regs[layer_reg(i, LayerReg.X_SHIFT)] = d.x.shift
         xa = layer.x_act
         regs[layer_reg(i, LayerReg.XA_MULT)] = xa.mult
@@ -117,7 +155,6 @@ def pack(qm: QModel, p: DeviceParams) -> Image:
         regs[layer_reg(i, LayerReg.XA_BITS)] = xa.bits
         regs[layer_reg(i, LayerReg.XA_THETA)] = xa.theta
         if d.h is not None:
-            _place_matrix(img, p, d.h, p.weight_base(i, "h"), p.acc_base(i, "h"), np.arange(d.h.rows))
             ha = layer.h_act
             regs[layer_reg(i, LayerReg.H_SHIFT)] = d.h.shift
             regs[layer_reg(i, LayerReg.HA_MULT)] = ha.mult
@@ -133,8 +170,10 @@ def pack(qm: QModel, p: DeviceParams) -> Image:
         img.vec[p.vec_base(i):p.vec_base(i) + vec.size] = vec
     if qm.head is not None:
         h = qm.head
-        _place_matrix(img, p, h.matrix, p.weight_base(p.max_layers, "x"), p.acc_base(p.max_layers, "x"),
-                      np.arange(h.matrix.rows))
+        place = places["head.x"]
+        _place_matrix(img, p, h.matrix, place, p.acc_base(p.max_layers, "x"))
+        regs[Reg.HEAD_SLICES] = place.slices - 1
+        regs[Reg.HEAD_WBASE] = place.base
         regs[Reg.HEAD_SHIFT] = h.matrix.shift
         regs[Reg.HEAD_A_MULT] = h.act.mult
         regs[Reg.HEAD_A_SHIFT] = h.act.shift

@@ -69,6 +69,8 @@ class Reg(IntEnum):
     HEAD_A_SHIFT = 0x0A
     HEAD_A_BITS = 0x0B
     HEAD_THETA = 0x0C
+    HEAD_SLICES = 0x0D   #: weight slices of the head's matrix, minus 1 (see :func:`weight_slices`)
+    HEAD_WBASE = 0x0E    #: weight word of the head matrix's column 0 (the host places every matrix)
     # read-only identification and counters
     ID_CELL = 0x100
     ID_LANES = 0x101
@@ -79,6 +81,8 @@ class Reg(IntEnum):
     ID_WMEM_BITS = 0x106
     ID_ABITS = 0x107
     ID_ACC_BITS = 0x108
+    ID_MAX_WBITS = 0x109     #: the widest weight (sliced above ``ID_WMEM_BITS``)
+    ID_WEIGHT_WORDS = 0x10A  #: words of the weight memory
     CYCLES = 0x110       #: cycles since RESET (low 32 bits)
     STEP_CYCLES = 0x111  #: cycles of the last STEP
     STEPS = 0x112        #: STEPs since RESET
@@ -86,7 +90,7 @@ class Reg(IntEnum):
 
 
 class LayerReg(IntEnum):
-    """Per-layer registers at ``0x10 + 0x10 * layer``."""
+    """Per-layer registers at ``LAYER_REGS + LAYER_STRIDE * layer`` (:func:`layer_reg`)."""
 
     X_SHIFT = 0      #: accumulator -> fixed point shift of the x matrix
     H_SHIFT = 1
@@ -101,6 +105,14 @@ class LayerReg(IntEnum):
     HW_MULT = 10     #: SRU highway from the x references
     HW_SHIFT = 11
     HW_IDENTITY = 12  #: 1: SRU highway is the x path itself; 0: a projection block
+    X_SLICES = 13     #: weight slices of the x matrix, minus 1
+    H_SLICES = 14
+    X_WBASE = 15      #: weight word of the x matrix's column 0
+    H_WBASE = 16
+
+
+#: Address of layer 0's registers, and the distance between two layers'.
+LAYER_REGS, LAYER_STRIDE = 0x200, 0x20
 
 
 # --- register fields: a register holds the low bits of the word written to it ---------------
@@ -111,13 +123,13 @@ SHIFT_BITS = C.SHIFT_MAX.bit_length()
 WIDTH_BITS = C.MAX_BITS.bit_length()
 #: Width of a threshold register: that of a delta of the widest activations.
 THETA_BITS = C.delta_bits(C.MAX_BITS)
-#: Widths of the head's registers (the sizes ``LAYERS`` .. ``CLASSES`` are as wide as the
-#: core's maxima need).
+#: Widths of the head's registers (the sizes ``LAYERS`` .. ``CLASSES``, the slices and the
+#: weight bases are as wide as the core's maxima need: :meth:`DeviceParams.head_reg_bits`).
 HEAD_REG_BITS = {
     Reg.HEAD_SHIFT: SHIFT_BITS, Reg.HEAD_A_MULT: C.MULT_BITS, Reg.HEAD_A_SHIFT: SHIFT_BITS,
     Reg.HEAD_A_BITS: WIDTH_BITS, Reg.HEAD_THETA: THETA_BITS,
 }
-#: Widths of the per-layer registers.
+#: Widths of the per-layer registers (and :meth:`DeviceParams.layer_reg_bits`).
 LAYER_REG_BITS = {
     LayerReg.X_SHIFT: SHIFT_BITS, LayerReg.H_SHIFT: SHIFT_BITS,
     LayerReg.XA_MULT: C.MULT_BITS, LayerReg.XA_SHIFT: SHIFT_BITS, LayerReg.XA_BITS: WIDTH_BITS,
@@ -136,7 +148,35 @@ def check_lanes(lanes: int, error: type[Exception] = ValueError) -> int:
 
 
 def layer_reg(layer: int, reg: LayerReg) -> int:
-    return 0x10 + 0x10 * layer + int(reg)
+    return LAYER_REGS + LAYER_STRIDE * layer + int(reg)
+
+
+def weight_slices(wbits: int, wmem_bits: int) -> int:
+    """Slots of ``wmem_bits`` that hold one weight of ``wbits`` (a weight wider than the slot is split).
+
+    A ``wbits`` weight ``w`` is stored as ``S = ceil(wbits / wmem_bits)``
+    digits ``w = sum_s d_s 2**(s*wmem_bits)``: the low ``S - 1`` unsigned
+    (``0 .. 2**wmem_bits - 1``), the top one signed. The MxV runs the ``S``
+    slices of a column one after another into the same accumulators, each
+    product shifted by ``s * wmem_bits``: exact, at ``S`` times the cycles.
+    """
+    return ceil_div(wbits, wmem_bits)
+
+
+def weight_digits(w: np.ndarray, wmem_bits: int, slices: int) -> np.ndarray:
+    """The ``slices`` slot values of every weight of ``w`` (:func:`weight_slices`), shape ``(slices, *w.shape)``.
+
+    Slice ``s < slices - 1`` holds the unsigned digit ``(w >> s*wmem_bits) mod
+    2**wmem_bits``, the top slice ``w >> (slices-1)*wmem_bits`` (signed), so
+    ``w == sum_s digits[s] << s*wmem_bits``.
+    """
+    w = np.asarray(w, dtype=np.int64)
+    top = (slices - 1) * wmem_bits
+    lo, hi = -(1 << (top + wmem_bits - 1)), (1 << (top + wmem_bits - 1)) - 1
+    if w.size and (w.min() < lo or w.max() > hi):
+        raise ValueError(f"weights in [{w.min()}, {w.max()}] do not fit {slices} slices of {wmem_bits} bits")
+    digits = [(w >> (s * wmem_bits)) & ((1 << wmem_bits) - 1) for s in range(slices - 1)]
+    return np.stack(digits + [w >> top])
 
 
 def addr(region: Region, offset: int) -> int:
@@ -152,8 +192,12 @@ class DeviceParams:
     """Elaboration parameters of a core; everything else derives from them.
 
     ``lanes`` must be a power of two. ``wmem_bits`` is the weight slot width
-    (weights of up to that many bits fit), ``abits`` the widest activation,
-    ``acc_bits`` the accumulator width.
+    (weights of up to that many bits fit one slot), ``abits`` the widest
+    activation, ``acc_bits`` the accumulator width. ``max_wbits`` (0: the slot
+    width) is the widest weight the core runs: a matrix of wider weights
+    than the slots is stored and run as :func:`weight_slices` slices, so a
+    16-bit skipped path costs extra only on that path. ``weight_words`` (0:
+    :attr:`largest_model_words`) is the depth of the weight memory.
     """
 
     cell: str
@@ -165,12 +209,22 @@ class DeviceParams:
     wmem_bits: int = 16
     abits: int = 16
     acc_bits: int = 48
+    max_wbits: int = 0
+    weight_words: int = 0
 
     def __post_init__(self):
         if self.cell not in CELL_CODES:
             raise ValueError(f"unknown cell {self.cell!r}")
+        if min(self.max_input, self.max_hidden, self.max_layers) < 1 or self.max_classes < 0:
+            raise ValueError("max_input, max_hidden and max_layers must be >= 1, max_classes >= 0")
         check_lanes(self.lanes)
         C.check_bits("wmem_bits", self.wmem_bits)
+        if self.max_wbits:
+            C.check_bits("max_wbits", self.max_wbits)
+            if self.max_wbits < self.wmem_bits:
+                raise ValueError(f"max_wbits ({self.max_wbits}) is narrower than the weight slots ({self.wmem_bits})")
+        if self.weight_words and self.weight_words < 1:
+            raise ValueError("weight_words must be >= 1 (0: the largest model's)")
         C.check_bits("abits", self.abits)
         if not 2 <= self.acc_bits <= C.ACC_BITS:
             raise ValueError(f"acc_bits must be 2..{C.ACC_BITS}")
@@ -221,12 +275,50 @@ class DeviceParams:
         return self.max_layers * self.layer_acc_words + self.head_words
 
     @property
-    def layer_weight_words(self) -> int:
-        return self.max_cols * self.x_words + self.max_hidden * self.h_words
+    def widest_weight(self) -> int:
+        """The widest weight the core runs (``max_wbits``, or the slot width)."""
+        return self.max_wbits or self.wmem_bits
+
+    @property
+    def max_slices(self) -> int:
+        """Weight slices of the widest weight (1: no weight is split)."""
+        return weight_slices(self.widest_weight, self.wmem_bits)
+
+    @property
+    def waddr_bits(self) -> int:
+        """Width of a weight word address (and of the ``*_WBASE`` registers)."""
+        return max(1, (self.weight_depth - 1).bit_length())
+
+    @property
+    def slice_bits(self) -> int:
+        """Width of the ``*_SLICES`` registers (slices minus 1)."""
+        return max(1, (self.max_slices - 1).bit_length())
+
+    def head_reg_bits(self) -> dict[Reg, int]:
+        """Widths of the head's registers: :data:`HEAD_REG_BITS`, and those that depend on the sizes."""
+        return {**HEAD_REG_BITS, Reg.HEAD_SLICES: self.slice_bits, Reg.HEAD_WBASE: self.waddr_bits}
+
+    def layer_reg_bits(self) -> dict[LayerReg, int]:
+        """Widths of the per-layer registers: :data:`LAYER_REG_BITS`, and those that depend on the sizes."""
+        return {**LAYER_REG_BITS, LayerReg.X_SLICES: self.slice_bits, LayerReg.H_SLICES: self.slice_bits,
+                LayerReg.X_WBASE: self.waddr_bits, LayerReg.H_WBASE: self.waddr_bits}
+
+    @property
+    def largest_model_words(self) -> int:
+        """Weight words of the largest model: every matrix at its maximum size, one of them (the
+        largest) of the widest weights (:attr:`max_slices` slices), the others in one slot."""
+        matrices = [self.max_input * self.x_words] + [self.max_hidden * self.x_words] * (self.max_layers - 1) \
+            + [self.max_hidden * self.h_words] * self.max_layers + [self.max_hidden * self.head_words]
+        return sum(matrices) + (self.max_slices - 1) * max(matrices)
 
     @property
     def weight_depth(self) -> int:
-        return self.max_layers * self.layer_weight_words + self.max_hidden * self.head_words
+        """Words of the weight memory: ``weight_words``, or the largest model's.
+
+        The host places the matrices one after another (their bases are
+        registers), so a model fits when its words do.
+        """
+        return self.weight_words or self.largest_model_words
 
     @property
     def layer_ref_words(self) -> int:
@@ -259,11 +351,6 @@ class DeviceParams:
         if layer == self.max_layers:
             return self.max_layers * self.layer_acc_words
         return layer * self.layer_acc_words + (self.x_words if path == "h" else 0)
-
-    def weight_base(self, layer: int, path: str) -> int:
-        if layer == self.max_layers:
-            return self.max_layers * self.layer_weight_words
-        return layer * self.layer_weight_words + (self.max_cols * self.x_words if path == "h" else 0)
 
     def ref_base(self, layer: int, path: str) -> int:
         if layer == self.max_layers:

@@ -3,13 +3,16 @@
 import numpy as np
 import pytest
 
-from deltarnn.device.image import DeviceFitError, check_fits, input_deltas, pack
+from deltarnn.device.image import DeviceFitError, check_fits, input_deltas, pack, weight_places, weight_words
 from deltarnn.quant.golden import emulate
 from deltarnn.quant.quantizer import quantize
 from deltarnn.spec import contract as C
 from deltarnn.spec.cells import CELLS
 from deltarnn.spec.memory_map import (VECTOR_ORDER, DeviceParams, LayerReg, Reg, Region, REGION_SHIFT, ceil_div,
                                       layer_reg)
+
+#: The registers that hold each path's weight base and slices (minus 1).
+PLACE_REGS = {"x": (LayerReg.X_WBASE, LayerReg.X_SLICES), "h": (LayerReg.H_WBASE, LayerReg.H_SLICES)}
 
 from tests.helpers import random_input, random_model
 
@@ -21,25 +24,32 @@ def _model(cell, n_in=7, hidden=9, layers=2, classes=5, theta=0):
     return qm
 
 
-def _params(cell, lanes=4):
+def _params(cell, lanes=4, wmem_bits=16, max_wbits=0):
     return DeviceParams(cell, lanes=lanes, max_input=12, max_hidden=16, max_layers=3, max_classes=8,
-                        wmem_bits=16, abits=16, acc_bits=48)
+                        wmem_bits=wmem_bits, abits=16, acc_bits=48, max_wbits=max_wbits)
 
 
-def _unpack(img, p, base, rows, cols, acc_base):
-    """Read a rows x cols matrix and its multipliers back from the image, as the MxV addresses them."""
+def _unpack(img, p, base, slices, rows, cols, acc_base):
+    """Read a rows x cols matrix and its multipliers back from the image, as the MxV addresses them:
+    column j's slice s at ``base + (j * slices + s) * words``, the low slices unsigned, the top one signed."""
     words = ceil_div(rows, p.lanes)
     flat = img.weights.reshape(-1)
-    w = np.array([[flat[(base + j * words + r // p.lanes) * p.lanes + r % p.lanes] for j in range(cols)]
-                  for r in range(rows)])
+    w = np.zeros((rows, cols), dtype=np.int64)
+    for s in range(slices):
+        digit = np.array([[flat[(base + (j * slices + s) * words + r // p.lanes) * p.lanes + r % p.lanes]
+                           for j in range(cols)] for r in range(rows)])
+        if s < slices - 1:
+            assert (digit >= 0).all() and (digit < 1 << p.wmem_bits).all()
+        w += digit << (s * p.wmem_bits)
     return w, img.mult[acc_base * p.lanes:acc_base * p.lanes + rows]
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("lanes", [1, 4, 8])
-def test_every_matrix_reads_back_where_the_core_looks(cell, lanes):
+@pytest.mark.parametrize("lanes, wmem_bits", [(1, 16), (4, 16), (8, 16), (4, 4), (8, 8)])
+def test_every_matrix_reads_back_where_the_core_looks(cell, lanes, wmem_bits):
+    """Every matrix at the base and slices its registers give (a skipped 16-bit path as slices of narrow slots)."""
     qm = _model(cell)
-    p = _params(cell, lanes)
+    p = _params(cell, lanes, wmem_bits, max_wbits=16)
     img = pack(qm, p)
     placed = 0
     for i, layer in enumerate(qm.layers):
@@ -47,7 +57,9 @@ def test_every_matrix_reads_back_where_the_core_looks(cell, lanes):
         for path, m in (("x", d.x), ("h", d.h)):
             if m is None:
                 continue
-            w, mult = _unpack(img, p, p.weight_base(i, path), m.rows, m.cols, p.acc_base(i, path))
+            base, slices = (img.regs[layer_reg(i, r)] for r in PLACE_REGS[path])
+            assert slices + 1 == -(-m.wbits // wmem_bits)
+            w, mult = _unpack(img, p, base, slices + 1, m.rows, m.cols, p.acc_base(i, path))
             np.testing.assert_array_equal(w, m.weights)
             np.testing.assert_array_equal(mult, m.mult)
             placed += np.count_nonzero(m.weights)
@@ -56,13 +68,17 @@ def test_every_matrix_reads_back_where_the_core_looks(cell, lanes):
         assert img.regs[layer_reg(i, LayerReg.XA_BITS)] == layer.x_act.bits
         assert img.regs[layer_reg(i, LayerReg.X_SHIFT)] == d.x.shift
     h = qm.head
-    w, mult = _unpack(img, p, p.weight_base(p.max_layers, "x"), h.matrix.rows, h.matrix.cols,
-                      p.acc_base(p.max_layers, "x"))
+    w, mult = _unpack(img, p, img.regs[Reg.HEAD_WBASE], img.regs[Reg.HEAD_SLICES] + 1, h.matrix.rows,
+                      h.matrix.cols, p.acc_base(p.max_layers, "x"))
     np.testing.assert_array_equal(w, h.matrix.weights)
     np.testing.assert_array_equal(mult, h.matrix.mult)
     placed += np.count_nonzero(h.matrix.weights)
-    # nothing else was written: every non-zero weight word belongs to a matrix above
-    assert np.count_nonzero(img.weights) == placed
+    # the matrices lie one after another from word 0, nothing outside them
+    places = sorted(weight_places(qm, p).values(), key=lambda pl: pl.base)
+    assert [pl.base for pl in places] == [0] + list(np.cumsum([pl.words for pl in places])[:-1])
+    assert not img.weights[weight_words(qm, p):].any()
+    if wmem_bits == 16:
+        assert np.count_nonzero(img.weights) == placed
     assert (img.regs[Reg.LAYERS], img.regs[Reg.INPUT], img.regs[Reg.HIDDEN], img.regs[Reg.CLASSES]) == \
         (qm.num_layers, qm.input_size, qm.hidden_size, qm.num_classes)
 
@@ -123,7 +139,7 @@ def test_check_fits_names_every_reason():
     msg = str(e.value)
     for part in ("the model is an LSTM but the core was built for GRU", "2 layers > the core's 1",
                  "input size 20 > the core's 16", "hidden size 9 > the core's 8", "5 classes > the core's 4",
-                 "-bit activations > the core's 4", "-bit weights > the core's 2-bit slots"):
+                 "-bit activations > the core's 4", "-bit weights > the core's widest, 2 bits"):
         assert part in msg
     with pytest.raises(DeviceFitError, match="bidirectional"):
         pack(quantize(random_model("gru", 3, 4, 1, True, classes=2), random_input(1, 5, 3), 4, 8), _params("gru"))
@@ -148,13 +164,13 @@ def test_input_deltas_follow_the_delta_rule(theta):
 
 
 def test_largest_regions_do_not_wrap():
-    """An LSTM 2 x 256 at 32 lanes spans more than 2**20 weight addresses (it once wrapped onto layer 0)."""
-    p = DeviceParams("lstm", lanes=32, max_input=40, max_hidden=256, max_layers=2, max_classes=64, wmem_bits=4,
+    """An LSTM 3 x 256 at 32 lanes spans more than 2**20 weight addresses (20-bit offsets once wrapped)."""
+    p = DeviceParams("lstm", lanes=32, max_input=40, max_hidden=256, max_layers=3, max_classes=64, wmem_bits=4,
                      abits=8, acc_bits=32)
-    assert p.region_sizes()[Region.WEIGHT] > 1 << 20
-    m = random_model("lstm", 40, 256, 2, False, classes=40, seed=5)
+    m = random_model("lstm", 40, 256, 3, False, classes=40, seed=5)
     qm = quantize(m, random_input(2, 8, 40, seed=6), 4, 8)
     img = pack(qm, p)
+    assert weight_words(qm, p) * p.lanes > 1 << 20
     weights, mult, vec, _ = _apply(img.writes(), p)
     np.testing.assert_array_equal(weights, img.weights)
     np.testing.assert_array_equal(mult, img.mult)
@@ -164,3 +180,14 @@ def test_largest_regions_do_not_wrap():
 def test_a_core_beyond_the_address_field_is_refused():
     with pytest.raises(ValueError, match="WEIGHT region.*lower the maximum sizes"):
         DeviceParams("lstm", lanes=64, max_input=1024, max_hidden=1024, max_layers=8, wmem_bits=4)
+
+
+def test_a_model_whose_weights_do_not_fit_the_weight_memory_is_refused():
+    qm = _model("gru")
+    p = _params("gru", 4, 4, max_wbits=16)
+    need = weight_words(qm, p)
+    assert need > weight_words(quantize(random_model("gru", 7, 9, 2, False, classes=5, seed=3),
+                                        random_input(2, 20, 7, seed=4), 4, 8), p)   # the skipped path's slices
+    pack(qm, DeviceParams(**{**p.as_dict(), "weight_words": need}))
+    with pytest.raises(DeviceFitError, match=f"its weights need {need} words of 4 slots > the core's {need - 1}"):
+        pack(qm, DeviceParams(**{**p.as_dict(), "weight_words": need - 1}))

@@ -54,14 +54,14 @@ def _run(cell, n_in, hidden, layers, classes, wbits, abits, skip, theta, steps, 
 def test_core_equals_golden_and_cycle_model(case):
     qm, gold, run = _run(*case)
     np.testing.assert_array_equal(run.outputs, gold.outputs_fx[0])
-    assert run.step_cycles == model_step_cycles(qm, PARAMS["lanes"], gold.step_deltas)
+    assert run.step_cycles == model_step_cycles(qm, DeviceParams(qm.cell, **PARAMS), gold.step_deltas)
 
 
 @pytest.mark.parametrize("lanes", [1, 8])
 def test_lane_counts(lanes):
     qm, gold, run = _run("gru", 6, 11, 2, 3, 4, 8, [], 1, 3, lanes=lanes, seed=5)
     np.testing.assert_array_equal(run.outputs, gold.outputs_fx[0])
-    assert run.step_cycles == model_step_cycles(qm, lanes, gold.step_deltas)
+    assert run.step_cycles == model_step_cycles(qm, DeviceParams(qm.cell, **{**PARAMS, "lanes": lanes}), gold.step_deltas)
 
 
 def test_loading_by_write_commands_and_counters():
@@ -91,5 +91,27 @@ def test_models_that_do_not_fit_are_refused():
         pack(qm, params)
     small = DeviceParams("gru", **{**PARAMS, "wmem_bits": 4, "abits": 8})
     qm = quantize(random_model("gru", 5, 6, 1, False, 0), random_input(2, 4, 5), 4, 8, skip=["0.h"])
-    with pytest.raises(DeviceFitError, match="16-bit weights > the core's 4-bit slots"):
+    with pytest.raises(DeviceFitError, match="16-bit weights > the core's widest, 4 bits.*max_wbits 16"):
         pack(qm, small)
+
+
+@pytest.mark.parametrize("cell, skip, wmem_bits, wbits", [("gru", ["head.x", "0.h"], 4, 4), ("lstm", ["0.x"], 8, 8),
+                                                          ("sru", ["1.x"], 4, 3)])
+def test_skipped_path_runs_as_slices_of_narrow_slots(cell, skip, wmem_bits, wbits):
+    """A 16-bit skipped path on a core whose slots are narrow: exact, and slower on that path only."""
+    model = random_model(cell, 7, 10, 2, False, 4, seed=8)
+    x = random_input(1, 4, 7, seed=9)
+    qm = quantize(model, random_input(4, 20, 7, seed=10), wbits, 6, skip=skip)
+    params = DeviceParams(cell, **{**PARAMS, "wmem_bits": wmem_bits, "max_wbits": 16})
+    gold = emulate(qm, x)
+    run = run_core(Core(params, **pack(qm, params).core_init()), input_deltas(qm, x[0]), qm.output_size)
+    np.testing.assert_array_equal(run.outputs, gold.outputs_fx[0])
+    assert run.step_cycles == model_step_cycles(qm, params, gold.step_deltas)
+    # the same steps on 16-bit slots: the sliced paths' MxV costs (S - 1) * deltas * words more
+    wide = DeviceParams(cell, **PARAMS)
+    extra = [a - b for a, b in zip(run.step_cycles, model_step_cycles(qm, wide, gold.step_deltas))]
+    slices = 16 // wmem_bits
+    rows = {"head.x": qm.num_classes, "0.h": 3 * 10, "0.x": 4 * 10, "1.x": 3 * 10}
+    want = [sum((slices - 1) * int(gold.step_deltas[p][0, t]) * -(-rows[p] // PARAMS["lanes"]) for p in skip)
+            for t in range(x.shape[1])]
+    assert extra == want and sum(want) > 0

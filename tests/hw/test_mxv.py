@@ -10,6 +10,7 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from deltarnn.hw.mxv import DeltaMxV, delta_layout
+from deltarnn.spec.memory_map import weight_digits
 
 
 def _wrap(v, bits):
@@ -75,10 +76,10 @@ class Harness(Elaboratable):
 
 
 def _params(P, wmem_bits, delta_bits, acc_bits, dbuf_depth=16, waddr_bits=10, aaddr_bits=6,
-            index_bits=7, words_bits=7):
+            index_bits=7, words_bits=7, max_slices=1):
     return dict(lanes=P, wmem_bits=wmem_bits, delta_bits=delta_bits, acc_bits=acc_bits,
                 waddr_bits=waddr_bits, aaddr_bits=aaddr_bits, dbuf_depth=dbuf_depth,
-                index_bits=index_bits, words_bits=words_bits)
+                index_bits=index_bits, words_bits=words_bits, max_slices=max_slices)
 
 
 def _rand_signed(rng, bits, size, extreme=0.25):
@@ -90,22 +91,25 @@ def _rand_signed(rng, bits, size, extreme=0.25):
     return v
 
 
-def run_case(params, W, runs, w_base, acc_base, acc0, extra_cycles=3, back_to_back=False):
+def run_case(params, W, runs, w_base, acc_base, acc0, extra_cycles=3, back_to_back=False, slices=1):
     """Simulate ``len(runs)`` runs; return (accumulator lanes, cycles of each run).
 
     The delta buffer is initialised once with ``runs[0]``, so every run
     processes the same deltas (pass equal lists). ``acc0`` gives the initial
-    accumulator lanes of the whole memory (``P`` per word).
+    accumulator lanes of the whole memory (``P`` per word). ``W`` is stored
+    as ``slices`` slices (its weights may be ``slices * wmem_bits`` wide).
     """
     P = params["lanes"]
     R, C = W.shape
     words = -(-R // P)
     waddr_depth = 1 << params["waddr_bits"]
     w_init = [0] * waddr_depth
+    digits = weight_digits(W, params["wmem_bits"], slices)
     for j in range(C):
-        for w in range(words):
-            lanes = [W[w * P + p, j] if w * P + p < R else 0 for p in range(P)]
-            w_init[(w_base + j * words + w) % waddr_depth] = _pack(lanes, params["wmem_bits"])
+        for s in range(slices):
+            for w in range(words):
+                lanes = [digits[s, w * P + p, j] if w * P + p < R else 0 for p in range(P)]
+                w_init[(w_base + (j * slices + s) * words + w) % waddr_depth] = _pack(lanes, params["wmem_bits"])
     acc_init = [_pack(acc0[a * P:(a + 1) * P], params["acc_bits"])
                 for a in range(1 << params["aaddr_bits"])]
     deltas = runs[0]
@@ -116,6 +120,8 @@ def run_case(params, W, runs, w_base, acc_base, acc0, extra_cycles=3, back_to_ba
 
     async def tb(ctx):
         ctx.set(dut.words, words)
+        ctx.set(dut.slices, slices - 1)
+        ctx.set(dut.col_words, slices * words)
         ctx.set(dut.w_base, w_base)
         ctx.set(dut.acc_base, acc_base)
         ctx.set(dut.count, len(deltas))
@@ -265,6 +271,7 @@ def test_start_ignored_while_busy():
 
     async def tb(ctx):
         ctx.set(dut.words, words)
+        ctx.set(dut.col_words, words)
         ctx.set(dut.count, len(deltas))
         ctx.set(dut.start, 1)
         t = 0
@@ -333,3 +340,43 @@ def test_verilog():
                              index_bits=8, words_bits=8))
     text = verilog.convert(dut, name="delta_mxv")
     assert "module delta_mxv" in text
+
+
+SLICED = [
+    # (P, rows, cols, wmem_bits, weight bits, slices, max_slices, delta_bits, acc_bits, count)
+    (4, 37, 5, 4, 16, 4, 4, 17, 48, 6),
+    (8, 5, 4, 4, 16, 4, 4, 9, 48, 7),      # words == 1: every slice hits the same accumulator word
+    (1, 3, 3, 4, 11, 3, 4, 9, 32, 5),      # fewer slices than the core's most
+    (4, 9, 4, 8, 16, 2, 2, 17, 48, 5),
+    (4, 9, 4, 4, 4, 1, 4, 9, 32, 5),       # an unsliced matrix on a slicing core
+]
+
+
+@pytest.mark.parametrize("P,rows,cols,wmem,wbits,slices,max_slices,dbits,abits,count", SLICED)
+def test_sliced_weights_are_exact(P, rows, cols, wmem, wbits, slices, max_slices, dbits, abits, count):
+    """Weights wider than the slots, run as slices: the same sums as the whole weights, S times the cycles."""
+    rng = np.random.default_rng(hash((P, rows, cols, wmem, wbits, slices)) & 0xffffffff)
+    params = _params(P, wmem, dbits, abits, max_slices=max_slices)
+    W = _rand_signed(rng, wbits, (rows, cols), extreme=0.4)
+    js = rng.integers(0, cols, size=count)
+    ds = _rand_signed(rng, dbits, count, extreme=0.4)
+    deltas = list(zip(js.tolist(), ds.tolist()))
+    words = -(-rows // P)
+    acc0 = _rand_signed(rng, abits - 4, (1 << params["aaddr_bits"]) * P)
+    got, cycles = run_case(params, W, [deltas, deltas], 17, 3, acc0, slices=slices, back_to_back=True)
+    assert list(got) == list(model(W, [deltas, deltas], P, 3, acc0, abits, params["aaddr_bits"]))
+    assert cycles == [count * slices * words + DeltaMxV.LATENCY] * 2
+
+
+def test_weight_digits_recombine():
+    rng = np.random.default_rng(0)
+    for wmem, slices in ((4, 4), (4, 2), (8, 2), (2, 8), (4, 1)):
+        bits = wmem * slices
+        w = np.concatenate([rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), 500), [-(1 << (bits - 1)),
+                                                                                   (1 << (bits - 1)) - 1, 0, -1]])
+        d = weight_digits(w, wmem, slices)
+        assert (d[:-1] >= 0).all() and (d[:-1] < 1 << wmem).all()
+        assert (d[-1] >= -(1 << (wmem - 1))).all() and (d[-1] < 1 << (wmem - 1)).all()
+        assert (sum(d[s] << (s * wmem) for s in range(slices)) == w).all()
+    with pytest.raises(ValueError, match="do not fit 2 slices of 4 bits"):
+        weight_digits(np.array([128]), 4, 2)

@@ -52,18 +52,23 @@ def test_field_widths_come_from_the_contract():
     assert (1 << M.SHIFT_BITS) > C.SHIFT_MAX >= 1 << (M.SHIFT_BITS - 1)
     assert (1 << M.WIDTH_BITS) > C.MAX_BITS >= 1 << (M.WIDTH_BITS - 1)
     assert M.THETA_BITS == C.delta_bits(C.MAX_BITS) == C.MAX_BITS + 1
-    assert set(M.LAYER_REG_BITS) == set(M.LayerReg)
-    assert set(M.HEAD_REG_BITS) == {M.Reg.HEAD_SHIFT, M.Reg.HEAD_A_MULT, M.Reg.HEAD_A_SHIFT, M.Reg.HEAD_A_BITS,
-                                    M.Reg.HEAD_THETA}
+    assert set(PARAMS.layer_reg_bits()) == set(M.LayerReg)
+    assert set(PARAMS.head_reg_bits()) == {M.Reg.HEAD_SHIFT, M.Reg.HEAD_A_MULT, M.Reg.HEAD_A_SHIFT,
+                                           M.Reg.HEAD_A_BITS, M.Reg.HEAD_THETA, M.Reg.HEAD_SLICES, M.Reg.HEAD_WBASE}
+    wide = M.DeviceParams("gru", wmem_bits=4, max_wbits=16)
+    assert (wide.max_slices, wide.slice_bits, PARAMS.max_slices, PARAMS.slice_bits) == (4, 2, 1, 1)
+    assert (1 << PARAMS.waddr_bits) >= PARAMS.weight_depth > 1 << (PARAMS.waddr_bits - 1)
+    assert PARAMS.head_reg_bits()[M.Reg.HEAD_WBASE] == PARAMS.layer_reg_bits()[M.LayerReg.H_WBASE] == \
+        PARAMS.waddr_bits
 
 
 def _widths(p):
     """Expected width of every writable register, by address."""
     widths = {M.Reg.LAYERS: p.max_layers.bit_length(), M.Reg.INPUT: p.max_input.bit_length(),
               M.Reg.HIDDEN: p.max_hidden.bit_length(), M.Reg.CLASSES: p.max_classes.bit_length(),
-              **M.HEAD_REG_BITS}
+              **p.head_reg_bits()}
     for i in range(p.max_layers):
-        widths.update({M.layer_reg(i, f): bits for f, bits in M.LAYER_REG_BITS.items()})
+        widths.update({M.layer_reg(i, f): bits for f, bits in p.layer_reg_bits().items()})
     return widths
 
 
@@ -97,7 +102,8 @@ def test_core_reads_back_what_was_written():
     ids = {M.Reg.ID_CELL: M.CELL_CODES["gru"], M.Reg.ID_LANES: p.lanes, M.Reg.ID_MAX_INPUT: p.max_input,
            M.Reg.ID_MAX_HIDDEN: p.max_hidden, M.Reg.ID_MAX_LAYERS: p.max_layers,
            M.Reg.ID_MAX_CLASSES: p.max_classes, M.Reg.ID_WMEM_BITS: p.wmem_bits, M.Reg.ID_ABITS: p.abits,
-           M.Reg.ID_ACC_BITS: p.acc_bits, M.Reg.STEPS: 0, M.Reg.DELTAS: 0, 0x7: 0, 0xFF: 0}
+           M.Reg.ID_ACC_BITS: p.acc_bits, M.Reg.ID_MAX_WBITS: p.wmem_bits, M.Reg.ID_WEIGHT_WORDS: p.weight_depth,
+           M.Reg.STEPS: 0, M.Reg.DELTAS: 0, 0x7: 0, 0xFF: 0}
     run = run_core(Core(p), [], 0, writes=writes, read_regs=list(widths) + list(ids) + [M.Reg.CYCLES])
     assert {a: run.regs[int(a)] for a in widths} == {a: v & ((1 << widths[a]) - 1) for a, v in values.items()}
     assert {a: run.regs[int(a)] for a in ids} == ids

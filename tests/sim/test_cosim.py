@@ -27,7 +27,7 @@ from deltarnn.sim import cosim, runner, tb_core
 from deltarnn.spec import contract as C
 from deltarnn.spec.cells import CELLS
 from deltarnn.spec.memory_map import DeviceParams, Op, Reg
-from deltarnn.device.image import DeviceFitError
+from deltarnn.device.image import DeviceFitError, weight_words
 from deltarnn.quant.quantizer import path_names, quantize
 from tests.helpers import random_input, random_model
 
@@ -130,7 +130,10 @@ def test_device_params_are_sized_to_the_model():
     qm = quantize(random_model("gru", 5, 13, 2, False, 3), random_input(2, 4, 5), 6, 8, skip=["1.h"])
     p = cosim.device_params_for(qm, lanes=2)
     assert (p.cell, p.lanes, p.max_input, p.max_hidden, p.max_layers, p.max_classes) == ("gru", 2, 8, 16, 2, 4)
-    assert (p.wmem_bits, p.abits) == (16, 16) and p.acc_bits >= qm.accumulator_bits() and p.acc_bits % 8 == 0
+    # most weights are 6-bit: 8-bit slots; the skipped 16-bit path runs as two slices of them
+    assert (p.wmem_bits, p.max_wbits, p.abits) == (8, 16, 16)
+    assert p.acc_bits >= qm.accumulator_bits() and p.acc_bits % 8 == 0
+    assert p.weight_depth >= weight_words(qm, p)
     qm = quantize(random_model("lstm", 5, 6, 1, False, 0), random_input(2, 4, 5), 4, 8)
     p = cosim.device_params_for(qm)
     assert (p.max_classes, p.wmem_bits, p.abits) == (4, 4, 8)
@@ -184,6 +187,16 @@ def test_sru_identity_highway(tmp_path):
     res = run(qm, x, tmp_path)
     res.check()
     assert res.cycle_model_mismatches == 0
+
+
+def test_skipped_path_on_a_4_bit_build(tmp_path):
+    """The study's GRU shape of skipping: a 16-bit head (and h path) on 4-bit weight slots, as slices."""
+    qm, x = make_case("gru", 9, 20, 2, 6, 4, 8, skip=["head.x", "1.h"], theta_x=1, theta_h=1, batch=2, steps=20)
+    p = cosim.device_params_for(qm)
+    assert (p.wmem_bits, p.max_wbits, p.max_slices) == (4, 16, 4)
+    res = run(qm, x, tmp_path, params=p)
+    res.check()
+    assert res.timesteps == 40 and res.cycle_model_mismatches == 0
 
 
 @pytest.mark.slow

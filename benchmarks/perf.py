@@ -23,7 +23,10 @@ Side by side: the previous design (the sequential cell engine, 54 / 45 / 28 /
 measured Fmax) recomputed from the same deltas, and EdgeDRNN's published
 20.2 GOp/s. Per cell type, the study's 2 x 128 models give the ratio to the
 bound at P = 8 and P = 32. A plot shows cycles per step against the bound
-over sparsity (a sweep of thresholds on the ECP5 GRU).
+over sparsity (a sweep of thresholds on the ECP5 GRU). Last, the study's own
+choice for the 2 x 256 GRU, its skipped 16-bit path included, on the ECP5
+core with 4-bit slots: what the slices of the skipped matrix cost in cycles
+per step, and a co-simulation of it.
 
 Writes ``perf.md``, ``perf.json`` and ``perf.png`` to ``--out``
 (``benchmarks/results``). Run by ``make bench``::
@@ -143,8 +146,11 @@ def old_step_cycles(qm: QModel, lanes: int, deltas: dict) -> int:
     return total
 
 
-def step_figures(qm: QModel, utts, lanes: int) -> dict:
-    """Per-step cycles (model, previous design) and sparse bound over ``utts``, and the deltas' sparsity."""
+def step_figures(qm: QModel, utts, lanes: int, slices: dict | None = None) -> dict:
+    """Per-step cycles (model, previous design) and sparse bound over ``utts``, and the deltas' sparsity.
+
+    ``slices``: the weight slices of each path on the build (default 1: every weight in one slot).
+    """
     rows = path_rows(qm)
     new, old, bound, nnz, dense_in = [], [], [], 0, 0
     for u in utts:
@@ -153,7 +159,7 @@ def step_figures(qm: QModel, utts, lanes: int) -> dict:
         for t in range(steps):
             d = {k: int(v[0, t]) for k, v in r.step_deltas.items()}
             new.append(CY.step_cycles(qm.cell, lanes, qm.hidden_size, qm.num_classes, d,
-                                      [x.directions[0].highway is not None for x in qm.layers]))
+                                      [x.directions[0].highway is not None for x in qm.layers], slices))
             old.append(old_step_cycles(qm, lanes, d))
             bound.append(sum(d[p] * ceil_div(rows[p], lanes) for p in rows))
         nnz += r.stats.macs_needed
@@ -163,6 +169,42 @@ def step_figures(qm: QModel, utts, lanes: int) -> dict:
             "bound": float(np.mean(bound)), "bound_ratio": float(np.sum(new) / total) if total else None,
             "old_bound_ratio": float(np.sum(old) / total) if total else None,
             "eliminated_pct": 100.0 * (1 - nnz / dense_in), "per_step_cycles": new}
+
+
+def skipped_path(study_dir: Path, cell: str, train_utts, test_utts, synth: str, cosim_steps: int) -> dict:
+    """The study's own choice for ``cell``, its skipped 16-bit path included, on a build with 4-bit slots:
+    the skipped matrix runs as weight slices. Cycles per step against the same steps with every weight
+    in one slot (what a build with 16-bit slots would take, were it to fit), and a co-simulation."""
+    from dataclasses import replace
+
+    from deltarnn.models import load_torch_model
+    from deltarnn.quant.quantizer import quantize
+    from deltarnn.speech.study.driver import calibration_inputs
+    from deltarnn.device.image import weight_words
+
+    ch = chosen(study_dir, cell)
+    model = load_torch_model(ROOT / ch["model_file"])
+    qm = quantize(model, calibration_inputs(train_utts, 64, 0), wbits=ch["wbits"], abits=ch["abits"],
+                  skip=ch["skip"])
+    qm.set_thresholds(ch["theta_x"], ch["theta_h"])
+    base = CONFIGS[synth].params
+    params = replace(base, abits=16, max_wbits=16, acc_bits=max(base.acc_bits, qm.accumulator_bits()))
+    params = replace(params, weight_words=max(params.weight_depth, weight_words(qm, params)))
+    slices = CY.model_slices(qm, params.wmem_bits)
+    sliced = step_figures(qm, test_utts, params.lanes, slices)
+    whole = step_figures(qm, test_utts, params.lanes)
+    out = {"cell": cell, "model": ch["model_file"], "wbits": ch["wbits"], "abits": ch["abits"], "skip": ch["skip"],
+           "theta_x": ch["theta_x"], "theta_h": ch["theta_h"], "slices": {k: v for k, v in slices.items() if v > 1},
+           "params": params.as_dict(), "weight_words": weight_words(qm, params),
+           "cycles": sliced["cycles"], "cycles_one_slot": whole["cycles"],
+           "extra_cycles": sliced["cycles"] - whole["cycles"],
+           "extra_pct": 100 * (sliced["cycles"] / whole["cycles"] - 1), "bound_ratio": sliced["bound_ratio"],
+           "eliminated_pct": sliced["eliminated_pct"]}
+    if cosim_steps:
+        out["cosim"] = cosim_check(qm, test_utts[0], params, cosim_steps)
+    print(f"{cell} with {ch['skip']} skipped on {params.wmem_bits}-bit slots: {out['cycles']:,.0f} cycles per step, "
+          f"+{out['extra_cycles']:,.0f} ({out['extra_pct']:.1f} %) for the slices", flush=True)
+    return out
 
 
 def cosim_check(qm: QModel, utt, params, steps: int) -> dict:
@@ -258,7 +300,9 @@ def run(args) -> dict:
             cells.append({"cell": cell, "hidden": qm.hidden_size, "lanes": lanes, "theta_x": ch["theta_x"],
                           "theta_h": ch["theta_h"], **{k: v for k, v in f.items() if k != "per_step_cycles"}})
             print(f"{cell} 2x{qm.hidden_size} P={lanes}: {f['bound_ratio']:.2f}x the bound", flush=True)
-    return {"configs": configs, "cells": cells, "sweep": sweep, "edgedrnn_gops": EDGEDRNN_GOPS}
+    skipped = skipped_path(STUDY_256, "gru", train, test, "ecp5-p32-2x256", args.cosim_steps) \
+        if not args.configs or "ecp5-gru-2x256" in args.configs else None
+    return {"configs": configs, "cells": cells, "sweep": sweep, "skipped": skipped, "edgedrnn_gops": EDGEDRNN_GOPS}
 
 
 def threshold_sweep(qm: QModel, utts, lanes: int) -> list[dict]:
@@ -348,6 +392,21 @@ def markdown(res: dict, meta: dict) -> str:
     for c in res["cells"]:
         lines.append(f"| {c['cell']} | {c['lanes']} | {c['theta_x']}/{c['theta_h']} | {c['eliminated_pct']:.1f} % "
                      f"| {c['cycles']:,.0f} | {c['bound']:,.0f} | {c['bound_ratio']:.2f} |")
+    sk = res.get("skipped")
+    if sk:
+        cs = sk.get("cosim")
+        lines += ["", "## A skipped 16-bit path on 4-bit slots", "",
+                  f"The study's own choice for the 2 x 256 {sk['cell'].upper()}: {sk['wbits']}-bit weights, "
+                  f"{sk['abits']}-bit activations, {', '.join(sk['skip'])} skipped (16-bit), thresholds "
+                  f"{sk['theta_x']}/{sk['theta_h']}, on the `ecp5-p32-2x256` core with 16-bit activations and "
+                  f"`max_wbits` 16: the skipped matrix runs as {sk['slices']} slices of the 4-bit slots "
+                  f"({sk['weight_words']:,} weight words).", "",
+                  "| cycles / step | with every weight in one slot | extra for the slices | ratio to the bound | "
+                  "co-simulation |", "|---|---|---|---|---|",
+                  f"| {sk['cycles']:,.0f} | {sk['cycles_one_slot']:,.0f} | {sk['extra_cycles']:,.0f} "
+                  f"({sk['extra_pct']:.1f} %) | {sk['bound_ratio']:.2f} | " + (
+                      f"{cs['steps']} steps, {cs['cycle_model_mismatches']} cycle / {cs['mismatches']} data "
+                      f"mismatches" if cs else "not run") + " |"]
     if res["sweep"]:
         lines += ["", "![cycles per step against the bound](perf.png)", ""]
     lines += ["", "Resources (nextpnr):", ""]

@@ -17,11 +17,11 @@ Instructions (``k`` is the neuron being updated, ``H`` the hidden size):
 ==========================  =======  ==================================================
 instruction                 latency  effect
 ==========================  =======  ==================================================
-``("rq", d, path, blk)``    5        ``R[d] = requantize(acc[path][blk*H + k], mult, shift[path])``
-``("hw", d)``               5        SRU highway: identity: ``requantize(ref_x[k], hw_mult, hw_shift)``,
+``("rq", d, path, blk)``    6        ``R[d] = requantize(acc[path][blk*H + k], mult, shift[path])``
+``("hw", d)``               6        SRU highway: identity: ``requantize(ref_x[k], hw_mult, hw_shift)``,
                                      projection: ``("rq", d, "x", 3)``
-``("vec", d, blk)``         2        ``R[d] = vec[blk*H + k]``
-``("ld", d, s)``            2        ``R[d] = state s ("h" or "c") [k]``
+``("vec", d, blk)``         3        ``R[d] = vec[blk*H + k]``
+``("ld", d, s)``            3        ``R[d] = state s ("h" or "c") [k]``
 ``("add", d, a, b[, c])``   1        ``R[d] = fx_add(R[a], R[b][, R[c]])``
 ``("mul", d, a, b)``        2        ``R[d] = fx_mul(R[a], R[b])``
 ``("omin", d, a)``          1        ``R[d] = ONE - R[a]``
@@ -32,6 +32,9 @@ instruction                 latency  effect
 ``("out", a)``              1        emit ``R[a]`` on ``out`` (the engine waits while ``out.ready`` is low)
 ==========================  =======  ==================================================
 
+Every memory read takes its address from a register (computed in the
+instruction's first cycle, read in the next, data in the one after): no
+address arithmetic lies between a register and the memories' address pins.
 The registers ``R[0..7]`` name values within one neuron's program; each
 instruction's result is a value of its own in hardware (a register, or a
 short chain of them where a value lives longer than ``ii`` cycles), so
@@ -87,7 +90,7 @@ HEAD_OUT = [("rq", 0, "x", 0), ("vec", 1, 0), ("add", 0, 0, 1), ("out", 0)]
 H_OUT = [("ld", 0, "h"), ("out", 0)]
 
 #: Cycles from an instruction's start until its result can be used.
-LATENCY_OF = {"rq": 5, "hw": 5, "vec": 2, "ld": 2, "add": 1, "mul": 2, "omin": 1, "relu": 1,
+LATENCY_OF = {"rq": 6, "hw": 6, "vec": 3, "ld": 3, "add": 1, "mul": 2, "omin": 1, "relu": 1,
               "sig": 2, "tanh": 2, "st": 1, "out": 1}
 
 
@@ -417,7 +420,9 @@ class CellEngine(wiring.Component):
 
         Every port computes its address once, from the request of the
         instruction whose cycle it is: ``en``, the neuron ``k``, and for the
-        accumulator and vector ports the row block (and the path).
+        accumulator and vector ports the row block (and the path). Read
+        addresses and enables are registered (the read one cycle after the
+        request); write addresses are not.
         """
         p = self.p
         lanes_log2 = (p.lanes - 1).bit_length()
@@ -442,14 +447,17 @@ class CellEngine(wiring.Component):
         row = Signal(range(4 * p.max_hidden + 1))
         base = Signal(range(p.acc_depth))
         m.d.comb += [row.eq(block_rows(acc["block"]) + acc["k"]),
-                     base.eq(Mux(acc["h"], self.acc_base_h, self.acc_base_x)),
-                     self.acc_addr.eq(base + (row >> lanes_log2)), self.acc_en.eq(acc["en"]),
-                     self.mult_addr.eq((base << lanes_log2) + row), self.mult_en.eq(acc["en"])]
+                     base.eq(Mux(acc["h"], self.acc_base_h, self.acc_base_x))]
         req["acc"]["lane"] = row[:lanes_log2] if lanes_log2 else Const(0, 1)
         vec = req["vec"]
-        m.d.comb += [self.vec_addr.eq(self.vec_base + block_rows(vec["block"]) + vec["k"]), self.vec_en.eq(vec["en"]),
+        m.d.sync += [self.acc_addr.eq(base + (row >> lanes_log2)), self.acc_en.eq(acc["en"]),
+                     self.mult_addr.eq((base << lanes_log2) + row), self.mult_en.eq(acc["en"]),
+                     self.vec_addr.eq(self.vec_base + block_rows(vec["block"]) + vec["k"]), self.vec_en.eq(vec["en"]),
                      self.ref_addr.eq(self.ref_base + req["ref"]["k"]), self.ref_en.eq(req["ref"]["en"])]
-        for port in ("h_rd", "c_rd", "h_wr", "c_wr"):
+        for port in ("h_rd", "c_rd"):
+            m.d.sync += [getattr(self, f"{port}_addr").eq(self.state_base + req[port]["k"]),
+                         getattr(self, f"{port}_en").eq(req[port]["en"])]
+        for port in ("h_wr", "c_wr"):
             m.d.comb += [getattr(self, f"{port}_addr").eq(self.state_base + req[port]["k"]),
                          getattr(self, f"{port}_en").eq(req[port]["en"])]
         m.d.comb += [self.h_wr_data.eq(req["h_wr"]["data"]), self.c_wr_data.eq(req["c_wr"]["data"])]
@@ -458,9 +466,9 @@ class CellEngine(wiring.Component):
     def _units(self, m, schedules: dict, run) -> dict:
         """The shared units, as many copies as the most demanding program needs.
 
-        ``rq``: the requantizer (stage 0: addresses, 1: the lane (or the
-        reference) and its multiplier registered, 2: product, 3: shifted by
-        ``shift - 1``, 4: rounded and saturated); ``mul``: fixed-point
+        ``rq``: the requantizer (stage 0: addresses, 1: the read, 2: the
+        lane (or the reference) and its multiplier registered, 3: product,
+        4: shifted by ``shift - 1``, 5: rounded and saturated); ``mul``: fixed-point
         multipliers (product, then round and saturate); ``sig``, ``tanh``:
         activation tables (address, then value).
         """
@@ -477,6 +485,7 @@ class CellEngine(wiring.Component):
             lane = Signal(range(p.lanes), name="rq_lane")          # stage 0 inputs (comb)
             shift = Signal(SHIFT_BITS, name="rq_shift")
             ref = Signal(name="rq_ref")
+            lane0, shift0, ref0 = Signal.like(lane), Signal.like(shift), Signal()   # the read's cycle
             lane1, shift1, ref1 = Signal.like(lane), Signal.like(shift), Signal()
             shift2, ref2 = Signal.like(shift), Signal()
             less3, zero3 = Signal.like(shift), Signal()             # shift - 1, shift == 0
@@ -487,7 +496,8 @@ class CellEngine(wiring.Component):
             # round half up: floor((v + 2**(s-1)) / 2**s) == (floor(v / 2**(s-1)) + 1) >> 1, and v itself for
             # s = 0 (as (2v + 1) >> 1): no adder or constant as wide as the shift range
             with m.If(run):
-                m.d.sync += [lane1.eq(lane), shift1.eq(shift), ref1.eq(ref),
+                m.d.sync += [lane0.eq(lane), shift0.eq(shift), ref0.eq(ref),
+                             lane1.eq(lane0), shift1.eq(shift0), ref1.eq(ref0),
                              operand2.eq(Mux(ref1, self.ref_data,
                                              self.acc_data.word_select(lane1, p.acc_bits).as_signed())),
                              mult2.eq(Mux(ref1, self.hw_mult, self.mult_data)), shift2.eq(shift1), ref2.eq(ref1),

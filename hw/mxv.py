@@ -76,8 +76,10 @@ class DeltaMxV(wiring.Component):
 
     Pipeline (one item = one accumulator word of one slice of one delta):
     stage 0 steps through the items and reads the delta entry at each
-    column's first word; stage 1 multiplies the column index by
-    ``col_words``; stage 2 issues the weight read; stage 3 registers the
+    column's first word; stage 1 registers the entry; stage 1b computes the
+    item's weight address into a register (``w_base + j*col_words`` at a
+    column's first item, the previous address plus one after); stage 2
+    issues the weight read; stage 2b registers the weight word; stage 3 registers the
     ``P`` products (shifted by the slice) and reads the accumulator word;
     stage 4 adds and writes it. Consecutive items that hit the same
     accumulator word (``words == 1``) read it in the cycle it is written: the
@@ -119,7 +121,7 @@ class DeltaMxV(wiring.Component):
     ----------
     LATENCY : int
         ``L`` in the cycle count ``count*S*words + L`` from ``start`` to
-        ``done`` (5).
+        ``done`` (7).
     dbuf_layout : amaranth.lib.data.StructLayout
         Layout of a delta buffer entry, see :func:`delta_layout`.
 
@@ -175,8 +177,8 @@ class DeltaMxV(wiring.Component):
         Accumulator write data.
     """
 
-    #: Cycles from ``start`` to ``done`` are ``count*words + LATENCY``.
-    LATENCY = 5
+    #: Cycles from ``start`` to ``done`` are ``count*S*words + LATENCY``.
+    LATENCY = 7
 
     def __init__(self, *, lanes, wmem_bits, delta_bits, acc_bits, waddr_bits,
                  aaddr_bits, dbuf_depth, index_bits, words_bits, max_slices=1):
@@ -276,7 +278,7 @@ class DeltaMxV(wiring.Component):
             with m.If(first0):
                 m.d.sync += self.deltas.eq(self.deltas + 1)
 
-        # --- stage 1: delta entry arrives; column offset j*col_words ----------
+        # --- stage 1: the delta entry arrives and is registered -----------------
         v1, first1, sfirst1, last1 = Signal(), Signal(), Signal(), Signal()
         sl1 = Signal.like(sl0)
         m.d.sync += [
@@ -287,37 +289,55 @@ class DeltaMxV(wiring.Component):
             # a run with count == 0 sends a lone end marker down the pipeline
             last1.eq(last0 | (take & (self.count == 0))),
         ]
+        index1b = Signal.like(self.dbuf_data.index)
+        delta1b = Signal(signed(self.delta_bits))
+        with m.If(v1 & first1):
+            m.d.sync += [index1b.eq(self.dbuf_data.index), delta1b.eq(self.dbuf_data.delta)]
 
-        # --- stage 2: weight and accumulator reads ---------------------------
-        v2, first2, sfirst2, last2 = Signal(), Signal(), Signal(), Signal()
-        sl2 = Signal.like(sl0)
-        offset2 = Signal(self.waddr_bits)
-        delta2 = Signal(signed(self.delta_bits))
-        m.d.sync += [v2.eq(v1), first2.eq(first1), sfirst2.eq(sfirst1), last2.eq(last1), sl2.eq(sl1)]
-        with m.If(first1):
-            m.d.sync += [
-                offset2.eq(self.dbuf_data.index * self.col_words),
-                delta2.eq(self.dbuf_data.delta),
-            ]
-        w_ptr = Signal(self.waddr_bits)   # weight address issued in the previous item
-        a_ptr = Signal(self.aaddr_bits)   # accumulator address issued in the previous item
+        # --- stage 1b: the weight address of the item --------------------------
+        # (registered: the weight memory's many blocks see a register, no arithmetic; items follow
+        # each other without bubbles, so the address of the previous item is the register itself)
+        v1b, first1b, sfirst1b, last1b = Signal(), Signal(), Signal(), Signal()
+        sl1b = Signal.like(sl0)
+        m.d.sync += [v1b.eq(v1), first1b.eq(first1), sfirst1b.eq(sfirst1), last1b.eq(last1), sl1b.eq(sl1)]
         w_addr2 = Signal(self.waddr_bits)
+        delta2 = Signal(signed(self.delta_bits))
+        m.d.sync += delta2.eq(delta1b)
+        with m.If(v1b):
+            with m.If(first1b):
+                m.d.sync += w_addr2.eq(self.w_base + index1b * self.col_words)
+            with m.Else():
+                m.d.sync += w_addr2.eq(w_addr2 + 1)
+
+        # --- stage 2: weight read; accumulator address -----------------------
+        v2, sfirst2, last2 = Signal(), Signal(), Signal()
+        sl2 = Signal.like(sl0)
+        m.d.sync += [v2.eq(v1b), sfirst2.eq(sfirst1b), last2.eq(last1b), sl2.eq(sl1b)]
+        a_ptr = Signal(self.aaddr_bits)   # accumulator address of the previous item
         a_addr2 = Signal(self.aaddr_bits)
         m.d.comb += [
-            w_addr2.eq(Mux(first2, self.w_base + offset2, w_ptr + 1)),
             a_addr2.eq(Mux(sfirst2, self.acc_base, a_ptr + 1)),
             self.w_addr.eq(w_addr2),
             self.w_en.eq(v2),
         ]
         with m.If(v2):
-            m.d.sync += [w_ptr.eq(w_addr2), a_ptr.eq(a_addr2)]
+            m.d.sync += a_ptr.eq(a_addr2)
+
+        # --- stage 2b: the weight word registered as it leaves the memory -------
+        v2b, last2b = Signal(), Signal()
+        sl2b = Signal.like(sl0)
+        delta2b = Signal(signed(self.delta_bits))
+        a_addr2b = Signal(self.aaddr_bits)
+        w_word = Signal.like(self.w_data)
+        m.d.sync += [v2b.eq(v2), last2b.eq(last2), delta2b.eq(delta2), a_addr2b.eq(a_addr2), sl2b.eq(sl2),
+                     w_word.eq(self.w_data)]
 
         # --- stage 3: products registered, accumulator read -------------------
         v3, last3 = Signal(), Signal()
         sl3 = Signal.like(sl0)
         delta3 = Signal(signed(self.delta_bits))
         a_addr3 = Signal(self.aaddr_bits)
-        m.d.sync += [v3.eq(v2), last3.eq(last2), delta3.eq(delta2), a_addr3.eq(a_addr2), sl3.eq(sl2)]
+        m.d.sync += [v3.eq(v2b), last3.eq(last2b), delta3.eq(delta2b), a_addr3.eq(a_addr2b), sl3.eq(sl2b)]
         m.d.comb += [self.acc_rd_addr.eq(a_addr3), self.acc_rd_en.eq(v3)]
         # --- stage 4: add, accumulator write ----------------------------------
         # (with words == 1 the next item reads this word in the cycle it is written: the
@@ -327,7 +347,7 @@ class DeltaMxV(wiring.Component):
         m.d.sync += [v4.eq(v3), last4.eq(last3), a_addr4.eq(a_addr3)]
         S = self.max_slices
         for p in range(P):
-            slot = self.w_data[p * WB:(p + 1) * WB]
+            slot = w_word[p * WB:(p + 1) * WB]
             acc = self.acc_rd_data[p * AB:(p + 1) * AB].as_signed()
             if S == 1:
                 prod4 = Signal(signed(WB + self.delta_bits), name=f"prod{p}")

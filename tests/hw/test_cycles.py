@@ -14,13 +14,13 @@ from deltarnn.spec.memory_map import H_BLOCKS
 
 def test_phase_formulas():
     assert encode_cycles(8) == 8 + 6 + 1
-    assert mxv_cycles(5, 24, 4) == 5 * 6 + 5 + 1
-    assert mxv_cycles(0, 24, 4) == 6
-    assert mxv_cycles(3, 9, 2) == 3 * 5 + 6          # ceil(9 / 2) words per column
+    assert mxv_cycles(5, 24, 4) == 5 * 6 + 7 + 1
+    assert mxv_cycles(0, 24, 4) == 8
+    assert mxv_cycles(3, 9, 2) == 3 * 5 + 8          # ceil(9 / 2) words per column
     # (items - 1) * ii + depth of the program's schedule, + the GO and done cycles
-    assert engine_cycles(8, CELL_PROGRAMS["gru"]) == 7 * 6 + 19 + 2
-    assert engine_cycles(3, HEAD_OUT) == 2 * 2 + 7 + 2
-    assert engine_cycles(6, H_OUT) == 5 * 2 + 3 + 2
+    assert engine_cycles(8, CELL_PROGRAMS["gru"]) == 7 * 6 + 20 + 2
+    assert engine_cycles(3, HEAD_OUT) == 2 * 2 + 8 + 2
+    assert engine_cycles(6, H_OUT) == 5 * 2 + 4 + 2
     assert engine_cycles(0, HEAD_OUT) == 2
 
 
@@ -28,15 +28,15 @@ def test_gru_with_head_by_hand():
     deltas = {"0.x": 2, "0.h": 5, "head.x": 4}
     assert step_phases("gru", 4, 8, 3, deltas) == [
         ("accept", 1),
-        ("0.x MxV", 2 * 6 + 6),          # 3*8 rows: 6 words of 4 lanes
+        ("0.x MxV", 2 * 6 + 8),          # 3*8 rows: 6 words of 4 lanes
         ("0.h encode", 8 + 7),
-        ("0.h MxV", 5 * 6 + 6),
-        ("0 cell", 7 * 6 + 19 + 2),
+        ("0.h MxV", 5 * 6 + 8),
+        ("0 cell", 7 * 6 + 20 + 2),
         ("head encode", 8 + 7),
-        ("head MxV", 4 * 1 + 6),         # 3 classes: one word
-        ("output", 2 * 2 + 7 + 2),
+        ("head MxV", 4 * 1 + 8),         # 3 classes: one word
+        ("output", 2 * 2 + 8 + 2),
     ]
-    assert step_cycles("gru", 4, 8, 3, deltas) == 171
+    assert step_cycles("gru", 4, 8, 3, deltas) == 179
 
 
 def test_sru_without_head_by_hand():
@@ -44,26 +44,26 @@ def test_sru_without_head_by_hand():
     deltas = {"0.x": 1, "1.x": 3}
     assert step_phases("sru", 2, 3, 0, deltas, [False, True]) == [
         ("accept", 1),
-        ("0.x MxV", 1 * 6 + 6),          # 4*3 rows: 6 words of 2 lanes
-        ("0 cell", 2 * 4 + 17 + 2),
+        ("0.x MxV", 1 * 6 + 8),          # 4*3 rows: 6 words of 2 lanes
+        ("0 cell", 2 * 4 + 18 + 2),
         ("1.x encode", 3 + 7),
-        ("1.x MxV", 3 * 5 + 6),          # 3*3 rows: 5 words
-        ("1 cell", 2 * 4 + 17 + 2),
-        ("output", 2 * 2 + 3 + 2),
+        ("1.x MxV", 3 * 5 + 8),          # 3*3 rows: 5 words
+        ("1 cell", 2 * 4 + 18 + 2),
+        ("output", 2 * 2 + 4 + 2),
     ]
-    assert step_cycles("sru", 2, 3, 0, deltas, [False, True]) == 107
-    assert step_cycles("sru", 2, 3, 0, deltas) == 107 + 3 * (6 - 5)     # default: projections everywhere
+    assert step_cycles("sru", 2, 3, 0, deltas, [False, True]) == 114
+    assert step_cycles("sru", 2, 3, 0, deltas) == 114 + 3 * (6 - 5)     # default: projections everywhere
 
 
 def test_documented_example():
     """docs/gateware.md: 2 x 256 GRU, 40 classes, P = 32, 40 input deltas, every hidden delta firing."""
     deltas = {"0.x": 40, "0.h": 256, "1.x": 256, "1.h": 256, "head.x": 256}
     phases = dict(step_phases("gru", 32, 256, 40, deltas))
-    assert phases["0.x MxV"] == 966
-    assert phases["0.h MxV"] == phases["1.x MxV"] == phases["1.h MxV"] == 6150
-    assert phases["0 cell"] == phases["1 cell"] == 255 * 6 + 19 + 2 == 1551
-    assert phases["head MxV"] == 518 and phases["output"] == 39 * 2 + 7 + 2
-    assert step_cycles("gru", 32, 256, 40, deltas) == 24176
+    assert phases["0.x MxV"] == 968
+    assert phases["0.h MxV"] == phases["1.x MxV"] == phases["1.h MxV"] == 6152
+    assert phases["0 cell"] == phases["1 cell"] == 255 * 6 + 20 + 2 == 1552
+    assert phases["head MxV"] == 520 and phases["output"] == 39 * 2 + 8 + 2
+    assert step_cycles("gru", 32, 256, 40, deltas) == 24189
 
 
 @pytest.mark.parametrize("cell", sorted(CELL_PROGRAMS))

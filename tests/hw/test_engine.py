@@ -26,7 +26,7 @@ VEC_SIZES = {"lstm": {"bias": 4}, "gru": {"bias": 3, "bias_hn": 1}, "ligru": {"b
              "sru": {"bias": 2, "vf": 1, "vr": 1}}
 STEPS = cells.STEPS
 #: Cycles between neurons and of one neuron's program, per program (docs/gateware.md).
-SCHEDULES = {"lstm": (8, 21), "gru": (6, 19), "ligru": (4, 16), "sru": (4, 17), "head": (2, 7), "h_out": (2, 3)}
+SCHEDULES = {"lstm": (8, 22), "gru": (6, 20), "ligru": (4, 17), "sru": (4, 18), "head": (2, 8), "h_out": (2, 4)}
 
 HIDDEN = 5        # run-time H, below max_hidden: block strides are H, not the maximum
 LAYER = 1         # bases of layer 1, none of them 0
@@ -184,7 +184,7 @@ def test_vector_blocks_are_the_memory_map():
 def test_schedules_are_the_documented_ones():
     programs = {**CELL_PROGRAMS, "head": HEAD_OUT, "h_out": H_OUT}
     assert {name: (schedule(p).ii, schedule(p).depth) for name, p in programs.items()} == SCHEDULES
-    assert run_cycles(HEAD_OUT, 0) == 0 and run_cycles(HEAD_OUT, 5) == 4 * 2 + 7
+    assert run_cycles(HEAD_OUT, 0) == 0 and run_cycles(HEAD_OUT, 5) == 4 * 2 + 8
 
 
 def test_schedule_respects_ports_and_dependences():

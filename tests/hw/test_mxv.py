@@ -305,7 +305,7 @@ def test_layout():
     dut = DeltaMxV(**_params(4, 4, 9, 32))
     assert dut.dbuf_layout == layout
     assert dut.dbuf_data.shape() == layout
-    assert DeltaMxV.LATENCY == 5
+    assert DeltaMxV.LATENCY == 7
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -22,6 +22,7 @@ class Op(enum.Enum, shape=M.OP_BITS):
     DELTA = M.Op.DELTA.value
     STEP = M.Op.STEP.value
     RESET = M.Op.RESET.value
+    CLEAR = M.Op.CLEAR.value
 
 
 class Region(enum.Enum, shape=M.ADDR_BITS - M.REGION_SHIFT):

@@ -15,7 +15,7 @@ from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import contract as C
-from deltarnn.spec.memory_map import ADDR_BITS, DATA_BITS, H_BLOCKS, X_BLOCKS, DeviceParams, LayerReg, Reg
+from deltarnn.spec.memory_map import ADDR_BITS, DATA_BITS, H_BLOCKS, X_BLOCKS, DeviceParams, Error, LayerReg, Reg
 
 from deltarnn.hw.command import Op, Region, address_layout, command_layout
 from deltarnn.hw.encoder import DeltaEncoder
@@ -58,13 +58,15 @@ class _Ports(NamedTuple):
 class _State:
     """The sequencer's own registers."""
 
-    def __init__(self, p: DeviceParams, clear_depth: int):
+    def __init__(self, p: DeviceParams, clear_depth: int, wipe_depth: int):
         self.layer = Signal(range(p.max_layers + 1))
         self.path = Signal(Path)
         self.host_count = Signal(range(p.dbuf_depth + 1))    # deltas the host has written
         self.dcount = Signal(range(p.dbuf_depth + 1))        # deltas of the path being run
-        self.clr = Signal(range(clear_depth + 1))
-        self.clearing = Signal()
+        self.clr = Signal(range(max(clear_depth, wipe_depth) + 1))
+        self.clearing = Signal()    # RESET and CLEAR: accumulators, references, state
+        self.wiping = Signal()      # CLEAR: also the weights, multipliers and vectors
+        self.errors = Signal(len(Error))   # refused in this cycle
         self.in_step = Signal()
         self.step_counter = Signal(DATA_BITS)
         self.rmw = Signal()                                  # DELTA: add the delta to its reference
@@ -98,7 +100,12 @@ class Core(wiring.Component):
     Members
     -------
     cmd : In(stream.Signature(command_layout()))
-        Commands: WRITE, READ, DELTA, STEP, RESET (:class:`deltarnn.hw.command.Op`).
+        Commands: WRITE, READ, DELTA, STEP, RESET, CLEAR (:class:`deltarnn.hw.command.Op`). A
+        command the core refuses (an unknown opcode, an address of nothing, a
+        value out of range, a DELTA beyond ``INPUT`` or the buffer, a STEP
+        without a model) is consumed, has no effect and sets its bit in the
+        sticky ``ERRORS`` register; a READ always has its response. No
+        command or register value can stop the core taking commands.
     rsp : Out(stream.Signature(DATA_BITS))
         Responses: one word per READ; per STEP, the outputs of the time step
         (fixed point, sign-extended), ``classes`` of them with a head, else
@@ -106,7 +113,7 @@ class Core(wiring.Component):
 
     Latency and throughput: WRITE and DELTA take one command per cycle
     (DELTA two); a STEP takes the cycles given by :func:`deltarnn.hw.cycles.step_cycles`
-    (rsp always ready); RESET takes ``clear_depth + 1`` cycles.
+    (rsp always ready); RESET takes ``clear_depth + 1`` cycles, CLEAR ``wipe_depth + 1``.
     """
 
     def __init__(self, params: DeviceParams, *, weights=None, mult=None, vec=None, regs=None,
@@ -127,6 +134,12 @@ class Core(wiring.Component):
         return max(p.acc_depth, p.ref_depth, p.state_depth)
 
     @property
+    def wipe_depth(self) -> int:
+        """Words CLEAR zeroes: also the weight, multiplier and vector memories."""
+        p = self.p
+        return max(self.clear_depth, p.weight_depth, p.acc_depth * p.lanes, p.vec_depth)
+
+    @property
     def index_bits(self) -> int:
         """Width of a delta's element index (in the delta buffer and in a DELTA's ``addr``)."""
         return _addr_bits(self.p.max_cols + 1)
@@ -136,8 +149,8 @@ class Core(wiring.Component):
         units = self._units()
         ports = self._memories(m, units.mxv.dbuf_layout)
         m.submodules.mxv, m.submodules.encoder, m.submodules.engine = units
-        regs = RegisterFile(self.p, self.init_regs)
-        st = _State(self.p, self.clear_depth)
+        regs = self.registers = RegisterFile(self.p, self.init_regs)   # (its signals: for tests)
+        st = _State(self.p, self.clear_depth, self.wipe_depth)
         self._path_inputs(m, regs, st, units)
         self._port_wiring(m, ports, st, units)
         self._sequencer(m, regs, st, ports, units)
@@ -208,13 +221,17 @@ class Core(wiring.Component):
         sru_identity = lf(LayerReg.HW_IDENTITY) if p.cell == "sru" else Const(0)
         x_blocks = Const(X_BLOCKS[p.cell]) - sru_identity if p.cell == "sru" else Const(X_BLOCKS[p.cell])
         head_acc = p.acc_base(p.max_layers, "x")
+        theta = Signal(range(1 << 17), name="theta")
+        theta_max = (1 << len(enc.theta)) - 1
+        m.d.comb += theta.eq(per_path(lf(LayerReg.XA_THETA), lf(LayerReg.HA_THETA), regs.head[Reg.HEAD_THETA]))
 
         m.d.comb += [
             enc.length.eq(regs.hidden),
             enc.mult.eq(per_path(lf(LayerReg.XA_MULT), lf(LayerReg.HA_MULT), regs.head[Reg.HEAD_A_MULT])),
             enc.shift.eq(per_path(lf(LayerReg.XA_SHIFT), lf(LayerReg.HA_SHIFT), regs.head[Reg.HEAD_A_SHIFT])),
             enc.bits.eq(per_path(lf(LayerReg.XA_BITS), lf(LayerReg.HA_BITS), regs.head[Reg.HEAD_A_BITS])),
-            enc.theta.eq(per_path(lf(LayerReg.XA_THETA), lf(LayerReg.HA_THETA), regs.head[Reg.HEAD_THETA])),
+            # a threshold beyond the widest delta suppresses every delta: saturated to the encoder's width
+            enc.theta.eq(Mux(theta >= theta_max, theta_max, theta)),
             mxv.count.eq(st.dcount),
             eng.hidden.eq(regs.hidden),
             eng.shift_x.eq(Mux(is_head, regs.head[Reg.HEAD_SHIFT], lf(LayerReg.X_SHIFT))),
@@ -222,7 +239,10 @@ class Core(wiring.Component):
             eng.hw_mult.eq(lf(LayerReg.HW_MULT)), eng.hw_shift.eq(lf(LayerReg.HW_SHIFT)),
             eng.hw_identity.eq(sru_identity),
         ]
-        m.d.comb += [
+        # The memory bases of the encoder and the engine, registered too: their address arithmetic
+        # stays off the paths to the memories. They change the cycle after the layer or path does,
+        # before the GO cycle's successor, in which either unit first uses them.
+        m.d.sync += [
             enc.src_base.eq(Mux(is_h, p.state_base(layer), p.state_base(prev))),
             enc.ref_base.eq(Mux(is_head, p.ref_base(p.max_layers, "x"), base(p.ref_base, p.layer_ref_words))),
             eng.acc_base_x.eq(Mux(is_head, head_acc, base(p.acc_base, p.layer_acc_words, "x"))),
@@ -285,6 +305,12 @@ class Core(wiring.Component):
             m.d.comb += [port.wr.addr.eq(Mux(clearing, clr, addr)), port.wr.data.eq(Mux(clearing, 0, wdata)),
                          port.wr.en.eq(en | (clearing & (clr < depth)))]
 
+        with m.If(st.wiping):
+            lanes = (1 << p.lanes) - 1
+            m.d.comb += [w.rd.addr.eq(clr), w.wr.data.eq(0), w.wr.en.eq(Mux(clr < p.weight_depth, lanes, 0)),
+                         mult.wr.addr.eq(clr), mult.wr.data.eq(0), mult.wr.en.eq(clr < p.acc_depth * p.lanes),
+                         vec.wr.addr.eq(clr), vec.wr.data.eq(0), vec.wr.en.eq(clr < p.vec_depth)]
+
         with m.If(enc.ref_rd_en):
             m.d.comb += [ref.rd.addr.eq(enc.ref_rd_addr), ref.rd.en.eq(1)]
         with m.Elif(eng.ref_en):
@@ -303,8 +329,9 @@ class Core(wiring.Component):
         """Reference address of the element of a DELTA command (in layer 0's x path)."""
         return self.p.ref_base(0, "x") + self.cmd.payload.addr[:self.index_bits]
 
-    def _host_write(self, m, regs: RegisterFile, ports: dict[str, _Ports]) -> None:
-        """WRITE: a register, or one element of the weight, multiplier or vector memory."""
+    def _host_write(self, m, regs: RegisterFile, ports: dict[str, _Ports], errors) -> None:
+        """WRITE: a register, or one element of the weight, multiplier or vector memory; refused
+        (``errors``) for an address of nothing or a register value out of its range."""
         p = self.p
         cmd = self.cmd.payload
         address = data.View(address_layout(), cmd.addr)
@@ -313,16 +340,27 @@ class Core(wiring.Component):
         w, mult, vec = ports["weights"], ports["mult"], ports["vec"]
         with m.Switch(address.region):
             with m.Case(Region.REG):
-                regs.write(m, offset, cmd.data)
+                m.d.comb += errors.eq(regs.write(m, offset, cmd.data))
             with m.Case(Region.WEIGHT):
                 lane = offset[:lanes_log2] if lanes_log2 else Const(0, 1)
-                m.d.comb += [w.rd.addr.eq(offset >> lanes_log2),
-                             w.wr.data.eq(cmd.data[:p.wmem_bits].replicate(p.lanes)),
-                             w.wr.en.eq(Const(1, p.lanes) << lane)]
+                with m.If(offset < p.weight_depth * p.lanes):
+                    m.d.comb += [w.rd.addr.eq(offset >> lanes_log2),
+                                 w.wr.data.eq(cmd.data[:p.wmem_bits].replicate(p.lanes)),
+                                 w.wr.en.eq(Const(1, p.lanes) << lane)]
+                with m.Else():
+                    m.d.comb += errors.eq(Error.BAD_ADDR)
             with m.Case(Region.MULT):
-                m.d.comb += [mult.wr.addr.eq(offset), mult.wr.data.eq(cmd.data), mult.wr.en.eq(1)]
+                with m.If(offset < p.acc_depth * p.lanes):
+                    m.d.comb += [mult.wr.addr.eq(offset), mult.wr.data.eq(cmd.data), mult.wr.en.eq(1)]
+                with m.Else():
+                    m.d.comb += errors.eq(Error.BAD_ADDR)
             with m.Case(Region.VEC):
-                m.d.comb += [vec.wr.addr.eq(offset), vec.wr.data.eq(cmd.data), vec.wr.en.eq(1)]
+                with m.If(offset < p.vec_depth):
+                    m.d.comb += [vec.wr.addr.eq(offset), vec.wr.data.eq(cmd.data), vec.wr.en.eq(1)]
+                with m.Else():
+                    m.d.comb += errors.eq(Error.BAD_ADDR)
+            with m.Default():
+                m.d.comb += errors.eq(Error.BAD_ADDR)
 
     def _sequencer(self, m, regs: RegisterFile, st: _State, ports: dict[str, _Ports], units: _Units) -> None:
         """The command decoder and the step sequencer (phases in ``docs/gateware.md``)."""
@@ -331,13 +369,21 @@ class Core(wiring.Component):
         cmd = self.cmd.payload
         dbuf = ports["dbuf"]
         delta_in = Signal(signed(p.delta_bits))
+        delta_fits = Signal()      # the DELTA's 32-bit signed value fits a delta
         read_addr = Signal(ADDR_BITS)
         out_head = regs.classes != 0
-        m.d.comb += [delta_in.eq(cmd.data[:p.delta_bits].as_signed()), eng.out.ready.eq(self.rsp.ready)]
-        read_value = regs.read(m, read_addr)
+        top = cmd.data[p.delta_bits - 1:]
+        m.d.comb += [delta_in.eq(cmd.data[:p.delta_bits].as_signed()), eng.out.ready.eq(self.rsp.ready),
+                     delta_fits.eq((top == 0) | (top == (1 << len(top)) - 1))]
+        read_value, read_known = regs.read(m, read_addr)
         m.d.sync += regs.cycles.eq(regs.cycles + 1)
         with m.If(st.in_step):
             m.d.sync += st.step_counter.eq(st.step_counter + 1)
+        # the sticky errors: a WRITE to ERRORS or a CLEAR clears them (in their own states below)
+        m.d.sync += regs.errors.eq(regs.errors | st.errors)
+        write_errors = Signal.like(st.errors)
+        clears_errors = Signal()
+        m.d.comb += clears_errors.eq(self.cmd.valid & (cmd.op == Op.WRITE) & (cmd.addr == int(Reg.ERRORS)))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -345,29 +391,50 @@ class Core(wiring.Component):
                 with m.If(self.cmd.valid):
                     with m.Switch(cmd.op):
                         with m.Case(Op.WRITE):
-                            self._host_write(m, regs, ports)
+                            self._host_write(m, regs, ports, write_errors)
+                            m.d.comb += st.errors.eq(write_errors)
+                            with m.If(clears_errors):
+                                m.d.sync += regs.errors.eq(0)
                         with m.Case(Op.READ):
                             m.d.sync += read_addr.eq(cmd.addr)
+                            with m.If(cmd.addr == int(Reg.CYCLES)):
+                                m.d.sync += regs.cycles_hi.eq(regs.cycles[DATA_BITS:])
                             m.next = "READ"
                         with m.Case(Op.DELTA):
-                            with m.If(st.host_count < p.dbuf_depth):
+                            with m.If(cmd.addr >= regs.inputs):
+                                m.d.comb += st.errors.eq(Error.BAD_INDEX)
+                            with m.Elif(~delta_fits):
+                                m.d.comb += st.errors.eq(Error.BAD_VALUE)
+                            with m.Elif(st.host_count >= p.dbuf_depth):
+                                m.d.comb += st.errors.eq(Error.OVERFLOW)
+                            with m.Else():
                                 m.d.comb += [dbuf.wr.en.eq(1), dbuf.wr.data.index.eq(cmd.addr),
                                              dbuf.wr.data.delta.eq(delta_in)]
                                 m.d.sync += [st.host_count.eq(st.host_count + 1), st.rmw.eq(1),
                                              st.rmw_addr.eq(self._delta_ref()), st.rmw_delta.eq(delta_in)]
                                 m.next = "DELTA_RMW"
                         with m.Case(Op.STEP):
-                            m.d.sync += [st.layer.eq(0), st.path.eq(Path.X), st.dcount.eq(st.host_count),
-                                         st.in_step.eq(1), st.step_counter.eq(1)]
-                            m.next = "MXV_GO"
+                            with m.If((regs.layers == 0) | (regs.hidden == 0)):
+                                m.d.comb += st.errors.eq(Error.NO_MODEL)
+                            with m.Else():
+                                m.d.sync += [st.layer.eq(0), st.path.eq(Path.X), st.dcount.eq(st.host_count),
+                                             st.in_step.eq(1), st.step_counter.eq(1)]
+                                m.next = "MXV_GO"
                         with m.Case(Op.RESET):
                             m.d.sync += [st.clr.eq(0), st.clearing.eq(1)]
                             m.next = "CLEAR"
+                        with m.Case(Op.CLEAR):
+                            m.d.sync += [st.clr.eq(0), st.clearing.eq(1), st.wiping.eq(1)]
+                            m.next = "WIPE"
+                        with m.Default():
+                            m.d.comb += st.errors.eq(Error.BAD_OP)
             with m.State("DELTA_RMW"):
                 m.d.sync += st.rmw.eq(0)
                 m.next = "IDLE"
             with m.State("READ"):
                 m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(read_value)]
+                with m.If(~read_known):
+                    m.d.comb += st.errors.eq(Error.BAD_ADDR)
                 with m.If(self.rsp.ready):
                     m.next = "IDLE"
             with m.State("CLEAR"):
@@ -375,6 +442,14 @@ class Core(wiring.Component):
                 with m.If(st.clr == self.clear_depth - 1):
                     m.d.sync += [st.clearing.eq(0), st.host_count.eq(0), regs.cycles.eq(0), regs.steps.eq(0)]
                     m.d.sync += [s.eq(0) for s in regs.deltas]
+                    m.next = "IDLE"
+            with m.State("WIPE"):
+                m.d.sync += st.clr.eq(st.clr + 1)
+                with m.If(st.clr == self.wipe_depth - 1):
+                    m.d.sync += [st.clearing.eq(0), st.wiping.eq(0), st.host_count.eq(0), regs.cycles.eq(0),
+                                 regs.steps.eq(0), regs.step_cycles.eq(0)]
+                    m.d.sync += [s.eq(0) for s in regs.deltas]
+                    regs.clear(m)
                     m.next = "IDLE"
 
             with m.State("ENC_GO"):

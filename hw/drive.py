@@ -1,8 +1,10 @@
 """Drive a :class:`deltarnn.hw.core.Core` in the Amaranth simulator (pysim).
 
-The same command sequence the host sends over the serial link: WRITE the
-image (or start from an image built into the memories), RESET, then per time
-step the layer-0 DELTAs and a STEP, collecting the outputs.
+:func:`run_core` sends the command sequence the host sends over the serial
+link: WRITE the image (or start from an image built into the memories),
+RESET, then per time step the layer-0 DELTAs and a STEP, collecting the
+outputs. :func:`run_commands` sends any commands at all, and reports each
+one's responses and whether the core came back to take the next.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from amaranth.sim import Simulator
+
+from deltarnn.hw.command import command_layout
 
 from deltarnn.spec.memory_map import Op, Reg, Region, addr
 
@@ -89,3 +93,49 @@ def run_core(core, steps: list[list[tuple[int, int]]], n_out: int, writes=(), re
     else:
         sim.run()
     return CoreRun(np.array(outs, dtype=np.int64).reshape(len(steps), n_out), cycles, regs)
+
+
+def run_commands(core, commands, max_cycles: int = 200_000) -> list[list[int]]:
+    """Send ``commands`` (``(op, addr, data)``, ``op`` any 3-bit code) one after another; return each
+    command's response words (signed 32-bit), collected until the core takes commands again.
+
+    Raises
+    ------
+    TimeoutError
+        If the core does not take a command, or does not come back to take the next one, within
+        ``max_cycles`` cycles: it hangs.
+    """
+    replies: list[list[int]] = []
+    layout = command_layout()
+    assert layout["op"].offset == 0
+
+    async def tb(ctx):
+        ctx.set(core.rsp.ready, 1)
+        for n, (op, a, data) in enumerate(commands):
+            word = int(op) | int(a) << layout["addr"].offset | (int(data) & 0xFFFFFFFF) << layout["data"].offset
+            ctx.set(core.cmd.payload.as_value(), word)       # any op code, also those that are no Op
+            ctx.set(core.cmd.valid, 1)
+            for _ in range(max_cycles):
+                ready = ctx.get(core.cmd.ready)
+                await ctx.tick()
+                if ready:
+                    break
+            else:
+                raise TimeoutError(f"command {n} {(op, a, data)}: not taken in {max_cycles} cycles")
+            ctx.set(core.cmd.valid, 0)
+            words = []
+            for _ in range(max_cycles):
+                if ctx.get(core.rsp.valid):
+                    words.append(_to_signed(ctx.get(core.rsp.payload)))
+                if ctx.get(core.cmd.ready):
+                    break
+                await ctx.tick()
+            else:
+                raise TimeoutError(f"command {n} {(op, a, data)}: the core did not come back in {max_cycles} cycles")
+            replies.append(words)
+
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    return replies

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from amaranth import Array, Const, Mux, Signal
 
-from deltarnn.spec.memory_map import CELL_CODES, DATA_BITS, DeviceParams, Reg, layer_reg
+from deltarnn.spec.memory_map import CELL_CODES, DATA_BITS, DeviceParams, Error, Reg, layer_reg
 
 __all__ = ["RegisterFile"]
 
@@ -39,8 +39,14 @@ class RegisterFile:
         The head's registers, ``HEAD_SHIFT`` .. ``HEAD_WBASE``.
     layer : dict of LayerReg to Array of Signal
         The per-layer registers, indexed by layer.
-    cycles, step_cycles, steps : Signal(DATA_BITS)
-        The counters ``CYCLES``, ``STEP_CYCLES``, ``STEPS``.
+    cycles : Signal(2 * DATA_BITS)
+        The cycle counter (``CYCLES`` its low half; ``cycles_hi`` the high half latched by a READ of it).
+    step_cycles, steps : Signal(DATA_BITS)
+        The counters ``STEP_CYCLES``, ``STEPS``.
+    errors : Signal
+        The sticky ``ERRORS`` bits (:class:`~deltarnn.spec.memory_map.Error`).
+    limits : dict
+        Accepted values of every writable register.
     deltas : list of Signal(DATA_BITS)
         The delta counters from ``DELTAS`` on (see :meth:`deltas_of`).
     """
@@ -65,7 +71,10 @@ class RegisterFile:
             for i in range(p.max_layers):
                 self.writable[layer_reg(i, f)] = arr[i]
 
-        self.cycles = Signal(DATA_BITS)
+        self.limits = p.reg_limits()
+        self.cycles = Signal(2 * DATA_BITS)
+        self.cycles_hi = Signal(DATA_BITS)
+        self.errors = Signal(len(Error))
         self.step_cycles = Signal(DATA_BITS)
         self.steps = Signal(DATA_BITS)
         self.deltas = [Signal(DATA_BITS, name=f"deltas_{i}") for i in range(2 * p.max_layers + 1)]
@@ -77,29 +86,51 @@ class RegisterFile:
             Reg.ID_MAX_LAYERS: Const(p.max_layers), Reg.ID_MAX_CLASSES: Const(p.max_classes),
             Reg.ID_WMEM_BITS: Const(p.wmem_bits), Reg.ID_ABITS: Const(p.abits), Reg.ID_ACC_BITS: Const(p.acc_bits),
             Reg.ID_MAX_WBITS: Const(p.widest_weight), Reg.ID_WEIGHT_WORDS: Const(p.weight_depth),
-            Reg.CYCLES: self.cycles, Reg.STEP_CYCLES: self.step_cycles, Reg.STEPS: self.steps,
+            Reg.CYCLES: self.cycles[:DATA_BITS], Reg.CYCLES_HI: self.cycles_hi, Reg.ERRORS: self.errors,
+            Reg.STEP_CYCLES: self.step_cycles, Reg.STEPS: self.steps,
             **{Reg.DELTAS + i: s for i, s in enumerate(self.deltas)},
         }
 
-    def write(self, m, offset, data) -> None:
-        """Add to ``m``: the register at ``offset`` takes ``data`` (truncated) in the next cycle.
+    def write(self, m, offset, data) -> Signal:
+        """Add to ``m``: the register at ``offset`` takes ``data`` in the next cycle, if ``data`` lies
+        within its limits (:meth:`~deltarnn.spec.memory_map.DeviceParams.reg_limits`).
 
-        Offsets of no configuration register are ignored. Call it inside the
+        Returns the :class:`~deltarnn.spec.memory_map.Error` bits of the write
+        (combinational): ``BAD_VALUE`` for a value outside the limits (the
+        register keeps its value), ``BAD_ADDR`` for an offset of no writable
+        register. A write to ``ERRORS`` clears it. Call it inside the
         condition that enables the write.
         """
+        refused = Signal(len(Error), name="write_refused")
         with m.Switch(offset):
             for a, s in self.writable.items():
+                lo, hi = self.limits[int(a)]
                 with m.Case(int(a)):
-                    m.d.sync += s.eq(data)
+                    with m.If((data < lo) | (data > hi)):
+                        m.d.comb += refused.eq(Error.BAD_VALUE)
+                    with m.Else():
+                        m.d.sync += s.eq(data)
+            with m.Case(int(Reg.ERRORS)):
+                pass
+            with m.Default():
+                m.d.comb += refused.eq(Error.BAD_ADDR)
+        return refused
 
-    def read(self, m, addr) -> Signal:
-        """A ``DATA_BITS`` signal of ``m`` equal to the register at ``addr`` (0 for no register); combinational."""
+    def read(self, m, addr) -> tuple[Signal, Signal]:
+        """``(value, known)``: signals of ``m`` equal to the register at ``addr`` (0 for no register) and
+        whether there is one; combinational."""
         value = Signal(DATA_BITS, name="read_value")
+        known = Signal(name="read_known")
         with m.Switch(addr):
             for a, s in self.readable.items():
                 with m.Case(int(a)):
-                    m.d.comb += value.eq(s)
-        return value
+                    m.d.comb += [value.eq(s), known.eq(1)]
+        return value, known
+
+    def clear(self, m) -> None:
+        """Add to ``m``: every writable register and the errors are 0 in the next cycle."""
+        m.d.sync += [s.eq(0) for s in self.writable.values()]
+        m.d.sync += self.errors.eq(0)
 
     def deltas_of(self, layer, is_h, is_head):
         """The delta counter of the path being run: ``DELTAS + 2*layer + is_h``, the head's at ``2*max_layers``."""

@@ -105,8 +105,11 @@ class Image:
         """``(addr, data)`` WRITE commands that load this image.
 
         The registers, then the weight, multiplier and vector words: the
-        non-zero ones, or with ``every_word`` all of them (a device that held
-        another model, or whose memories power up undefined, needs those).
+        non-zero ones, or with ``every_word`` all of them. The non-zero ones
+        load a device only after a CLEAR command (``Op.CLEAR``), which zeroes
+        every memory: a device that held another model, or whose memories
+        power up undefined (the iCE40's SPRAM), keeps old words where this
+        image has zeros otherwise.
         """
         out = [(addr(Region.REG, a), v) for a, v in sorted(self.regs.items())]
         for region, words in ((Region.WEIGHT, self.weights.reshape(-1)), (Region.MULT, self.mult),

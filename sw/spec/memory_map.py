@@ -48,6 +48,19 @@ class Op(IntEnum):
     DELTA = 2   #: layer-0 input delta: ``addr`` = element index, ``data`` = delta (signed)
     STEP = 3    #: run one time step on the deltas given; respond with the outputs
     RESET = 4   #: clear every accumulator, reference and state (start of a sequence)
+    CLEAR = 5   #: zero every memory and register, as at power-up (before loading another model)
+
+
+class Error(IntEnum):
+    """Bits of the sticky ``ERRORS`` register: a command the core refused (and did not execute)."""
+
+    BAD_OP = 1 << 0      #: an opcode that is no :class:`Op`
+    BAD_ADDR = 1 << 1    #: WRITE / READ of no register, a read-only one, no region, or beyond a memory
+    BAD_VALUE = 1 << 2   #: a register value outside its range (:meth:`DeviceParams.reg_limits`), a delta
+                         #: wider than the core's deltas
+    BAD_INDEX = 1 << 3   #: a DELTA whose element index is not below ``INPUT``
+    OVERFLOW = 1 << 4    #: a DELTA beyond the delta buffer's room
+    NO_MODEL = 1 << 5    #: a STEP while ``LAYERS`` or ``HIDDEN`` is 0 (no outputs follow)
 
 
 class Region(IntEnum):
@@ -83,9 +96,11 @@ class Reg(IntEnum):
     ID_ACC_BITS = 0x108
     ID_MAX_WBITS = 0x109     #: the widest weight (sliced above ``ID_WMEM_BITS``)
     ID_WEIGHT_WORDS = 0x10A  #: words of the weight memory
-    CYCLES = 0x110       #: cycles since RESET (low 32 bits)
+    CYCLES = 0x110       #: cycles since RESET, low 32 bits (a READ latches the high 32 into ``CYCLES_HI``)
     STEP_CYCLES = 0x111  #: cycles of the last STEP
     STEPS = 0x112        #: STEPs since RESET
+    ERRORS = 0x113       #: sticky :class:`Error` bits; a WRITE (any value) or CLEAR clears them
+    CYCLES_HI = 0x114    #: high 32 bits of ``CYCLES`` at its last READ (64 bits never wrap)
     DELTAS = 0x120       #: + 2*layer (x path), + 2*layer + 1 (h path); head at + 2*max_layers
 
 
@@ -302,6 +317,30 @@ class DeviceParams:
         """Widths of the per-layer registers: :data:`LAYER_REG_BITS`, and those that depend on the sizes."""
         return {**LAYER_REG_BITS, LayerReg.X_SLICES: self.slice_bits, LayerReg.H_SLICES: self.slice_bits,
                 LayerReg.X_WBASE: self.waddr_bits, LayerReg.H_WBASE: self.waddr_bits}
+
+    def reg_limits(self) -> dict[int, tuple[int, int]]:
+        """The values every writable register accepts, ``address -> (lowest, highest)``.
+
+        The core refuses a WRITE outside them (:data:`Error.BAD_VALUE`) and
+        keeps the register's value; the host checks the same limits.
+        """
+        widths = {**self.head_reg_bits(), **{layer_reg(i, f): w for i in range(self.max_layers)
+                                              for f, w in self.layer_reg_bits().items()}}
+        limits = {int(a): (0, (1 << w) - 1) for a, w in widths.items()}
+        limits.update({int(Reg.LAYERS): (0, self.max_layers), int(Reg.INPUT): (0, self.max_input),
+                       int(Reg.HIDDEN): (0, self.max_hidden), int(Reg.CLASSES): (0, self.max_classes)})
+        fields = {LayerReg.X_SHIFT: (0, C.SHIFT_MAX), LayerReg.H_SHIFT: (0, C.SHIFT_MAX),
+                  LayerReg.XA_SHIFT: (0, C.SHIFT_MAX), LayerReg.HA_SHIFT: (0, C.SHIFT_MAX),
+                  LayerReg.HW_SHIFT: (0, C.SHIFT_MAX), LayerReg.XA_BITS: (C.MIN_BITS, self.abits),
+                  LayerReg.HA_BITS: (C.MIN_BITS, self.abits), LayerReg.X_SLICES: (0, self.max_slices - 1),
+                  LayerReg.H_SLICES: (0, self.max_slices - 1), LayerReg.X_WBASE: (0, self.weight_depth - 1),
+                  LayerReg.H_WBASE: (0, self.weight_depth - 1)}
+        for i in range(self.max_layers):
+            limits.update({layer_reg(i, f): v for f, v in fields.items()})
+        limits.update({int(Reg.HEAD_SHIFT): (0, C.SHIFT_MAX), int(Reg.HEAD_A_SHIFT): (0, C.SHIFT_MAX),
+                       int(Reg.HEAD_A_BITS): (C.MIN_BITS, self.abits), int(Reg.HEAD_SLICES): (0, self.max_slices - 1),
+                       int(Reg.HEAD_WBASE): (0, self.weight_depth - 1)})
+        return limits
 
     @property
     def largest_model_words(self) -> int:

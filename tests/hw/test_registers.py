@@ -92,19 +92,40 @@ def test_packed_registers_fit(cell):
 
 
 def test_core_reads_back_what_was_written():
-    """WRITE then READ of every register: the value truncated to the register's width; identification
-    and counters; 0 at an address that is no register."""
+    """WRITE then READ of every register at values across its limits; identification and counters;
+    0 at an address that is no register."""
     rng = np.random.default_rng(5)
     p = PARAMS
     widths = _widths(p)
-    values = {a: int(rng.integers(0, 1 << 32)) for a in widths}
+    limits = p.reg_limits()
+    assert set(limits) == {int(a) for a in widths}
+    assert all(hi < 1 << widths[a] for a, (lo, hi) in limits.items())
+    values = {a: int(rng.choice([lo, hi, rng.integers(lo, hi + 1)])) for a, (lo, hi) in limits.items()}
     writes = [(M.addr(M.Region.REG, a), v) for a, v in values.items()]
     ids = {M.Reg.ID_CELL: M.CELL_CODES["gru"], M.Reg.ID_LANES: p.lanes, M.Reg.ID_MAX_INPUT: p.max_input,
            M.Reg.ID_MAX_HIDDEN: p.max_hidden, M.Reg.ID_MAX_LAYERS: p.max_layers,
            M.Reg.ID_MAX_CLASSES: p.max_classes, M.Reg.ID_WMEM_BITS: p.wmem_bits, M.Reg.ID_ABITS: p.abits,
            M.Reg.ID_ACC_BITS: p.acc_bits, M.Reg.ID_MAX_WBITS: p.wmem_bits, M.Reg.ID_WEIGHT_WORDS: p.weight_depth,
-           M.Reg.STEPS: 0, M.Reg.DELTAS: 0, 0x7: 0, 0xFF: 0}
-    run = run_core(Core(p), [], 0, writes=writes, read_regs=list(widths) + list(ids) + [M.Reg.CYCLES])
-    assert {a: run.regs[int(a)] for a in widths} == {a: v & ((1 << widths[a]) - 1) for a, v in values.items()}
+           M.Reg.STEPS: 0, M.Reg.DELTAS: 0, M.Reg.ERRORS: 0}
+    run = run_core(Core(p), [], 0, writes=writes, read_regs=list(limits) + list(ids) + [M.Reg.CYCLES])
+    assert {a: run.regs[a] for a in limits} == values
     assert {a: run.regs[int(a)] for a in ids} == ids
     assert 0 < run.regs[M.Reg.CYCLES] < 1000          # cycles since the RESET that run_core sends
+
+
+def test_out_of_range_writes_are_refused_and_flagged():
+    """A value beyond a register's limits leaves it as it was and sets BAD_VALUE; a write to no register,
+    or to a read-only one, BAD_ADDR; a READ of no register answers 0 and sets BAD_ADDR; a WRITE to
+    ERRORS clears them."""
+    p = PARAMS
+    reg = lambda a: M.addr(M.Region.REG, a)   # noqa: E731
+    hidden, bits = M.Reg.HIDDEN, M.layer_reg(1, M.LayerReg.XA_BITS)
+    good = [(reg(hidden), 7), (reg(bits), 5)]
+    for a, v, err in [(hidden, p.max_hidden + 1, M.Error.BAD_VALUE), (bits, p.abits + 1, M.Error.BAD_VALUE),
+                      (bits, 1, M.Error.BAD_VALUE), (hidden, 1 << 31, M.Error.BAD_VALUE),
+                      (M.Reg.ID_LANES, 1, M.Error.BAD_ADDR), (0x7, 1, M.Error.BAD_ADDR)]:
+        run = run_core(Core(p), [], 0, writes=good + [(reg(a), v)], read_regs=[hidden, bits, M.Reg.ERRORS])
+        assert (run.regs[hidden], run.regs[bits], run.regs[M.Reg.ERRORS]) == (7, 5, err), (hex(a), v)
+    run = run_core(Core(p), [], 0, writes=good + [(reg(hidden), 1 << 20), (reg(M.Reg.ERRORS), 0)],
+                   read_regs=[M.Reg.ERRORS, 0xFF, M.Reg.ERRORS])
+    assert run.regs[0xFF] == 0 and run.regs[M.Reg.ERRORS] == M.Error.BAD_ADDR

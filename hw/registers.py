@@ -102,11 +102,20 @@ class RegisterFile:
         condition that enables the write.
         """
         refused = Signal(len(Error), name="write_refused")
+        # one check per distinct range, shared by the registers that have it; a range 0 .. 2**k - 1
+        # is only "no bit above k"
+        fits = {}
+        for lo, hi in sorted(set(self.limits.values())):
+            ok = Signal(name=f"fits_{lo}_{hi}")
+            if lo == 0 and (hi + 1) & hi == 0:
+                m.d.comb += ok.eq(~data[hi.bit_length():].any())
+            else:
+                m.d.comb += ok.eq((data >= lo) & (data <= hi))
+            fits[lo, hi] = ok
         with m.Switch(offset):
             for a, s in self.writable.items():
-                lo, hi = self.limits[int(a)]
                 with m.Case(int(a)):
-                    with m.If((data < lo) | (data > hi)):
+                    with m.If(~fits[self.limits[int(a)]]):
                         m.d.comb += refused.eq(Error.BAD_VALUE)
                     with m.Else():
                         m.d.sync += s.eq(data)

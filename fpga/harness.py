@@ -174,8 +174,8 @@ CONFIGS: dict[str, SynthConfig] = {
     "ice40-smoke": SynthConfig(
         "icebreaker", _core("gru", 2, 1, 8, 8, 4), 30.0,
         "UP5K smoke: P=2, 1x8 units, 8 inputs, 4 classes", **_ICE40),
-    # P = 8, one layer of 128 units: 101 % of the logic cells since the pipelined MxV's product
-    # registers (it fitted, at 99.8 %, with the sequential engine and the one-cycle multiply-add).
+    # P = 8, one layer of 128 units: 119 % of the logic cells (it fitted, at 99.8 %, with the
+    # sequential engine and the one-cycle multiply-add).
     "ice40-p8": SynthConfig(
         "icebreaker", _core("gru", 8, 1, 128, 64, 40), 30.0,
         "UP5K: P=8, 1x128 units, 64 inputs, 40 classes", expect_fit=False, **_ICE40),
@@ -183,15 +183,16 @@ CONFIGS: dict[str, SynthConfig] = {
     "ice40-p8-2x128": SynthConfig(
         "icebreaker", _core("gru", 8, 2, 128, 64, 40), 30.0,
         "UP5K: P=8, 2x128 units, 64 inputs, 40 classes", expect_fit=False, **_ICE40),
-    # P = 4: the largest two-layer GRU (2x104 needs 101 % of the logic cells and all 30 EBR).
+    # P = 4, 2 x 96: fitted (5260 LC) until the registered addresses and the command checks took it
+    # to 120 %; even the smoke core needs 87 % of the UP5K: its fixed logic must shrink first.
     "ice40-p4": SynthConfig(
         "icebreaker", _core("gru", 4, 2, 96, 64, 40), 30.0,
-        "UP5K: P=4, 2x96 units, 64 inputs, 40 classes", **_ICE40),
+        "UP5K: P=4, 2x96 units, 64 inputs, 40 classes", expect_fit=False, **_ICE40),
     # The ECP5 target, the study's 2 x 256 GRU on filterbank inputs (40).
     "ecp5-p32-2x256": SynthConfig(
         "ulx3s-85f", _core("gru", 32, 2, 256, 40, 40), 50.0,
         "ECP5 85F: P=32, 2x256 units, 40 inputs, 40 classes"),
-    # The ECP5 LSTM target: 2 x 256 units (four gate blocks per matrix).
+    # The ECP5 LSTM target: 2 x 256 units (four gate blocks per matrix): 255 DP16KD of 208.
     "ecp5-p32-lstm-2x256": SynthConfig(
         "ulx3s-85f", _core("lstm", 32, 2, 256, 40, 40), 50.0,
         "ECP5 85F: P=32, 2x256 LSTM units, 40 inputs, 40 classes", expect_fit=False),

@@ -30,6 +30,23 @@ def _to_signed(v: int, bits: int = 32) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
+async def _send(ctx, core, op, a, data, max_cycles: int) -> None:
+    """Present one command (``op`` any 3-bit code, also those that are no ``Op``) until the core takes it."""
+    layout = command_layout()
+    word = (int(op) << layout["op"].offset | int(a) << layout["addr"].offset
+            | (int(data) & 0xFFFFFFFF) << layout["data"].offset)
+    ctx.set(core.cmd.payload.as_value(), word)
+    ctx.set(core.cmd.valid, 1)
+    for _ in range(max_cycles):
+        ready = ctx.get(core.cmd.ready)
+        await ctx.tick()
+        if ready:
+            break
+    else:
+        raise TimeoutError(f"the core did not take command {(op, a, data)} in {max_cycles} cycles")
+    ctx.set(core.cmd.valid, 0)
+
+
 def run_core(core, steps: list[list[tuple[int, int]]], n_out: int, writes=(), read_regs=(),
              max_cycles_per_step: int = 2_000_000, vcd: str | None = None) -> CoreRun:
     """Simulate ``core`` over ``steps`` (per step, the layer-0 ``(index, delta)`` pairs)."""
@@ -41,16 +58,7 @@ def run_core(core, steps: list[list[tuple[int, int]]], n_out: int, writes=(), re
         ctx.set(core.rsp.ready, 1)
 
         async def cmd(op, a=0, data=0):
-            ctx.set(core.cmd.payload, {"op": int(op), "addr": a, "data": data & 0xFFFFFFFF})
-            ctx.set(core.cmd.valid, 1)
-            for _ in range(max_cycles_per_step):
-                ready = ctx.get(core.cmd.ready)
-                await ctx.tick()
-                if ready:
-                    break
-            else:
-                raise TimeoutError(f"core did not accept command {Op(op).name}")
-            ctx.set(core.cmd.valid, 0)
+            await _send(ctx, core, op, a, data, max_cycles_per_step)
 
         async def read(a):
             await cmd(Op.READ, addr(Region.REG, a))
@@ -106,23 +114,11 @@ def run_commands(core, commands, max_cycles: int = 200_000) -> list[list[int]]:
         ``max_cycles`` cycles: it hangs.
     """
     replies: list[list[int]] = []
-    layout = command_layout()
-    assert layout["op"].offset == 0
 
     async def tb(ctx):
         ctx.set(core.rsp.ready, 1)
         for n, (op, a, data) in enumerate(commands):
-            word = int(op) | int(a) << layout["addr"].offset | (int(data) & 0xFFFFFFFF) << layout["data"].offset
-            ctx.set(core.cmd.payload.as_value(), word)       # any op code, also those that are no Op
-            ctx.set(core.cmd.valid, 1)
-            for _ in range(max_cycles):
-                ready = ctx.get(core.cmd.ready)
-                await ctx.tick()
-                if ready:
-                    break
-            else:
-                raise TimeoutError(f"command {n} {(op, a, data)}: not taken in {max_cycles} cycles")
-            ctx.set(core.cmd.valid, 0)
+            await _send(ctx, core, op, a, data, max_cycles)
             words = []
             for _ in range(max_cycles):
                 if ctx.get(core.rsp.valid):

@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import protocol as P
 from deltarnn.spec import contract as C
-from deltarnn.spec.memory_map import CELL_CODES, REGION_SHIFT, DeviceParams, Error, Op, Reg, Region
+from deltarnn.spec.memory_map import CELL_CODES, REGION_SHIFT, DeviceParams, Op, Reg, Region
 
 from deltarnn.hw.command import command_layout
 from deltarnn.hw.core import Core
@@ -96,14 +96,13 @@ class CommandExecutor(wiring.Component):
         word = Signal(48)                              # an item of the payload, bytes shifted in at the top
         value = Signal(64)                             # a word being put into the reply
         got = Signal(32)                               # a register read from the core
-        hidden, classes = Signal(16), Signal(16)
+        hidden = Signal(16)
         n_out = Signal(range(self.max_out + 1))
         outs = Signal(range(self.max_out + 1))
         region = Signal(8)
         offset = Signal(32)
         crc = Signal(16)
         sent = Signal(range(self.max_payload + P.HEADER_BYTES + P.TRAILER_BYTES + 1))
-        mask = Signal(16)
         bad = Signal()                                 # a burst element beyond any region
         m.d.comb += self.buf_addr.eq(ptr)
 
@@ -113,12 +112,12 @@ class CommandExecutor(wiring.Component):
                 with m.If(self.cmd.ready):
                     m.next = then
 
-        def read(name, reg, then):
+        def read(name, reg, then, into=got):
             core(name, Op.READ, int(reg), 0, name + "_R")
             with m.State(name + "_R"):
                 m.d.comb += self.rsp.ready.eq(1)
                 with m.If(self.rsp.valid):
-                    m.d.sync += got.eq(self.rsp.payload)
+                    m.d.sync += into.eq(self.rsp.payload)
                     m.next = then
 
         def fetch(name, nbytes, then):
@@ -132,6 +131,16 @@ class CommandExecutor(wiring.Component):
                     m.next = then
                 with m.Else():
                     m.next = name
+
+        def items(name, nbytes, done):
+            """The loop over the payload's items of ``nbytes``: each into ``word``, then state ``name + "_DO"``
+            (which comes back to ``name``); ``done`` after the last."""
+            with m.State(name):
+                with m.If(ptr == length):
+                    m.next = done
+                with m.Else():
+                    m.next = name + "_F"
+            fetch(name + "_F", nbytes, name + "_DO")
 
         def put(name, nbytes, then):
             """Write the low ``nbytes`` bytes of ``value`` into the reply, little-endian, from ``rlen`` on."""
@@ -203,14 +212,9 @@ class CommandExecutor(wiring.Component):
                 finish(P.Status.OK)
 
             # --- WRITE_REGS: (addr u16, value u32) pairs
-            core("WR_CLR", Op.WRITE, errors_addr, 0, "WR_NEXT")
-            with m.State("WR_NEXT"):
-                with m.If(ptr == length):
-                    m.next = "WR_ERR"
-                with m.Else():
-                    m.next = "WR_F"
-            fetch("WR_F", 6, "WR_DO")
-            core("WR_DO", Op.WRITE, word[:16], word[16:48], "WR_NEXT")
+            core("WR_CLR", Op.WRITE, errors_addr, 0, "WR")
+            items("WR", 6, "WR_ERR")
+            core("WR_DO", Op.WRITE, word[:16], word[16:48], "WR")
             read("WR_ERR", Reg.ERRORS, "WR_END")
             with m.State("WR_END"):
                 finish(Mux(got == 0, P.Status.OK, P.Status.OUT_OF_RANGE))
@@ -220,24 +224,19 @@ class CommandExecutor(wiring.Component):
             fetch("BW_H", 5, "BW_HDR")
             with m.State("BW_HDR"):
                 m.d.sync += [region.eq(word[8:16]), offset.eq(word[16:48])]
-                m.next = "BW_NEXT"
-            with m.State("BW_NEXT"):
-                with m.If(ptr == length):
-                    m.next = "BW_ERR"
-                with m.Else():
-                    m.next = "BW_F"
-            fetch("BW_F", 2, "BW_DO")
+                m.next = "BW"
+            items("BW", 2, "BW_ERR")
             with m.State("BW_DO"):
                 with m.If((offset >= 1 << REGION_SHIFT) | (region >= 16)):
                     m.d.sync += bad.eq(1)                   # no address of the core: not written
-                    m.next = "BW_NEXT"
+                    m.next = "BW"
                 with m.Else():
                     m.d.comb += [self.cmd.valid.eq(1), cmd.op.eq(Op.WRITE),
                                  cmd.addr.eq(Cat(offset[:REGION_SHIFT], region[:4])), cmd.data.eq(word[32:48])]
                     with m.If(self.cmd.ready):
                         m.d.sync += [offset.eq(offset + 1),
                                      crc.eq(crc16_byte(crc16_byte(crc, stored[:8]), stored[8:]))]
-                        m.next = "BW_NEXT"
+                        m.next = "BW"
             read("BW_ERR", Reg.ERRORS, "BW_END")
             with m.State("BW_END"):
                 m.d.sync += value.eq(crc)
@@ -262,16 +261,11 @@ class CommandExecutor(wiring.Component):
                     m.next = "ST_CLS"
             read("ST_CLS", Reg.CLASSES, "ST_C")
             with m.State("ST_C"):
-                m.d.sync += [classes.eq(got), n_out.eq(Mux(got != 0, got, hidden))]
+                m.d.sync += n_out.eq(Mux(got != 0, got, hidden))
                 m.next = "ST_CLR"
-            core("ST_CLR", Op.WRITE, errors_addr, 0, "ST_NEXT")
-            with m.State("ST_NEXT"):
-                with m.If(ptr == length):
-                    m.next = "ST_ERR"
-                with m.Else():
-                    m.next = "ST_F"
-            fetch("ST_F", 4, "ST_DO")
-            core("ST_DO", Op.DELTA, word[16:32], word[32:48].as_signed(), "ST_NEXT")
+            core("ST_CLR", Op.WRITE, errors_addr, 0, "ST")
+            items("ST", 4, "ST_ERR")
+            core("ST_DO", Op.DELTA, word[16:32], word[32:48].as_signed(), "ST")
             read("ST_ERR", Reg.ERRORS, "ST_E")
             with m.State("ST_E"):
                 with m.If(got != 0):
@@ -291,30 +285,14 @@ class CommandExecutor(wiring.Component):
                         m.d.sync += [outs.eq(outs + 1), out_len.eq(out_len + 2)]
 
             # --- READ_COUNTERS: cycles u64, steps u64, step cycles u32, errors u32
-            read("RC_CYC", Reg.CYCLES, "RC_HI")
-            hi_lo = Signal(32)
-            with m.State("RC_HI"):
-                m.d.sync += hi_lo.eq(got)
-                m.next = "RC_HI_RD"
-            read("RC_HI_RD", Reg.CYCLES_HI, "RC_P0")
-            with m.State("RC_P0"):
-                m.d.sync += value.eq(Cat(hi_lo, got))
-                m.next = "RC_PUT0"
+            read("RC_CYC", Reg.CYCLES, "RC_HI", into=value)          # (latches CYCLES_HI)
+            read("RC_HI", Reg.CYCLES_HI, "RC_PUT0", into=value[32:])
             put("RC_PUT0", 8, "RC_STEPS")
-            read("RC_STEPS", Reg.STEPS, "RC_P1")
-            with m.State("RC_P1"):
-                m.d.sync += value.eq(got)
-                m.next = "RC_PUT1"
+            read("RC_STEPS", Reg.STEPS, "RC_PUT1", into=value)
             put("RC_PUT1", 8, "RC_SC")
-            read("RC_SC", Reg.STEP_CYCLES, "RC_P2")
-            with m.State("RC_P2"):
-                m.d.sync += value.eq(got)
-                m.next = "RC_PUT2"
+            read("RC_SC", Reg.STEP_CYCLES, "RC_PUT2", into=value)
             put("RC_PUT2", 4, "RC_ER")
-            read("RC_ER", Reg.ERRORS, "RC_P3")
-            with m.State("RC_P3"):
-                m.d.sync += value.eq(got)
-                m.next = "RC_PUT3"
+            read("RC_ER", Reg.ERRORS, "RC_PUT3", into=value)
             put("RC_PUT3", 4, "OK")
 
             # --- the reply: SYNC, status, SEQ, LEN, payload, CRC over status .. payload

@@ -8,6 +8,8 @@ function as :func:`deltarnn.spec.protocol.crc16`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from amaranth import Cat, Module, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -97,93 +99,65 @@ class FrameReceiver(wiring.Component):
         length = Signal(16)
         count = Signal(range(self.max_payload + 1))
         crc_lo = Signal(8)
-        idle = Signal(range(self.timeout + 1))
-        in_frame = Signal()
-
+        idle = Signal(range(self.timeout + 1))     # cycles since the last byte (saturating)
         with m.If(got):
             m.d.sync += idle.eq(0)
         with m.Elif(idle != self.timeout):
             m.d.sync += idle.eq(idle + 1)
-        expired = in_frame & (idle == self.timeout)
 
         def step_crc():
             m.d.sync += crc.eq(crc16_byte(crc, byte))
+
+        @contextmanager
+        def frame_byte(name):
+            """A state inside a frame: abandoned after ``timeout`` idle cycles, the body runs on a byte."""
+            with m.State(name):
+                with m.If(idle == self.timeout):
+                    m.d.comb += self.timed_out.eq(1)
+                    m.next = "HUNT"
+                with m.Elif(got):
+                    yield
 
         with m.FSM():
             with m.State("HUNT"):
                 with m.If(got & (byte == P.REQUEST_SYNC)):
                     m.d.sync += crc.eq(0xFFFF)
                     m.next = "CODE"
-            with m.State("CODE"):
-                m.d.comb += in_frame.eq(1)
-                with m.If(expired):
-                    m.d.comb += self.timed_out.eq(1)
+            with frame_byte("CODE"):
+                m.d.sync += self.code.eq(byte)
+                step_crc()
+                m.next = "SEQ"
+            with frame_byte("SEQ"):
+                m.d.sync += self.seq.eq(byte)
+                step_crc()
+                m.next = "LEN0"
+            with frame_byte("LEN0"):
+                m.d.sync += length[:8].eq(byte)
+                step_crc()
+                m.next = "LEN1"
+            with frame_byte("LEN1"):
+                full = Cat(length[:8], byte)
+                step_crc()
+                m.d.sync += [length[8:].eq(byte), count.eq(0)]
+                with m.If(full > self.max_payload):
+                    m.d.comb += self.bad_length.eq(1)
                     m.next = "HUNT"
-                with m.Elif(got):
-                    m.d.sync += self.code.eq(byte)
-                    step_crc()
-                    m.next = "SEQ"
-            with m.State("SEQ"):
-                m.d.comb += in_frame.eq(1)
-                with m.If(expired):
-                    m.d.comb += self.timed_out.eq(1)
-                    m.next = "HUNT"
-                with m.Elif(got):
-                    m.d.sync += self.seq.eq(byte)
-                    step_crc()
-                    m.next = "LEN0"
-            with m.State("LEN0"):
-                m.d.comb += in_frame.eq(1)
-                with m.If(expired):
-                    m.d.comb += self.timed_out.eq(1)
-                    m.next = "HUNT"
-                with m.Elif(got):
-                    m.d.sync += length[:8].eq(byte)
-                    step_crc()
-                    m.next = "LEN1"
-            with m.State("LEN1"):
-                m.d.comb += in_frame.eq(1)
-                with m.If(expired):
-                    m.d.comb += self.timed_out.eq(1)
-                    m.next = "HUNT"
-                with m.Elif(got):
-                    full = Cat(length[:8], byte)
-                    step_crc()
-                    m.d.sync += [length[8:].eq(byte), count.eq(0)]
-                    with m.If(full > self.max_payload):
-                        m.d.comb += self.bad_length.eq(1)
-                        m.next = "HUNT"
-                    with m.Elif(full == 0):
-                        m.next = "CRC0"
-                    with m.Else():
-                        m.next = "PAYLOAD"
-            with m.State("PAYLOAD"):
-                m.d.comb += in_frame.eq(1)
-                with m.If(expired):
-                    m.d.comb += self.timed_out.eq(1)
-                    m.next = "HUNT"
-                with m.Elif(got):
-                    m.d.comb += [wr.addr.eq(count), wr.data.eq(byte), wr.en.eq(1)]
-                    m.d.sync += count.eq(count + 1)
-                    step_crc()
-                    with m.If(count + 1 == length):
-                        m.next = "CRC0"
-            with m.State("CRC0"):
-                m.d.comb += in_frame.eq(1)
-                with m.If(expired):
-                    m.d.comb += self.timed_out.eq(1)
-                    m.next = "HUNT"
-                with m.Elif(got):
-                    m.d.sync += crc_lo.eq(byte)
-                    m.next = "CRC1"
-            with m.State("CRC1"):
-                m.d.comb += in_frame.eq(1)
-                with m.If(expired):
-                    m.d.comb += self.timed_out.eq(1)
-                    m.next = "HUNT"
-                with m.Elif(got):
-                    m.d.sync += [self.crc_ok.eq(Cat(crc_lo, byte) == crc), self.length.eq(length)]
-                    m.next = "HELD"
+                with m.Elif(full == 0):
+                    m.next = "CRC0"
+                with m.Else():
+                    m.next = "PAYLOAD"
+            with frame_byte("PAYLOAD"):
+                m.d.comb += [wr.addr.eq(count), wr.data.eq(byte), wr.en.eq(1)]
+                m.d.sync += count.eq(count + 1)
+                step_crc()
+                with m.If(count + 1 == length):
+                    m.next = "CRC0"
+            with frame_byte("CRC0"):
+                m.d.sync += crc_lo.eq(byte)
+                m.next = "CRC1"
+            with frame_byte("CRC1"):
+                m.d.sync += [self.crc_ok.eq(Cat(crc_lo, byte) == crc), self.length.eq(length)]
+                m.next = "HELD"
             with m.State("HELD"):
                 m.d.comb += self.valid.eq(1)
                 with m.If(got & (self.dropped != 0xFFFF)):

@@ -4,8 +4,6 @@ A model is loaded with CLEAR, WRITE_REGS and BURST_WRITE, run with STEP frames
 and compared with the golden model; every error status is provoked once.
 """
 
-import numpy as np
-import pytest
 from amaranth.sim import Simulator
 
 from deltarnn.device.image import input_deltas, pack

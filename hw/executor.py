@@ -26,11 +26,11 @@ __all__ = ["CommandExecutor", "Link", "identity"]
 COUNTER_BYTES = 24
 
 
-def identity(p: DeviceParams, clock_hz: int, baud: int) -> P.Identity:
+def identity(p: DeviceParams, clock_hz: int, baud: int, max_payload: int = P.MAX_PAYLOAD) -> P.Identity:
     """What a device built with ``p`` answers to IDENTIFY."""
     return P.Identity(P.VERSION, CELL_CODES[p.cell], p.lanes, p.max_input, p.max_hidden, p.max_layers,
                       p.max_classes, p.wmem_bits, p.widest_weight, p.abits, p.acc_bits, p.weight_depth,
-                      int(clock_hz), int(baud))
+                      int(clock_hz), int(baud), int(max_payload))
 
 
 class CommandExecutor(wiring.Component):
@@ -66,7 +66,7 @@ class CommandExecutor(wiring.Component):
     def __init__(self, params: DeviceParams, clock_hz: int, baud: int, max_payload: int = P.MAX_PAYLOAD):
         self.p = params
         self.max_payload = max_payload
-        self.ident = identity(params, clock_hz, baud).pack()
+        self.ident = identity(params, clock_hz, baud, max_payload).pack()
         self.max_out = max(params.max_classes, params.max_hidden)
         super().__init__({
             "valid": In(1), "code": In(8), "seq": In(8), "length": In(range(max_payload + 1)), "crc_ok": In(1),

@@ -154,8 +154,8 @@ class FrameParser:
 
 # --- payloads ---------------------------------------------------------------------------------------
 
-#: IDENTIFY's reply: version, cell code, lanes, maxima, widths, weight words, clock and baud rate.
-IDENTITY_FORMAT = "<BBHHHBHBBBBIII"
+#: IDENTIFY's reply: version, cell code, lanes, maxima, widths, weight words, clock and baud rate, longest payload.
+IDENTITY_FORMAT = "<BBHHHBHBBBBIIIH"
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,7 @@ class Identity:
     weight_words: int
     clock_hz: int
     baud: int
+    max_payload: int     #: the longest request payload the device takes
 
     def pack(self) -> bytes:
         return struct.pack(IDENTITY_FORMAT, *(getattr(self, f) for f in self.__dataclass_fields__))

@@ -78,7 +78,7 @@ def test_a_model_runs_over_the_protocol():
     replies = converse([P.request(P.Command.IDENTIFY, 1)] + load + [P.request(P.Command.SOFT_RESET, 30)] + steps
                        + [P.request(P.Command.READ_OUTPUTS, 50), P.request(P.Command.READ_COUNTERS, 51)])
     assert all(r.code == P.Status.OK for r in replies), [(r.code, r.seq) for r in replies]
-    assert P.Identity.unpack(replies[0].payload) == identity(PARAMS, CLOCK, BAUD)
+    assert P.Identity.unpack(replies[0].payload) == identity(PARAMS, CLOCK, BAUD, 1024)
     bursts = [r for r in replies if r.seq == 12]
     assert [int.from_bytes(r.payload, "little") for r in bursts] == crcs
     outputs = [P.unpack_outputs(r.payload) for r in replies if 40 <= r.seq < 50]

@@ -68,6 +68,9 @@ class CommandExecutor(wiring.Component):
         self.max_payload = max_payload
         self.ident = identity(params, clock_hz, baud, max_payload).pack()
         self.max_out = max(params.max_classes, params.max_hidden)
+        if 2 * self.max_out + 4 > max_payload:
+            raise ValueError(f"a step's reply ({self.max_out} outputs and its cycles) is longer than the "
+                             f"{max_payload}-byte payload")
         super().__init__({
             "valid": In(1), "code": In(8), "seq": In(8), "length": In(range(max_payload + 1)), "crc_ok": In(1),
             "ack": Out(1), "buf_addr": Out(range(max_payload)), "buf_data": In(8),
@@ -80,17 +83,19 @@ class CommandExecutor(wiring.Component):
         p = self.p
         reply_depth = max(len(self.ident), COUNTER_BYTES, 2)
         m.submodules.reply = reply_mem = memory.Memory(shape=8, depth=reply_depth, init=[])
-        m.submodules.outputs = out_mem = memory.Memory(shape=16, depth=self.max_out, init=[])
+        # the outputs, then the step's cycles in two halves
+        m.submodules.outputs = out_mem = memory.Memory(shape=16, depth=self.max_out + 2, init=[])
         m.submodules.ident = ident = memory.Memory(shape=8, depth=len(self.ident), init=list(self.ident))
-        rep_wr, rep_rd = reply_mem.write_port(), reply_mem.read_port(domain="comb")
-        out_wr, out_rd = out_mem.write_port(), out_mem.read_port(domain="comb")
+        # synchronous read ports (block RAM, not flip-flops): SEND addresses the byte it sends next
+        rep_wr, rep_rd = reply_mem.write_port(), reply_mem.read_port()
+        out_wr, out_rd = out_mem.write_port(), out_mem.read_port()
         id_rd = ident.read_port(domain="comb")
 
         cmd = self.cmd.payload
         status = Signal(8)
         rlen = Signal(range(self.max_payload + 1))     # reply payload bytes
         from_outputs = Signal()                        # the reply's payload is the outputs buffer
-        out_len = Signal(range(2 * self.max_out + 1))  # bytes of the last step's outputs
+        out_len = Signal(range(2 * self.max_out + 5))  # bytes of the last step's reply
         ptr = Signal(range(self.max_payload + 1))      # request payload byte being parsed
         k = Signal(range(9))                           # bytes of the current item / reply word
         word = Signal(48)                              # an item of the payload, bytes shifted in at the top
@@ -98,7 +103,7 @@ class CommandExecutor(wiring.Component):
         got = Signal(32)                               # a register read from the core
         hidden = Signal(16)
         n_out = Signal(range(self.max_out + 1))
-        outs = Signal(range(self.max_out + 1))
+        outs = Signal(range(self.max_out + 3))
         region = Signal(8)
         offset = Signal(32)
         crc = Signal(16)
@@ -276,13 +281,22 @@ class CommandExecutor(wiring.Component):
             core("ST_GO", Op.STEP, 0, 0, "ST_OUT")
             with m.State("ST_OUT"):
                 with m.If(outs == n_out):
-                    m.d.sync += [from_outputs.eq(1), rlen.eq(out_len)]
-                    finish(P.Status.OK)
+                    m.next = "ST_CYC"
                 with m.Else():
                     m.d.comb += self.rsp.ready.eq(1)
                     with m.If(self.rsp.valid):
                         m.d.comb += [out_wr.addr.eq(outs), out_wr.data.eq(self.rsp.payload[:16]), out_wr.en.eq(1)]
                         m.d.sync += [outs.eq(outs + 1), out_len.eq(out_len + 2)]
+            read("ST_CYC", Reg.STEP_CYCLES, "ST_CYC_LO")
+            for half in (0, 1):
+                with m.State(("ST_CYC_LO", "ST_CYC_HI")[half]):
+                    m.d.comb += [out_wr.addr.eq(outs), out_wr.data.eq(got.word_select(half, 16)), out_wr.en.eq(1)]
+                    m.d.sync += [outs.eq(outs + 1), out_len.eq(out_len + 2)]
+                    if half == 0:
+                        m.next = "ST_CYC_HI"
+                    else:
+                        m.d.sync += [from_outputs.eq(1), rlen.eq(out_len + 2)]
+                        finish(P.Status.OK)
 
             # --- READ_COUNTERS: cycles u64, steps u64, step cycles u32, errors u32
             read("RC_CYC", Reg.CYCLES, "RC_HI", into=value)          # (latches CYCLES_HI)
@@ -304,7 +318,9 @@ class CommandExecutor(wiring.Component):
                 byte = Signal(8)
                 index = Signal.like(sent)
                 m.d.comb += index.eq(sent - n)
-                m.d.comb += [rep_rd.addr.eq(index), out_rd.addr.eq(index >> 1)]
+                upcoming = Signal.like(sent)   # the index of the byte sent in the next cycle
+                m.d.comb += upcoming.eq(sent + self.tx.ready - n)
+                m.d.comb += [rep_rd.addr.eq(upcoming), out_rd.addr.eq(upcoming >> 1)]
                 with m.If(sent < n):
                     m.d.comb += byte.eq(header.word_select(sent[:3], 8))
                 with m.Elif(sent < n + rlen):

@@ -40,8 +40,8 @@ class Command(IntEnum):
     CLEAR = 0x03           #: the core's CLEAR: every memory and register zeroed
     WRITE_REGS = 0x04      #: ``(addr u16, value u32)`` pairs -> registers
     BURST_WRITE = 0x05     #: ``region u8, offset u32, values i16...`` -> memory; reply: CRC of what was written
-    STEP = 0x06            #: ``(index u16, delta i16)`` pairs, then one time step -> its outputs (i16 each)
-    READ_OUTPUTS = 0x07    #: -> the last step's outputs again (after a lost reply)
+    STEP = 0x06            #: ``(index u16, delta i16)`` pairs, then one time step -> its outputs (i16 each), cycles u32
+    READ_OUTPUTS = 0x07    #: -> the last step's reply again (after a lost reply)
     READ_COUNTERS = 0x08   #: -> cycles u64, steps u64, last step's cycles u32, errors u32
 
 
@@ -203,11 +203,12 @@ def step_payload(deltas) -> bytes:
     return b"".join(struct.pack("<Hh", j, d) for j, d in deltas)
 
 
-def unpack_outputs(payload: bytes) -> list[int]:
-    """STEP's and READ_OUTPUTS' reply: signed 16-bit outputs."""
-    if len(payload) % 2:
-        raise ValueError(f"outputs are 2 bytes each; {len(payload)} bytes is no whole number of them")
-    return list(struct.unpack(f"<{len(payload) // 2}h", payload))
+def unpack_step(payload: bytes) -> tuple[list[int], int]:
+    """STEP's and READ_OUTPUTS' reply: the signed 16-bit outputs, and the step's cycles (u32)."""
+    if len(payload) % 2 or len(payload) < 4:
+        raise ValueError(f"a step's reply is 2 bytes per output and 4 of cycles; {len(payload)} bytes is not")
+    n = len(payload) // 2 - 2
+    return list(struct.unpack_from(f"<{n}h", payload)), struct.unpack_from("<I", payload, 2 * n)[0]
 
 
 #: READ_COUNTERS' reply.

@@ -81,10 +81,11 @@ def test_a_model_runs_over_the_protocol():
     assert P.Identity.unpack(replies[0].payload) == identity(PARAMS, CLOCK, BAUD, 1024)
     bursts = [r for r in replies if r.seq == 12]
     assert [int.from_bytes(r.payload, "little") for r in bursts] == crcs
-    outputs = [P.unpack_outputs(r.payload) for r in replies if 40 <= r.seq < 50]
-    assert outputs == [list(v) for v in gold]
-    assert P.unpack_outputs(replies[-2].payload) == list(gold[-1])
+    steps = [P.unpack_step(r.payload) for r in replies if 40 <= r.seq < 50]
+    assert [outputs for outputs, _ in steps] == [list(v) for v in gold]
+    assert P.unpack_step(replies[-2].payload) == steps[-1]
     counters = P.unpack_counters(replies[-1].payload)
+    assert steps[-1][1] == counters["step_cycles"] and all(cycles > 0 for _, cycles in steps)
     assert counters["steps"] == len(steps) and counters["errors"] == 0 and counters["cycles"] > counters["step_cycles"] > 0
 
 

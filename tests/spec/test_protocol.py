@@ -69,10 +69,11 @@ def test_payload_helpers():
     assert P.Identity.unpack(ident.pack()) == ident
     with pytest.raises(ValueError, match="holds"):
         P.Identity.unpack(ident.pack()[:-1])
-    assert P.unpack_outputs(P.step_payload([])) == []
-    assert P.unpack_outputs(bytes([0xFF, 0xFF, 0x01, 0x00])) == [-1, 1]
-    with pytest.raises(ValueError, match="no whole number"):
-        P.unpack_outputs(b"\x01")
+    assert P.unpack_step(bytes([7, 0, 0, 0])) == ([], 7)
+    assert P.unpack_step(bytes([0xFF, 0xFF, 0x01, 0x00, 0, 0, 1, 0])) == ([-1, 1], 1 << 16)
+    for bad in (b"\x01", b"\x01\x00", b"\x00" * 5):
+        with pytest.raises(ValueError, match="is not"):
+            P.unpack_step(bad)
     burst = P.burst_payload(1, 70000, [-1, 5, 0x7FFF])
     assert burst[0] == 1 and int.from_bytes(burst[1:5], "little") == 70000 and burst[5:7] == b"\xff\xff"
     c = P.unpack_counters((1 << 40).to_bytes(8, "little") + (3).to_bytes(8, "little") + bytes([9, 0, 0, 0, 4, 0, 0, 0]))

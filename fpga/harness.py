@@ -279,8 +279,8 @@ def nextpnr_utilisation(nextpnr_log: str | os.PathLike) -> dict[str, dict[str, i
 _SRC = re.compile(r"(?:^|/)((?:hw|sim|sw)/[\w/]+\.py):(\d+)")
 
 
-def critical_path(build_dir: str | os.PathLike, top: str = "top") -> dict | None:
-    """Summary of the critical path of the ``sync`` clock from a :func:`build`'s nextpnr output.
+def critical_path(build_dir: str | os.PathLike, top: str = "top", clock: str = "cd_sync.clk") -> dict | None:
+    """Summary of the critical path of the ``sync`` clock (net ``clock``) from a :func:`build`'s nextpnr output.
 
     Returns ``{"delay_ns", "logic_ns", "routing_ns", "logic_levels", "from", "to",
     "sources"}``: total delay, its logic and routing parts, the number of logic
@@ -294,7 +294,7 @@ def critical_path(build_dir: str | os.PathLike, top: str = "top") -> dict | None
     except (OSError, ValueError):
         return None
     paths = [p for p in report.get("critical_paths", [])
-             if p.get("from", "").endswith("cd_sync.clk") and p.get("to", "").endswith("cd_sync.clk")]
+             if p.get("from", "").endswith(clock) and p.get("to", "").endswith(clock)]
     if not paths:
         return None
     steps = paths[0]["path"]
@@ -308,7 +308,7 @@ def critical_path(build_dir: str | os.PathLike, top: str = "top") -> dict | None
     except OSError:
         return out
     start = text.find("Critical path report for clock '")
-    while start >= 0 and "cd_sync.clk" not in text[start:text.find("\n", start)]:
+    while start >= 0 and clock not in text[start:text.find("\n", start)]:
         start = text.find("Critical path report for clock '", start + 1)
     if start >= 0:
         end = text.find("ns routing", start)
@@ -346,9 +346,10 @@ def _sizes(p: DeviceParams) -> dict[str, int]:
             "ref_depth": p.ref_depth, "dbuf_depth": p.dbuf_depth}
 
 
-def _sync_fmax(report: SynthReport) -> float | None:
-    # nextpnr may also time the iCE40 packer's constant net as a "clock"; the core's is cd_sync.clk.
-    fmax = {k: v for k, v in report.fmax_mhz.items() if k.endswith("cd_sync.clk")} or report.fmax_mhz
+def _sync_fmax(report: SynthReport, clock: str = "cd_sync.clk") -> float | None:
+    # nextpnr may also time the iCE40 packer's constant net as a "clock"; the core's is cd_sync.clk
+    # (the board builds' is deltarnn.fpga.boards.CLOCK_NET).
+    fmax = {k: v for k, v in report.fmax_mhz.items() if k.endswith(clock)} or report.fmax_mhz
     return round(min(fmax.values()), 2) if fmax else None
 
 

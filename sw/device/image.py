@@ -14,8 +14,8 @@ import numpy as np
 from deltarnn.quant.golden import delta_encode
 from deltarnn.quant.qmodel import QModel
 from deltarnn.spec import contract as C
-from deltarnn.spec.memory_map import (VECTOR_ORDER, DeviceParams, LayerReg, Reg, Region, addr, ceil_div, layer_reg,
-                                      weight_digits, weight_slices)
+from deltarnn.spec.memory_map import (LAYER_REGS, LAYER_STRIDE, VECTOR_ORDER, DeviceParams, LayerReg, Reg, Region,
+                                      addr, ceil_div, layer_reg, weight_digits, weight_slices)
 
 
 class DeviceFitError(ValueError):
@@ -184,7 +184,31 @@ def pack(qm: QModel, p: DeviceParams) -> Image:
         regs[Reg.HEAD_THETA] = h.act.theta
         base = p.max_layers * p.layer_vec_words
         img.vec[base:base + h.bias.size] = h.bias
+    _check_registers(regs, p)
     return img
+
+
+def register_name(address: int) -> str:
+    """``HIDDEN``, ``layer 1 XA_THETA``: a register's name for messages."""
+    if address >= LAYER_REGS:
+        layer, field = divmod(address - LAYER_REGS, LAYER_STRIDE)
+        return f"layer {layer} {LayerReg(field).name}"
+    return Reg(address).name
+
+
+def _check_registers(regs: dict[int, int], p: DeviceParams) -> None:
+    """Clip thresholds to their registers (the core saturates them at its delta width, where every larger
+    threshold acts alike) and refuse any other value the core would refuse, naming it."""
+    limits = p.reg_limits()
+    thetas = {int(Reg.HEAD_THETA)} | {layer_reg(i, f) for i in range(p.max_layers)
+                                      for f in (LayerReg.XA_THETA, LayerReg.HA_THETA)}
+    for a, v in regs.items():
+        lo, hi = limits[int(a)]
+        if int(a) in thetas:
+            regs[a] = min(v, hi)
+        elif not lo <= v <= hi:
+            raise DeviceFitError(f"the model does not fit this core: its {register_name(int(a))} is {v}, the core "
+                                 f"takes {lo}..{hi}")
 
 
 # --- streaming ---------------------------------------------------------------------------

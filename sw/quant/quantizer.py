@@ -139,6 +139,10 @@ def quantize(model, calib: np.ndarray, wbits: int = C.DEFAULT_WBITS, abits: int 
     if calib.ndim != 3 or calib.shape[2] != spec.input_size:
         raise QuantizationError(
             f"calibration data must be (batch, time, {spec.input_size}); got shape {calib.shape}")
+    if calib.size == 0:
+        raise QuantizationError(f"calibration data of shape {calib.shape} holds no time steps")
+    if not np.all(np.isfinite(calib)):
+        raise QuantizationError("calibration data contains NaN or infinite values")
     skip = set(skip)
     valid = path_names(spec.num_layers, spec.cell, spec.head_w is not None)
     unknown = skip - set(valid)

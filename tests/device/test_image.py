@@ -191,3 +191,19 @@ def test_a_model_whose_weights_do_not_fit_the_weight_memory_is_refused():
     pack(qm, DeviceParams(**{**p.as_dict(), "weight_words": need}))
     with pytest.raises(DeviceFitError, match=f"its weights need {need} words of 4 slots > the core's {need - 1}"):
         pack(qm, DeviceParams(**{**p.as_dict(), "weight_words": need - 1}))
+
+
+def test_registers_are_checked_and_thresholds_clipped_to_the_core():
+    from deltarnn.device.image import register_name
+
+    p = _params("gru")
+    qm = _model("gru", theta=10 ** 6)
+    regs = pack(qm, p).regs
+    limits = p.reg_limits()
+    for a in (layer_reg(0, LayerReg.XA_THETA), layer_reg(1, LayerReg.HA_THETA), Reg.HEAD_THETA):
+        assert regs[a] == limits[int(a)][1] < 10 ** 6        # the core saturates any larger threshold alike
+    assert all(lo <= regs[a] <= hi for a, (lo, hi) in limits.items() if a in regs)
+    qm.layers[1].x_act.shift = C.SHIFT_MAX + 1
+    with pytest.raises(DeviceFitError, match=f"its layer 1 XA_SHIFT is {C.SHIFT_MAX + 1}, the core takes 0..{C.SHIFT_MAX}"):
+        pack(qm, p)
+    assert register_name(int(Reg.HIDDEN)) == "HIDDEN"

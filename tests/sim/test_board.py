@@ -233,6 +233,9 @@ def test_refused_requests_end_in_one_line_and_the_device_answers_the_next():
         with pytest.raises(DeviceError, match="out of range"):
             dev.command(C.STEP, P.step_payload([(0, 1 << 12)]))         # wider than a delta
         check(dev, qm)
+        huge = model("gru", theta=(10 ** 6, 10 ** 6))       # beyond the threshold registers: clipped, still exact
+        dev.load(huge)
+        check(dev, huge)
         assert dev.stats["retries"] == 0
 
 

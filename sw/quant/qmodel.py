@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +29,21 @@ from deltarnn.spec.cells import CELLS, H_GATES, X_GATES
 
 MAGIC = "deltarnn-qmodel"
 FORMAT_VERSION = 1
+
+
+def write_atomically(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it: an interrupted write (Ctrl-C, a full
+    disk) leaves the old file or none, never a truncated one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class QModelFormatError(ValueError):
@@ -228,7 +245,7 @@ class QModel:
                 b = io.BytesIO()
                 np.save(b, arr, allow_pickle=False)
                 zf.writestr(name + ".npy", b.getvalue())
-        Path(path).write_bytes(buf.getvalue())
+        write_atomically(path, buf.getvalue())
 
     @classmethod
     def load(cls, path) -> "QModel":

@@ -21,6 +21,7 @@ norm sees only real frames.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -31,8 +32,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from deltarnn.quant.qmodel import write_atomically
+
 IGNORE = -100  # label of padded frames
 
+
+
+def _save(obj, path) -> None:
+    """``torch.save`` that a Ctrl-C cannot leave half written (a resumed run reads the checkpoint)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomically(path, buf.getvalue())
 
 def train_frames(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 30, lr: float = 1e-2,
                  batch: int = 16, seed: int = 0, progress=None) -> list[float]:
@@ -380,16 +390,16 @@ def train_speech(cfg: TrainConfig, out, resume: bool = False, progress: bool = T
         if improved:
             result.best_dev_fer, result.best_epoch = fer, epoch
             model.eval()
-            torch.save(model, out)
+            _save(model, out)
         log(f"{cfg.cell} epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.3f}, dev FER {fer:.2f} %, "
             f"undecoded PER {per:.2f} %{' (best)' if improved else ''}, lr {lr:.2g}, {entry['seconds']:.0f} s")
-        torch.save({"config": cfg.architecture(), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epoch": epoch,
-                    "history": result.history, "best_dev_fer": result.best_dev_fer,
-                    "best_epoch": result.best_epoch}, ckpt_file)
-        Path(str(out) + ".json").write_text(json.dumps(
+        _save({"config": cfg.architecture(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+               "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epoch": epoch,
+               "history": result.history, "best_dev_fer": result.best_dev_fer,
+               "best_epoch": result.best_epoch}, ckpt_file)
+        write_atomically(str(out) + ".json", json.dumps(
             {"config": asdict(cfg), "history": result.history, "best_dev_fer": result.best_dev_fer,
-             "best_epoch": result.best_epoch + 1}, indent=1))
+             "best_epoch": result.best_epoch + 1}, indent=1).encode())
     if not out.exists():
         raise TrainError(f"no epoch was run: {out} was not written (--epochs {cfg.epochs} already done?)")
     return result

@@ -76,12 +76,21 @@ class SRUDirection(nn.Module):
     ``r = sigmoid(rx + vr*c + br)``, ``c' = f*c + (1-f)*x~``,
     ``h' = r*c' + (1-r)*hw`` with highway ``hw = x`` when input and hidden
     sizes match and ``hw = p`` (a projection of x) otherwise.
+
+    ``projected=True`` gives a direction with equal sizes the projection
+    too (``hw = p``): what an imported ``sru.SRU`` needs when its highway is
+    not plain ``x`` (see :func:`from_torch`). The default, ``None``, projects
+    exactly when the sizes differ.
     """
 
-    def __init__(self, input_size: int, hidden_size: int):
+    def __init__(self, input_size: int, hidden_size: int, projected: bool | None = None):
         super().__init__()
         self.hidden_size = hidden_size
-        self.projected = input_size != hidden_size
+        self.projected = input_size != hidden_size if projected is None else bool(projected)
+        if not self.projected and input_size != hidden_size:
+            raise UnsupportedModelError(
+                f"an SRU direction with input size {input_size} and hidden size {hidden_size} needs "
+                "the highway projection")
         self.w = nn.Linear(input_size, (4 if self.projected else 3) * hidden_size, bias=False)
         self.vf = nn.Parameter(torch.empty(hidden_size).uniform_(-0.5, 0.5))
         self.vr = nn.Parameter(torch.empty(hidden_size).uniform_(-0.5, 0.5))
@@ -213,6 +222,22 @@ def _check_torch_rnn(rnn: nn.RNNBase) -> None:
             "retrain without a projection (proj_size=0)")
 
 
+def _copy_head(model: RNNModel, head: nn.Linear | None) -> None:
+    """Copy the per-frame ``head`` (if any) into ``model``'s (built with ``num_classes=head.out_features``)."""
+    if head is None:
+        return
+    if head.in_features != model.head.in_features:
+        raise UnsupportedModelError(
+            f"the Linear head takes {head.in_features} features but the recurrent layers "
+            f"give {model.head.in_features}")
+    with torch.no_grad():
+        model.head.weight.copy_(head.weight)
+        if head.bias is not None:
+            model.head.bias.copy_(head.bias)
+        else:
+            model.head.bias.zero_()
+
+
 def _from_torch_rnn(rnn: nn.RNNBase, head: nn.Linear | None) -> RNNModel:
     _check_torch_rnn(rnn)
     cell = "lstm" if isinstance(rnn, nn.LSTM) else "gru"
@@ -230,26 +255,225 @@ def _from_torch_rnn(rnn: nn.RNNBase, head: nn.Linear | None) -> RNNModel:
                         dst.zero_()
                     else:
                         dst.copy_(src)
-        if head is not None:
-            if head.in_features != model.head.in_features:
-                raise UnsupportedModelError(
-                    f"the Linear head takes {head.in_features} features but the recurrent layers "
-                    f"give {model.head.in_features}")
-            model.head.weight.copy_(head.weight)
-            if head.bias is not None:
-                model.head.bias.copy_(head.bias)
-            else:
-                model.head.bias.zero_()
+    _copy_head(model, head)
     return model
+
+
+# --- models from the field's libraries: SpeechBrain's LiGRU, sru's SRU ----------------
+#
+# Recognised by class (module and name), never by importing the package: neither is a
+# dependency, and a file that holds their modules loads without them (_RenamedModules
+# stands in for their classes). docs/models.md gives the mapping.
+
+_SB_LIGRU = ("speechbrain.nnet.RNN", "LiGRU")
+_SB_LIGRU_LAYER = ("speechbrain.nnet.RNN", "LiGRU_Layer")
+_SRU = ("sru.modules", "SRU")
+_SRU_CELL = ("sru.modules", "SRUCell")
+#: Top-level packages whose classes are stood in for when a file is loaded without them.
+_FOREIGN_PACKAGES = ("speechbrain", "sru")
+
+
+def _class_path(obj) -> tuple[str, str]:
+    return type(obj).__module__, type(obj).__qualname__
+
+
+def _dotted(obj) -> str:
+    return ".".join(_class_path(obj))
+
+
+def _refuse(obj, problems: list[str]) -> None:
+    """Raise one :class:`UnsupportedModelError` naming every unsupported option of ``obj``."""
+    problems = list(dict.fromkeys(problems))  # each once, in order, however many layers have it
+    if problems:
+        raise UnsupportedModelError(f"{_dotted(obj)} uses what deltarnn does not support: " + "; ".join(problems))
+
+
+def _from_speechbrain_ligru(obj, head: nn.Linear | None) -> RNNModel:
+    """``speechbrain.nnet.RNN.LiGRU`` (or one ``LiGRU_Layer``) as an ``RNNModel("ligru")``.
+
+    SpeechBrain 1.x: ``w = BN(W x)`` over every frame, then per step
+    ``[a, z] = w_t + U h``, ``z = sigmoid(z)``, ``h = z*h + (1-z)*act(a)*mask``
+    from ``h = h_init``: deltarnn's LiGRU exactly when the norm is the
+    default batch norm (eval statistics), ``act`` is the default ReLU,
+    ``h_init`` is zero and the eval dropout mask is 1. A bidirectional layer
+    runs its one weight set over the batch and its time-flipped copy: both
+    deltarnn directions get that weight set.
+    """
+    layers = list(obj.rnn) if _class_path(obj) == _SB_LIGRU else [obj]
+    problems = []
+    for i, lay in enumerate(layers):
+        if _class_path(lay) != _SB_LIGRU_LAYER:
+            problems.append(f"layer {i} is a {_dotted(lay)}, not a LiGRU_Layer")
+            continue
+        norm = getattr(lay, "norm", None)
+        if not isinstance(norm, nn.BatchNorm1d) or not getattr(lay, "normalize", True):
+            named = getattr(obj, "normalization", None) or type(norm).__name__
+            problems.append(
+                f"normalization={named!r} ({type(norm).__name__}; only the default 'batchnorm' maps onto "
+                "deltarnn's LiGRU, and SpeechBrain makes every other value a layer norm)")
+        elif norm.running_mean is None or norm.running_var is None:
+            problems.append("a batch norm without running statistics (track_running_stats=False)")
+        act = getattr(lay, "act", None)
+        if not isinstance(act, nn.ReLU):
+            named = getattr(obj, "nonlinearity", None) or getattr(act, "__name__", type(act).__name__)
+            problems.append(f"nonlinearity={named!r} (deltarnn's LiGRU candidate is relu, SpeechBrain's default)")
+        if getattr(lay, "w", None) is None or lay.w.bias is not None:
+            problems.append("an input projection w with a bias (SpeechBrain's has none)")
+        h_init = getattr(lay, "h_init", None)
+        if h_init is not None and bool(h_init.detach().ne(0).any()):
+            problems.append("a non-zero initial state h_init (deltarnn starts from h = 0)")
+        mask = getattr(lay, "drop_mask_te", None)
+        if mask is not None and bool(mask.detach().ne(1).any()):
+            problems.append("an inference dropout mask drop_mask_te other than 1")
+    if not problems:
+        dims = {(bool(lay.bidirectional), int(lay.hidden_size)) for lay in layers}
+        if len(dims) != 1:
+            problems.append("layers with different hidden sizes or directions")
+    _refuse(obj, problems)
+    bidir, hs = bool(layers[0].bidirectional), int(layers[0].hidden_size)
+    model = RNNModel("ligru", int(layers[0].input_size), hs, len(layers), bidir,
+                     head.out_features if head is not None else 0)
+    with torch.no_grad():
+        for i, (lay, mine) in enumerate(zip(layers, model.layers)):
+            if lay.w.in_features != mine.directions[0].w.in_features:
+                raise UnsupportedModelError(
+                    f"{_dotted(obj)} layer {i} takes {lay.w.in_features} features, not the "
+                    f"{mine.directions[0].w.in_features} its previous layer gives")
+            for dm in mine.directions:  # a bidirectional SpeechBrain layer: one weight set, both ways
+                bn = lay.norm
+                dm.w.weight.copy_(lay.w.weight)
+                dm.u.weight.copy_(lay.u.weight)
+                dm.bn.eps = bn.eps
+                dm.bn.running_mean.copy_(bn.running_mean)
+                dm.bn.running_var.copy_(bn.running_var)
+                dm.bn.weight.copy_(bn.weight if bn.weight is not None else torch.ones_like(dm.bn.weight))
+                dm.bn.bias.copy_(bn.bias if bn.bias is not None else torch.zeros_like(dm.bn.bias))
+    _copy_head(model, head)
+    return model.eval()
+
+
+def _from_sru(obj, head: nn.Linear | None) -> RNNModel:
+    """``sru.SRU`` (or one ``SRUCell``), sru 2.x, as an ``RNNModel("sru")``.
+
+    sru computes ``U = x @ weight`` with columns ``(direction, unit, k)``,
+    ``k`` = 3 (x~, f, r) or 4 (… and a highway projection, when input and
+    output sizes differ; the ``rescale`` factor is then in that block's
+    weights), then per step ``f = sigmoid(U1 + wc_f*c + b_f)``,
+    ``r = sigmoid(U2 + wc_r*c + b_r)``, ``c = f*c + (1-f)*U0``,
+    ``h = r*c + (1-r)*hw`` with ``hw = U3`` (k=4), ``hw = scale_x * x[this
+    direction's slice]`` (k=3; ``scale_x`` only with ``rescale``) or 0 (no
+    skip term). deltarnn's highway is ``x`` or a projection ``p``: a
+    highway that is not plain ``x`` becomes a projection (the ``U3`` block,
+    or a scaled selection of x, or zeros), exact in float.
+    """
+    if _class_path(obj) == _SRU:
+        cells = list(obj.rnn_lst)
+    else:
+        cells = [obj]
+    problems = []
+    if getattr(obj, "input_to_hidden", None) is not None:
+        problems.append("proj_input_to_hidden_first=True (a Linear before the first layer)")
+    for i, c in enumerate(cells):
+        if _class_path(c) != _SRU_CELL:
+            problems.append(f"layer {i} is a {_dotted(c)}, not an SRUCell")
+            continue
+        if not all(hasattr(c, a) for a in ("input_size", "hidden_size", "num_matrices", "has_skip_term")):
+            problems.append("a cell saved by sru before 2.1.9 (call make_backward_compatible() with that sru "
+                            "and save it again)")
+            continue
+        if getattr(c, "custom_m", None) is not None:
+            problems.append(f"custom_m={type(c.custom_m).__name__} (a custom module in place of the U "
+                            "product, which may also give a per-step weight_c)")
+        if getattr(c, "projection_size", 0) or getattr(c, "weight_proj", None) is not None:
+            problems.append(f"projection_size={getattr(c, 'projection_size', '?')} (a factorised weight)")
+        if getattr(c, "layer_norm", None) is not None:
+            problems.append("layer_norm=True")
+        if getattr(c, "activation_type", 0) != 0:
+            problems.append(f"use_tanh=True (activation {getattr(c, 'activation', '?')!r} on c)")
+        wc = getattr(c, "weight_c", None)
+        if wc is None or wc.dim() != 1:
+            problems.append("a weight_c that is not one vector per gate (a custom weight_c)")
+    if not problems and len({(bool(c.bidirectional), int(c.hidden_size)) for c in cells}) != 1:
+        problems.append("layers with different hidden sizes or directions")
+    _refuse(obj, problems)
+    bidir, hs = bool(cells[0].bidirectional), int(cells[0].hidden_size)
+    nd = 2 if bidir else 1
+    model = RNNModel("sru", int(cells[0].input_size), hs, len(cells), bidir,
+                     head.out_features if head is not None else 0)
+    units = torch.arange(hs)
+    with torch.no_grad():
+        for i, (c, mine) in enumerate(zip(cells, model.layers)):
+            n_in, k = int(c.input_size), int(c.num_matrices)
+            want = model.input_size if i == 0 else nd * hs
+            if n_in != want or tuple(c.weight.shape) != (n_in, nd * hs * k):
+                raise UnsupportedModelError(
+                    f"{_dotted(obj)} layer {i}: weight {tuple(c.weight.shape)} does not fit input size {want}, "
+                    f"{nd} direction(s) of {hs} units and {k} blocks")
+            weight = c.weight.detach().reshape(n_in, nd, hs, k)
+            wc = c.weight_c.detach().reshape(2, nd, hs)
+            bias = c.bias.detach().reshape(2, nd, hs)
+            scale = float(c.scale_x.reshape(-1)[0]) if getattr(c, "rescale", False) else 1.0
+            for di in range(nd):
+                blocks = list(weight[:, di].permute(2, 1, 0))  # k blocks of (hidden, input): x~, f, r[, p]
+                if not c.has_skip_term:
+                    hw = torch.zeros(hs, n_in)
+                elif k == 4:
+                    hw = blocks[3]
+                elif nd == 1 and scale == 1.0:
+                    hw = None  # hw = x: deltarnn's own identity highway
+                else:  # hw = scale * this direction's slice of x
+                    hw = torch.zeros(hs, n_in)
+                    hw[units, di * hs + units] = scale
+                w = torch.cat(blocks[:3] + ([hw] if hw is not None else []))
+                if (hw is not None) != mine.directions[di].projected:
+                    mine.directions[di] = SRUDirection(n_in, hs, projected=hw is not None)
+                dm = mine.directions[di]
+                dm.w.weight.copy_(w)
+                dm.vf.copy_(wc[0, di])
+                dm.vr.copy_(wc[1, di])
+                dm.bf.copy_(bias[0, di])
+                dm.br.copy_(bias[1, di])
+    _copy_head(model, head)
+    return model.eval()
+
+
+#: The other libraries' recurrent modules :func:`from_torch` converts, by (module, class name).
+_IMPORTERS = {
+    _SB_LIGRU: _from_speechbrain_ligru,
+    _SB_LIGRU_LAYER: _from_speechbrain_ligru,
+    _SRU: _from_sru,
+    _SRU_CELL: _from_sru,
+}
+_SUPPORTED = "nn.LSTM, nn.GRU, speechbrain.nnet.RNN.LiGRU, sru.SRU or this project's RNNModel"
+
+
+def _is_recurrent(m) -> bool:
+    return isinstance(m, nn.RNNBase) or _class_path(m) in _IMPORTERS
+
+
+def _outermost(obj: nn.Module, pred) -> list[nn.Module]:
+    """Submodules of ``obj`` for which ``pred`` holds, not looking inside those (nor inside recurrent ones)."""
+    found = []
+
+    def walk(m):
+        if pred(m):
+            found.append(m)
+        elif not _is_recurrent(m):
+            for child in m.children():
+                walk(child)
+
+    walk(obj)
+    return found
 
 
 def from_torch(obj) -> RNNModel:
     """Return an :class:`RNNModel` equivalent to ``obj``.
 
-    Accepts an ``RNNModel``, an ``nn.LSTM`` / ``nn.GRU``, or a module holding
-    exactly one of those and at most one ``nn.Linear`` (taken as a per-frame
-    head applied to the recurrent output). Anything else raises
-    :class:`UnsupportedModelError` naming what is wrong.
+    Accepts an ``RNNModel``, an ``nn.LSTM`` / ``nn.GRU``, SpeechBrain's
+    ``speechbrain.nnet.RNN.LiGRU``, sru's ``sru.SRU`` (docs/models.md), or a
+    module holding exactly one of those and at most one ``nn.Linear`` (taken
+    as a per-frame head applied to the recurrent output). Anything else
+    raises :class:`UnsupportedModelError` naming what is wrong.
     """
     if isinstance(obj, RNNModel):
         return obj
@@ -260,38 +484,72 @@ def from_torch(obj) -> RNNModel:
         raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(obj).__name__}")
     if isinstance(obj, (nn.LSTM, nn.GRU)):
         return _from_torch_rnn(obj, None)
+    if _class_path(obj) in _IMPORTERS:
+        return _IMPORTERS[_class_path(obj)](obj, None)
     if isinstance(obj, nn.RNNBase):
-        raise UnsupportedModelError(
-            f"{type(obj).__name__} is not supported: use LSTM, GRU, or this project's LiGRU / SRU")
+        raise UnsupportedModelError(f"{type(obj).__name__} is not supported: use {_SUPPORTED}")
+    if type(obj).__module__.split(".")[0] in _FOREIGN_PACKAGES:
+        raise UnsupportedModelError(f"{_dotted(obj)} is not supported: use {_SUPPORTED}")
     inner = [m for m in obj.modules() if isinstance(m, RNNModel)]
     if len(inner) == 1:
         return inner[0]
-    rnns = [m for m in obj.modules() if isinstance(m, nn.RNNBase)]
+    rnns = _outermost(obj, _is_recurrent)
     if len(rnns) != 1:
         raise UnsupportedModelError(
-            f"{type(obj).__name__} holds {len(rnns)} recurrent modules; exactly one nn.LSTM or nn.GRU "
+            f"{type(obj).__name__} holds {len(rnns)} recurrent modules; exactly one {_SUPPORTED} "
             "(with an optional nn.Linear head) is supported")
-    if not isinstance(rnns[0], (nn.LSTM, nn.GRU)):
-        raise UnsupportedModelError(
-            f"{type(rnns[0]).__name__} is not supported: use LSTM, GRU, or this project's LiGRU / SRU")
-    linears = [m for m in obj.modules() if isinstance(m, nn.Linear)]
+    rnn = rnns[0]
+    if not isinstance(rnn, (nn.LSTM, nn.GRU)) and _class_path(rnn) not in _IMPORTERS:
+        raise UnsupportedModelError(f"{type(rnn).__name__} is not supported: use {_SUPPORTED}")
+    linears = _outermost(obj, lambda m: isinstance(m, nn.Linear))
     if len(linears) > 1:
         raise UnsupportedModelError(
             f"{type(obj).__name__} holds {len(linears)} nn.Linear layers; at most one (the output head) is supported")
-    rnn_params = {id(p) for p in rnns[0].parameters()} | {id(p) for m in linears for p in m.parameters()}
+    rnn_params = {id(p) for p in rnn.parameters()} | {id(p) for m in linears for p in m.parameters()}
     other = [n for n, p in obj.named_parameters() if id(p) not in rnn_params]
     if other:
         raise UnsupportedModelError(
             f"{type(obj).__name__} has parameters outside its recurrent module and head: {', '.join(other[:5])}")
-    return _from_torch_rnn(rnns[0], linears[0] if linears else None)
+    head = linears[0] if linears else None
+    if isinstance(rnn, (nn.LSTM, nn.GRU)):
+        return _from_torch_rnn(rnn, head)
+    return _IMPORTERS[_class_path(rnn)](rnn, head)
+
+
+class _StandIn(nn.Module):
+    """A module of a package that is not imported, as unpickled: its parameters, buffers,
+    submodules and attributes, for :func:`from_torch` to read; it does not run."""
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(f"{_dotted(self)} was loaded without its package: convert it with "
+                           "deltarnn.models.from_torch")
+
+
+_STAND_INS: dict[tuple[str, str], type] = {}
+
+
+def _stand_in(module: str, name: str) -> type:
+    """One :class:`_StandIn` subclass per (module, class name), carrying that name."""
+    if (module, name) not in _STAND_INS:
+        _STAND_INS[module, name] = type(name, (_StandIn,), {"__module__": module, "__qualname__": name})
+    return _STAND_INS[module, name]
 
 
 class _RenamedModules(pickle.Unpickler):
-    """Unpickles models saved before the package was ``deltarnn`` (its modules were ``sw.*``)."""
+    """Unpickles models saved before the package was ``deltarnn`` (its modules were ``sw.*``), and
+    models of SpeechBrain and sru without importing those (a stand-in class with the same name
+    takes each recognised class, and any other of those packages' classes that does not import)."""
 
     def find_class(self, module: str, name: str):
         if module == "sw.models":
             module = "deltarnn.models"
+        if (module, name) in _IMPORTERS:
+            return _stand_in(module, name)
+        if module.split(".")[0] in _FOREIGN_PACKAGES:
+            try:
+                return super().find_class(module, name)
+            except Exception:  # noqa: BLE001 - not installed, or installed and broken (a torchaudio mismatch)
+                return _stand_in(module, name)
         return super().find_class(module, name)
 
 

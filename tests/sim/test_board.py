@@ -256,3 +256,37 @@ def test_a_board_that_does_not_answer_times_out():
         waited = link.now() - t0
         assert "\n" not in str(err.value)
     assert 3 * TIMEOUT <= waited <= 3 * TIMEOUT * 1.1
+
+
+# --- models of the field's libraries ---------------------------------------------------------------------
+
+IMPORTED = [("ligru", False), ("ligru", True), ("sru", (6, 6, True, True)), ("sru", (5, 6, False, False))]
+if FULL:
+    from tests.models.test_importers import SRU_CASES
+
+    IMPORTED += [("sru", case) for case in SRU_CASES if case[0] <= 6]
+
+
+@pytest.mark.parametrize("cell,case", IMPORTED, ids=lambda v: str(v))
+def test_models_of_speechbrain_and_sru_run_at_4_bits(cell, case):
+    """A SpeechBrain LiGRU (stand-in) and an sru.SRU (the package where it imports) quantized at 4 bits run on the
+    board bit-exactly, bidirectional ones in host passes."""
+    from deltarnn.models import from_torch
+    from tests.models import foreign
+    from tests.models.test_importers import _randomise, _sru
+
+    if cell == "ligru":
+        module = _randomise(foreign.LiGRU(9, (2, 9, 5), num_layers=2, bidirectional=case), seed=3)
+        n_in = 5
+    else:
+        try:
+            import sru as package
+        except Exception:  # noqa: BLE001 - not installed, or its C++ op does not build: the stand-in
+            package = foreign
+        module, n_in = _sru(package.SRU, case, 4), case[0]
+    qm = quantize(from_torch(module), random_input(4, 20, n_in, seed=5), 4, 8)
+    qm.set_thresholds(1, 1)
+    with Device(board(cell), timeout=TIMEOUT) as dev:
+        dev.load(qm)
+        res, _ = check(dev, qm, random_input(2, 10, n_in, seed=6))
+        assert res.passes == (4 if qm.bidirectional else 1)

@@ -6,6 +6,8 @@ alternating, several rounds; the figure is sequence steps x batch per
 second, and the ratio golden / PyTorch of the medians. Each uses its default
 threads: PyTorch its intra-op threads, the golden model one thread per CPU
 over parts of the batch (:func:`deltarnn.quant.golden.default_threads`).
+The machine's load average before and after is recorded with the figures:
+other work on the CPUs slows both sides, PyTorch's threads most.
 
     python benchmarks/golden_throughput.py [--rounds N] [--json OUT.json]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -44,6 +47,7 @@ def main() -> None:
     xt = torch.as_tensor(x)
     work = args.batch * args.steps
     rows = []
+    load_before = os.getloadavg()[0]
     print(f"threads: torch {torch.get_num_threads()}, golden {default_threads(args.batch)}; batch {args.batch} x {args.steps} steps; "
           f"2 layers x {args.hidden} units, 40 inputs, 40 classes; {args.rounds} rounds")
     print(f"{'cell':6} {'torch float steps/s':>20} {'golden steps/s':>16} {'golden/torch':>13}")
@@ -61,9 +65,13 @@ def main() -> None:
         rows.append({"cell": cell, "torch_steps_per_s": f_torch, "golden_steps_per_s": f_gold,
                      "ratio": f_gold / f_torch})
         print(f"{cell:6} {f_torch:20,.0f} {f_gold:16,.0f} {f_gold / f_torch:13.2f}")
+    load = {"before": load_before, "after": os.getloadavg()[0]}
+    print(f"load average (1 min): {load['before']:.2f} before, {load['after']:.2f} after")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": vars(args), "results": rows}, f, indent=1)
+            json.dump({"config": vars(args), "torch_threads": torch.get_num_threads(),
+                       "golden_threads": default_threads(args.batch), "load_average_1min": load,
+                       "results": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,23 @@ gateware must produce the same integers. It runs a batch of sequences at
 once. Matrix-vector products use float32 or float64 BLAS, exact because
 every partial sum is an integer below the float's exact range (checked,
 :func:`exact_float`). Everything else is integer arithmetic by the rules of
-:mod:`deltarnn.spec.contract`: NumPy for the delta encoding of whole
-sequences, and the compiled kernels of :mod:`deltarnn.quant.kernels` for
-requantization and the per-step cell updates.
+:mod:`deltarnn.spec.contract`, in the compiled kernels of
+:mod:`deltarnn.quant.kernels`: the quantization and delta encoding of whole
+input sequences, requantization and the per-step cell updates (exact
+integers held in float64, so that they vectorise; see that module).
 
-Two facts make it fast without changing a single integer:
+Three facts make it fast without changing a single integer:
 
 - an accumulator that starts at 0 and adds ``W[:, j] * d_j`` for every
   emitted delta equals ``W @ ref`` at every step (integer sums telescope), so
-  the input (x) path of a layer is one matrix product over all time steps;
-- only the hidden (h) path is sequential; it accumulates deltas step by
-  step, as the hardware does.
+  the input (x) path's products of a layer are large matrix products over
+  many time steps (:data:`X_CHUNK` at a time, and the whole sequence for SRU);
+- only the hidden (h) path is sequential; its accumulators equal ``W_h @
+  ref_h`` too, one product of the current references per step;
+- everything runs time-major, so that every step's rows are contiguous.
+
+Counting the work (:class:`Stats`, ``step_deltas``) follows the deltas the
+hardware emits, one column of ``W`` per delta.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from deltarnn.spec import contract as C
 from deltarnn.quant import kernels
@@ -211,76 +217,120 @@ def quantize_path_input(values: np.ndarray, act: QActivation, float_input: bool)
 # --- the model ------------------------------------------------------------------------
 
 
-def _direction(qm: QModel, layer_index: int, d: QDirection, q_x: np.ndarray, reverse: bool,
+def _direction(qm: QModel, layer_index: int, d: QDirection, v: np.ndarray, quantize: bool, reverse: bool,
                dense: bool, stats: dict[str, PathStats], step_deltas: dict[str, np.ndarray]) -> np.ndarray:
-    """Run one direction of one layer over a whole batch; return h ``(B, T, H)``."""
+    """Run one direction of one layer over a whole batch: inputs ``v`` ``(T, B, N)`` -> h ``(T, B, H)``.
+
+    ``v`` is the previous layer's fixed-point h (``quantize``) or the first
+    layer's quantized input. Time-major throughout: every step's rows are
+    contiguous for the kernels.
+    """
     layer = qm.layers[layer_index]
-    if reverse:
-        q_x = q_x[:, ::-1]
-    bsz, steps, _ = q_x.shape
-    hs = qm.hidden_size
-    ref_x, fired = (q_x, q_x != 0) if dense else delta_encode(q_x, layer.x_act.theta)
-    _count(stats[f"{layer_index}.x"], d.x, fired, dense)
-    _per_step(step_deltas, f"{layer_index}.x", fired.sum(axis=-1), reverse)
-    vec = {k: v.astype(np.int64) for k, v in d.vectors.items()}
-    # Every fixed-point value fits 16 bits: int32 holds them; the kernels compute in int64.
+    act = layer.x_act
+    ft = exact_float(d.x.cols, d.x.wbits, C.qmax(act.bits))
+    refs = _encode(f"{layer_index}.x", d.x, v, act, quantize, dense, reverse, ft, stats, step_deltas)
+    steps, bsz, n = refs.shape
+    w_x = _weights(d.x, ft)
+    rq_x = kernels.requantization_exact(d.x, _bound(d.x, act))
+    vec = {k: a.astype(np.float64) for k, a in d.vectors.items()}
+    out = np.empty((steps, bsz, qm.hidden_size), dtype=np.int64)
     if qm.cell == "sru":
-        rqx = matvec_fx(ref_x, d.x)
-        hw = rqx[:, :, 3 * hs:] if d.highway is None else \
-            C.requantize(ref_x, d.highway[0], d.highway[1]).astype(np.int32)
-        out = np.empty((bsz, steps, hs), dtype=np.int64)
-        kernels.sru_sequence(rqx, hw, vec["vf"], vec["vr"], vec["bias"], out)
+        highway = (-1.0, 0.0) if d.highway is None else _scaled(*d.highway, C.qmax(act.bits), "highway")
+        prod_x = (refs.reshape(-1, n) @ w_x).reshape(steps, bsz, d.x.rows)
+        kernels.sru_sequence(prod_x, rq_x, refs, highway, vec["vf"], vec["vr"], vec["bias"], out)
     else:
-        out, emitted = _h_path(qm.cell, d, layer.h_act, ref_x, vec, dense)
-        out = out.transpose(1, 0, 2)
+        emitted = _h_path(qm.cell, d, layer.h_act, refs, w_x, rq_x, vec, dense, out)
         # the deltas emitted at step t feed the product of step t + 1; h_{-1} = 0 is no work for any
         # implementation: steps 1..T-1 only
         per_step = np.zeros((bsz, steps), dtype=np.int64)
         per_step[:, 1:] = emitted[:-1].T
-        _per_step(step_deltas, f"{layer_index}.h", per_step, reverse)
-        stats[f"{layer_index}.h"].add(bsz * (steps - 1) * hs, int(per_step.sum()), d.h.rows)  # d.h.cols == hs
-    return out[:, ::-1] if reverse else out
+        _per_step(step_deltas, f"{layer_index}.h", per_step[:, ::-1] if reverse else per_step)
+        stats[f"{layer_index}.h"].add(bsz * (steps - 1) * d.h.cols, int(per_step.sum()), d.h.rows)
+    return out[::-1] if reverse else out
 
 
-def _h_path(cell: str, d: QDirection, act: QActivation, ref_x: np.ndarray, vec: dict, dense: bool):
-    """The sequential part of one direction: x references ``(B, T, N)`` -> h ``(T, B, H)`` and deltas emitted ``(T, B)``.
+def _weights(m: QMatrix, ft: type) -> np.ndarray:
+    """``m``'s weights transposed ``(cols, rows)``, C-contiguous, as ``ft``: the right operand of its products."""
+    return np.ascontiguousarray(m.weights.T, dtype=ft)
 
-    The x path's product covers every step in one BLAS call; its output is
-    time-major, so that every step's rows are contiguous for the kernel.
+
+def _bound(m: QMatrix, act: QActivation) -> int:
+    """A bound on the magnitude of ``m``'s accumulators: every reference is a quantized value of ``act``."""
+    return m.cols * C.qmax(m.wbits) * C.qmax(act.bits)
+
+
+def _scaled(mult: int, shift: int, vmax: int, what: str) -> tuple[float, float]:
+    """``(mult * 2**-shift, 1/2 or 0)``: the float64 form of ``round_shift(v * mult, shift)`` for ``|v| <= vmax``
+    (:mod:`deltarnn.quant.kernels`), exact while ``vmax * mult + 2**(shift-1) < 2**53``."""
+    if vmax * int(mult) + ((1 << shift) >> 1) >= 1 << _EXACT_BITS:
+        raise EmulationError(f"{what} multiplier {mult} >> {shift} is beyond the exact range")
+    return int(mult) * 2.0 ** -shift, 0.5 if shift else 0.0
+
+
+def _encode(name: str, m: QMatrix, v: np.ndarray, act: QActivation, quantize: bool, dense: bool,
+            reverse: bool, ft: type, stats: dict[str, PathStats], step_deltas: dict[str, np.ndarray]) -> np.ndarray:
+    """Quantize (``quantize``) and delta-encode path ``name``'s inputs ``v`` ``(T, B, N)``; count its work.
+
+    Returns the references ``(T, B, N)`` in processing order, as ``ft``: the
+    input of the path's product. ``dense`` bypasses delta encoding (the
+    reference is the value itself; the per-step counts are its non-zero
+    elements, the work every element).
     """
-    bsz, steps, _ = ref_x.shape
+    steps, bsz, n = v.shape
+    refs = np.empty((steps, bsz, n), dtype=ft)
+    counts = np.empty((bsz, steps), dtype=np.int64)
+    kernels.encode_sequence(v, quantize, int(act.mult), int(act.shift), int(act.bits), int(act.theta), dense,
+                            reverse, refs, counts)
+    elements = steps * bsz * n
+    stats[name].add(elements, elements if dense else int(counts.sum()), m.rows)
+    _per_step(step_deltas, name, counts)
+    return refs
+
+
+#: Time steps whose x-path products one BLAS call computes: enough rows for an efficient product,
+#: few enough that they are still in cache when the steps read them.
+X_CHUNK = 16
+
+
+def _h_path(cell: str, d: QDirection, act: QActivation, refs: np.ndarray, w_x: np.ndarray, rq_x: tuple, vec: dict,
+            dense: bool, out: np.ndarray) -> np.ndarray:
+    """The sequential part of one direction: x references ``(T, B, N)`` -> h into ``out`` ``(T, B, H)``;
+    returns the deltas emitted ``(T, B)``.
+
+    The x path's accumulators equal ``W_x @ ref_x``, its products are
+    computed :data:`X_CHUNK` steps at a time; the h path's equal ``W_h @
+    ref_h`` (integer sums telescope), so each step's product is that of the
+    references. Both are exact in float32 or float64 BLAS (:func:`exact_float`).
+    """
+    steps, bsz, n = refs.shape
     hs = d.h.cols
-    prod_x = exact_product(ref_x.transpose(1, 0, 2), d.x).reshape(steps, bsz, d.x.rows)
-    out = np.empty((steps, bsz, hs), dtype=np.int64)
-    emitted = np.empty((steps, bsz), dtype=np.int64)
-    c = np.zeros((bsz, hs), dtype=np.int64)
-    ref_h = np.zeros((bsz, hs), dtype=np.int64)
-    acc_h = np.zeros((bsz, d.h.rows), dtype=np.int64)
-    ft = exact_float(d.h.cols, d.h.wbits, 2 * C.qmax(act.bits))
-    w_h = d.h.weights.T.astype(ft)
-    vin = np.zeros((bsz, hs), dtype=ft)         # the h path's product input
+    ft = exact_float(hs, d.h.wbits, C.qmax(act.bits))
+    w_h = _weights(d.h, ft)
+    ref = np.zeros((bsz, hs), dtype=ft)           # the h path's references: its product input
     prod_h = np.zeros((bsz, d.h.rows), dtype=ft)  # h_{-1} = 0: no product at step 0
-    h_prev = np.zeros((bsz, hs), dtype=np.int64)
-    rq_x, rq_h = requantization(d.x), requantization(d.h)
-    quant = (act.mult, act.shift, act.bits, act.theta)
-    bias_hn = vec.get("bias_hn", vec["bias"])
-    code = kernels.CELL_CODE[cell]
-    for t in range(steps):
-        if t:
-            np.matmul(vin, w_h, out=prod_h)
-            h_prev = out[t - 1]
-        kernels.recurrent_step(code, prod_x[t], rq_x, prod_h, acc_h, rq_h, vec["bias"], bias_hn, c, h_prev, quant,
-                               dense, ref_h, vin, out[t], emitted[t])
-    return out, emitted
+    chunk = min(X_CHUNK, steps)
+    prod_x = np.empty((chunk * bsz, d.x.rows), dtype=w_x.dtype)
+    emitted = np.empty((steps, bsz), dtype=np.int64)
+    c = np.zeros((bsz, hs), dtype=np.float64)
+    h = np.zeros((bsz, hs), dtype=np.float64)
+    rq_h = kernels.requantization_exact(d.h, _bound(d.h, act))
+    quant = (*_scaled(act.mult, act.shift, -C.FX_MIN, "h activation"), float(C.qmax(act.bits)), float(act.theta))
+    consts = kernels.step_constants(cell, rq_x, rq_h, vec["bias"], vec.get("bias_hn", vec["bias"]), quant, dense)
+    for t0 in range(0, steps, chunk):
+        t1 = min(t0 + chunk, steps)
+        px = prod_x[:(t1 - t0) * bsz]
+        np.matmul(refs[t0:t1].reshape(-1, n), w_x, out=px)
+        px = px.reshape(t1 - t0, bsz, d.x.rows)
+        for t in range(t0, t1):
+            if t:
+                np.matmul(ref, w_h, out=prod_h)
+            kernels.recurrent_step(*consts, px[t - t0], prod_h, c, h, ref, out[t], emitted[t])
+    return emitted
 
 
-def _per_step(step_deltas: dict[str, np.ndarray], name: str, counts: np.ndarray, reverse: bool) -> None:
-    counts = counts[:, ::-1] if reverse else counts
+def _per_step(step_deltas: dict[str, np.ndarray], name: str, counts: np.ndarray) -> None:
+    """Add per-step counts ``(B, T)`` (in time order) to ``step_deltas[name]``."""
     step_deltas[name] = step_deltas[name] + counts if name in step_deltas else counts.copy()
-
-
-def _count(p: PathStats, m: QMatrix, fired: np.ndarray, dense: bool) -> None:
-    p.add(fired.size, fired.size if dense else int(np.count_nonzero(fired)), m.rows)
 
 
 def path_stats(qm: QModel) -> dict[str, PathStats]:
@@ -311,6 +361,17 @@ def default_threads(batch: int) -> int:
     return max(1, min(batch, len(os.sched_getaffinity(0))))
 
 
+_BLAS: list[ThreadpoolController] = []
+
+
+def _blas() -> ThreadpoolController:
+    """The thread pools of the BLAS that NumPy (imported above, with its BLAS) runs on, found once:
+    looking them up costs milliseconds, as much as a small emulation."""
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0]
+
+
 def emulate(qm: QModel, x: np.ndarray, dense: bool = False, threads: int | None = None) -> EmulationResult:
     """Run the QModel on float inputs ``x`` ``(batch, time, input_size)``.
 
@@ -327,7 +388,7 @@ def emulate(qm: QModel, x: np.ndarray, dense: bool = False, threads: int | None 
     threads = default_threads(len(x)) if threads is None else min(int(threads), len(x))
     if threads < 1:
         raise EmulationError(f"threads must be at least 1, got {threads}")
-    with threadpool_limits(1, user_api="blas"):  # threads only slow the per-step products, which are small
+    with _blas().limit(limits=1, user_api="blas"):  # threads only slow the per-step products, which are small
         if threads == 1:
             return _emulate(qm, x, dense)
         with ThreadPoolExecutor(threads) as pool:
@@ -356,21 +417,22 @@ def _emulate(qm: QModel, x: np.ndarray, dense: bool) -> EmulationResult:
     paths = path_stats(qm)
     layer_outputs = []
     step_deltas: dict[str, np.ndarray] = {}
-    values = x
-    input_q = None
+    input_q = quantize_path_input(x, qm.layers[0].x_act, float_input=True)
+    values = input_q.transpose(1, 0, 2)  # time-major from here on
     for i, layer in enumerate(qm.layers):
-        q_x = quantize_path_input(values, layer.x_act, float_input=i == 0)
-        if i == 0:
-            input_q = q_x
-        outs = [_direction(qm, i, d, q_x, reverse=j == 1, dense=dense, stats=paths, step_deltas=step_deltas)
+        outs = [_direction(qm, i, d, values, quantize=i > 0, reverse=j == 1, dense=dense, stats=paths,
+                           step_deltas=step_deltas)
                 for j, d in enumerate(layer.directions)]
         values = np.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
-        layer_outputs.append(values)
-    if qm.head is not None:
-        head = qm.head
-        q = quantize_path_input(values, head.act, float_input=False)
-        ref, fired = (q, q != 0) if dense else delta_encode(q, head.act.theta)
-        _count(paths["head.x"], head.matrix, fired, dense)
-        _per_step(step_deltas, "head.x", fired.sum(axis=-1), False)
-        values = C.fx_add(matvec_fx(ref, head.matrix).astype(np.int64), head.bias)
-    return EmulationResult(values, layer_outputs, Stats.for_model(qm, paths), input_q, step_deltas)
+        layer_outputs.append(values.transpose(1, 0, 2))
+    if qm.head is None:
+        return EmulationResult(layer_outputs[-1], layer_outputs, Stats.for_model(qm, paths), input_q, step_deltas)
+    head = qm.head
+    ft = exact_float(head.matrix.cols, head.matrix.wbits, C.qmax(head.act.bits))
+    refs = _encode("head.x", head.matrix, values, head.act, True, dense, False, ft, paths, step_deltas)
+    steps, bsz, n = refs.shape
+    prod = (refs.reshape(-1, n) @ _weights(head.matrix, ft)).reshape(steps, bsz, head.matrix.rows)
+    out = np.empty((bsz, steps, head.matrix.rows), dtype=np.int64)
+    kernels.head_output(prod, kernels.requantization_exact(head.matrix, _bound(head.matrix, head.act)),
+                        head.bias.astype(np.float64), out)
+    return EmulationResult(out, layer_outputs, Stats.for_model(qm, paths), input_q, step_deltas)

@@ -4,20 +4,50 @@ The golden model's time loop does one matrix product per step (BLAS, exact
 for these integers) and a few dozen element-wise integer operations:
 requantization of both paths' products, the gate tables, the cell update in
 fixed point, the quantization of the new hidden state and its delta
-encoding. In NumPy each of those is a separate pass over small arrays; here
-they are one compiled call per step (:func:`recurrent_step`), or, for SRU,
-whose recurrence has no matrix, one compiled call over the whole sequence
-(:func:`sru_sequence`). Every kernel releases the GIL, so that
-:func:`deltarnn.quant.golden.emulate` can run parts of a batch in threads.
+encoding. Here they are one compiled call per step (:func:`recurrent_step`),
+or, for SRU, whose recurrence has no matrix, one compiled call over the whole
+sequence (:func:`sru_sequence`); the delta encoding of a path's whole input
+sequence is one call too (:func:`encode_sequence`). Every kernel releases the
+GIL, so that :func:`deltarnn.quant.golden.emulate` can run parts of a batch in
+threads.
 
-Every function re-states a rule of the contract on scalars (``int64``):
-``round_shift`` rounds half up with an arithmetic (flooring) shift,
-saturation clamps to two's complement ranges, ``quantize_act`` clamps
-symmetrically. Where an outcome is data-dependent (the delta rule) it is
-computed as arithmetic, not a branch. ``tests/quant/test_kernels.py`` checks
-the kernels against the contract's NumPy functions on random and extreme
-values, and the golden model's tests against the literal Python-integer
-reference.
+Exact integers in float64
+-------------------------
+
+The step kernels hold every integer in a float64 and compute with IEEE
+multiplications, additions and ``floor`` (no ``fastmath``: the compiler may
+not reorder or contract anything). An IEEE operation whose exact result is
+representable returns it exactly, and every integer of magnitude below
+``2**53`` is representable, so each operation equals the integer one while
+its result stays below ``2**53``, which the bounds below guarantee. The
+point is speed: AVX2 has 4-lane float64 multiplies, ``floor`` and min/max,
+but no 64-bit integer multiply, arithmetic shift or conversion, so the
+integer form of these rules does not vectorise and this one does.
+
+- ``round_shift(v, s)`` for ``s > 0`` is ``floor(v * 2**-s + 1/2)``: with
+  ``v`` an integer below ``2**52``, ``v * 2**-s`` is exact (a power of two
+  scales), and so is the sum, whose significand is the integer
+  ``v + 2**(s-1)`` (below ``2**53``, :func:`requantization_exact`); ``floor``
+  is then the arithmetic shift of the contract. A requantization
+  ``acc * mult`` folds the power of two into the multiplier: ``acc * (mult *
+  2**-s)`` is the exact ``acc * mult`` scaled.
+- Fixed-point values are 16-bit: a fixed-point product is below ``2**30``,
+  sums of a few of them below ``2**18``.
+- Saturation and clamps are min/max, the delta rule arithmetic
+  (``ref += fired * (q - ref)``), not a branch.
+- A table address is ``clamp(floor(x * 2**-shift) + N/2, 0, N-1)``: the
+  contract's ``(x >> shift) + N/2`` clamped. The saturation of a
+  pre-activation before its table is left out: both tables' address clamps
+  lie inside the saturated range (checked below), so it changes no address.
+
+The fallback for wider accumulators (a requantization whose ``acc * mult``
+may reach ``2**53``): the requantization alone runs in int64, selected per
+matrix (``use_float`` of :func:`requantization_exact`), every other rule is
+unchanged.
+
+``tests/quant/test_kernels.py`` checks the kernels against the contract's
+NumPy functions on random and extreme values, both requantization forms, and
+the golden model's tests against the literal Python-integer reference.
 """
 
 from __future__ import annotations
@@ -27,7 +57,8 @@ from numba import njit
 
 from deltarnn.spec import contract as C
 
-__all__ = ["CELL_CODE", "delta_encode", "recurrent_step", "requantize_rows", "sru_sequence"]
+__all__ = ["CELL_CODE", "delta_encode", "encode_sequence", "head_output", "recurrent_step", "requantization_exact",
+           "requantize_rows", "sru_sequence", "step_constants"]
 
 #: The ``cell`` argument of :func:`recurrent_step`.
 CELL_CODE = {"lstm": 0, "gru": 1, "ligru": 2}
@@ -40,6 +71,22 @@ _SIG_SHIFT = C.LUT_SHIFT["sigmoid"]
 _TANH_SHIFT = C.LUT_SHIFT["tanh"]
 SIGMOID = C.SIGMOID_TABLE.astype(np.int64)
 TANH = C.TANH_TABLE.astype(np.int64)
+
+#: Both tables as float64, sigmoid at addresses ``[0, N)``, tanh at ``[N, 2N)``.
+TABLES = np.concatenate([C.SIGMOID_TABLE, C.TANH_TABLE]).astype(np.float64)
+_SIG_BASE, _TANH_BASE = 0, _LUT_N
+#: A table's address clamps inside the saturated range: saturating its input first changes no address.
+assert all((_FX_HI >> s) + _LUT_N // 2 >= _LUT_N - 1 and (_FX_LO >> s) + _LUT_N // 2 <= 0
+           for s in (_SIG_SHIFT, _TANH_SHIFT))
+_EXACT = 1 << 53
+_LO, _HI = float(_FX_LO), float(_FX_HI)
+_ONE = float(_FX_ONE)
+_HALF_N, _TOP = float(_LUT_N // 2), float(_LUT_N - 1)
+_SIG_SCALE, _TANH_SCALE = 2.0 ** -_SIG_SHIFT, 2.0 ** -_TANH_SHIFT
+_FRAC_SCALE = 2.0 ** -_FX_FRAC
+
+
+# --- int64 rules (the contract's, on scalars) ----------------------------------------
 
 
 @njit(cache=True, inline="always")
@@ -60,25 +107,8 @@ def _fx(v):
 
 
 @njit(cache=True, inline="always")
-def _fx_mul(a, b):
-    return _fx(_round_shift(a * b, _FX_FRAC))
-
-
-@njit(cache=True, inline="always")
-def _lut(x, shift, table):
-    return table[_sat((x >> shift) + _LUT_N // 2, 0, _LUT_N - 1)]
-
-
-@njit(cache=True, inline="always")
 def _requantize_fx(acc, mult, rounding, shift):
     return _fx((acc * mult + rounding) >> shift)
-
-
-@njit(cache=True, inline="always")
-def _requantize_row(prod, mult, rounding, shift, out):
-    """``out = requantize(prod)``; ``prod`` holds exact integers."""
-    for j in range(out.shape[0]):
-        out[j] = _requantize_fx(np.int64(prod[j]), mult[j], rounding[j], shift)
 
 
 @njit(cache=True, nogil=True)
@@ -91,7 +121,9 @@ def requantize_rows(prod, mult, rounding, shift, out):
     """
     n_rows, rows = prod.shape
     for n in range(n_rows):
-        _requantize_row(prod[n], mult, rounding, shift, out[n])
+        p, o = prod[n], out[n]
+        for j in range(rows):
+            o[j] = _requantize_fx(np.int64(p[j]), mult[j], rounding[j], shift)
 
 
 @njit(cache=True, nogil=True)
@@ -113,154 +145,295 @@ def delta_encode(q, theta, refs, fired):
                 ft[k] = f
 
 
-@njit(cache=True, inline="always")
-def _accumulate_row(prod, acc, mult, rounding, shift, dense, out):
-    """``out = requantize(acc)`` after ``acc += prod`` (``dense``: ``acc = prod``); ``prod`` holds exact integers."""
-    for j in range(out.shape[0]):
-        a = np.int64(prod[j]) if dense else acc[j] + np.int64(prod[j])
-        acc[j] = a
-        out[j] = _requantize_fx(a, mult[j], rounding[j], shift)
+@njit(cache=True, nogil=True)
+def encode_sequence(v, quantize, mult, shift, bits, theta, dense, reverse, refs, counts):
+    """One path's input sequence ``v`` ``(T, B, N)`` (any layout) to the references its product sees.
+
+    ``quantize``: ``v`` is fixed point, quantized first by the contract's
+    ``quantize_act(v, mult, shift, bits)``; otherwise ``v`` holds the
+    quantized integers. The delta rule as :func:`delta_encode` (``dense``:
+    the reference is the value itself). ``reverse`` reads the sequence from
+    its end: processing step ``s`` is time ``T-1-s``.
+
+    Writes ``refs[s, b]`` ``(T, B, N)`` (float, the product's input) at each
+    processing step ``s``, and ``counts[b, t]`` ``(B, T)`` at the input's time
+    ``t``: the deltas emitted (``dense``: the non-zero values).
+    """
+    steps, bsz, n = v.shape
+    qm = (np.int64(1) << (bits - 1)) - 1
+    rnd = (np.int64(1) << shift) >> 1
+    ref = np.zeros(n, dtype=np.int64)
+    for b in range(bsz):
+        ref[:] = 0
+        for s in range(steps):
+            t = steps - 1 - s if reverse else s
+            src, dst = v[t, b], refs[s, b]
+            cnt = 0
+            for k in range(n):
+                q = np.int64(src[k])
+                if quantize:
+                    q = min(max((q * mult + rnd) >> shift, -qm), qm)
+                if dense:
+                    ref[k] = q
+                    cnt += q != 0
+                else:
+                    d = q - ref[k]
+                    f = np.int64(abs(d) > theta)
+                    ref[k] += f * d
+                    cnt += f
+                dst[k] = ref[k]
+            counts[b, t] = cnt
+
+
+# --- float64 rules (exact integers, see the module's docstring) ----------------------------
+
+
+def requantization_exact(m, bound: int) -> tuple:
+    """The requantization of matrix ``m``'s accumulators for the kernels, whose magnitude is below ``bound``.
+
+    ``(scaled, half, mult, rounding, shift, use_float)``: ``scaled = mult *
+    2**-shift`` and ``half`` (1/2, 0 when ``shift`` is 0) for the float64 form,
+    ``mult`` and ``rounding`` (``2**(shift-1)``, or 0) int64 and ``shift`` for the
+    int64 form; ``use_float`` when ``bound * max(mult) + rounding < 2**53``,
+    so that the float64 form is exact.
+    """
+    mult = np.asarray(m.mult, dtype=np.int64)
+    shift = int(m.shift)
+    rounding = (1 << (shift - 1)) if shift else 0
+    use_float = int(bound) * int(mult.max(initial=0)) + rounding < _EXACT
+    return (mult.astype(np.float64) * 2.0 ** -shift, 0.5 if shift else 0.0, mult,
+            np.full(mult.shape, rounding, dtype=np.int64), shift, use_float)
 
 
 @njit(cache=True, inline="always")
-def _pre(x, hh, bias, j):
-    """Row ``j``'s pre-activation: both paths and the bias, saturated."""
-    return _fx(x[j] + hh[j] + bias[j])
+def _clamp(v, lo, hi):
+    return min(max(v, lo), hi)
 
 
 @njit(cache=True, inline="always")
-def _lstm_row(x, hh, bias, c, h):
-    hs = h.shape[0]
+def _mul(a, b):
+    """The contract's ``fx_mul`` of two fixed-point values (``|a*b| <= 2**30``)."""
+    return _clamp(np.floor(a * b * _FRAC_SCALE + 0.5), _LO, _HI)
+
+
+@njit(cache=True, inline="always")
+def _requantize(p, rq, out, n):
+    """``out[:n] = requantize(p[:n])`` (exact products) to fixed point, by ``rq`` of :func:`requantization_exact`."""
+    scaled, half, mult, rounding, shift, use_float = rq
+    if use_float:
+        for j in range(n):
+            out[j] = _clamp(np.floor(np.float64(p[j]) * scaled[j] + half), _LO, _HI)
+    else:
+        for j in range(n):
+            out[j] = np.float64(_requantize_fx(np.int64(p[j]), mult[j], rounding[j], shift))
+
+
+@njit(cache=True, inline="always")
+def _address(pre, scale, base, idx, lo, hi):
+    """``idx[j]`` = the table address of ``pre[j]`` (+ ``base``), ``lo <= j < hi``."""
+    for j in range(lo, hi):
+        idx[j] = np.int32(_clamp(np.floor(pre[j] * scale) + _HALF_N, 0.0, _TOP) + base)
+
+
+@njit(cache=True, inline="always")
+def _lookup(idx, out, lo, hi):
+    for j in range(lo, hi):
+        out[j] = TABLES[np.uintp(idx[j])]  # unsigned: no negative-index wraparound to test
+
+
+@njit(cache=True, inline="always")
+def _lstm(hs, x, hh, bias, c, h, idx, g, tmp):
+    gh = 4 * hs
+    for j in range(gh):
+        x[j] += hh[j] + bias[j]
+    _address(x, _SIG_SCALE, _SIG_BASE, idx, 0, 2 * hs)
+    _address(x, _TANH_SCALE, _TANH_BASE, idx, 2 * hs, 3 * hs)
+    _address(x, _SIG_SCALE, _SIG_BASE, idx, 3 * hs, gh)
+    _lookup(idx, g, 0, gh)
     for k in range(hs):
-        i = _lut(_pre(x, hh, bias, k), _SIG_SHIFT, SIGMOID)
-        f = _lut(_pre(x, hh, bias, hs + k), _SIG_SHIFT, SIGMOID)
-        g = _lut(_pre(x, hh, bias, 2 * hs + k), _TANH_SHIFT, TANH)
-        o = _lut(_pre(x, hh, bias, 3 * hs + k), _SIG_SHIFT, SIGMOID)
-        ck = _fx(_fx_mul(f, c[k]) + _fx_mul(i, g))
-        c[k] = ck
-        h[k] = _fx_mul(o, _lut(ck, _TANH_SHIFT, TANH))
+        c[k] = _clamp(_mul(g[hs + k], c[k]) + _mul(g[k], g[2 * hs + k]), _LO, _HI)
+    _address(c, _TANH_SCALE, _TANH_BASE, idx, 0, hs)
+    _lookup(idx, tmp, 0, hs)
+    for k in range(hs):
+        h[k] = _mul(g[3 * hs + k], tmp[k])
 
 
 @njit(cache=True, inline="always")
-def _gru_row(x, hh, bias, bias_hn, h_prev, h):
-    hs = h.shape[0]
+def _gru(hs, x, hh, bias, bias_hn, h, idx, g, tmp):
+    for j in range(2 * hs):
+        x[j] += hh[j] + bias[j]
+    _address(x, _SIG_SCALE, _SIG_BASE, idx, 0, 2 * hs)
+    _lookup(idx, g, 0, 2 * hs)
     for k in range(hs):
-        r = _lut(_pre(x, hh, bias, k), _SIG_SHIFT, SIGMOID)
-        z = _lut(_pre(x, hh, bias, hs + k), _SIG_SHIFT, SIGMOID)
         j = 2 * hs + k
-        nh = _fx(hh[j] + bias_hn[k])
-        n = _lut(_fx(_fx(x[j] + bias[j]) + _fx_mul(r, nh)), _TANH_SHIFT, TANH)
-        h[k] = _fx(_fx_mul(_FX_ONE - z, n) + _fx_mul(z, h_prev[k]))
-
-
-@njit(cache=True, inline="always")
-def _ligru_row(x, hh, bias, h_prev, h):
-    hs = h.shape[0]
+        nx = _clamp(x[j] + bias[j], _LO, _HI)
+        nh = _clamp(hh[j] + bias_hn[k], _LO, _HI)
+        tmp[k] = nx + _mul(g[k], nh)
+    _address(tmp, _TANH_SCALE, _TANH_BASE, idx, 0, hs)
+    _lookup(idx, tmp, 0, hs)
     for k in range(hs):
-        a = _pre(x, hh, bias, k)
-        z = _lut(_pre(x, hh, bias, hs + k), _SIG_SHIFT, SIGMOID)
-        h[k] = _fx(_fx_mul(z, h_prev[k]) + _fx_mul(_FX_ONE - z, max(a, np.int64(0))))
+        z = g[hs + k]
+        h[k] = _clamp(_mul(_ONE - z, tmp[k]) + _mul(z, h[k]), _LO, _HI)
 
 
 @njit(cache=True, inline="always")
-def _quantize(v, mult, rounding, shift, qm):
-    """The contract's ``quantize_act`` of one value (``rounding``: ``2**(shift-1)``, or 0)."""
-    return min(max((v * mult + rounding) >> shift, -qm), qm)
+def _ligru(hs, x, hh, bias, h, idx, g):
+    for j in range(2 * hs):
+        x[j] += hh[j] + bias[j]
+    _address(x, _SIG_SCALE, _SIG_BASE, idx, hs, 2 * hs)
+    _lookup(idx, g, hs, 2 * hs)
+    for k in range(hs):
+        a = _clamp(x[k], 0.0, _HI)
+        z = g[hs + k]
+        h[k] = _clamp(_mul(z, h[k]) + _mul(_ONE - z, a), _LO, _HI)
 
 
-@njit(cache=True, inline="always")
-def _encode_row(h, a_mult, a_round, a_shift, qm, theta, dense, ref, vin):
-    """Quantize the new ``h`` for the h path and delta-encode it; return the deltas emitted."""
-    if dense:
-        for k in range(h.shape[0]):
-            vin[k] = _quantize(h[k], a_mult, a_round, a_shift, qm)
-        return h.shape[0]
-    n = 0
-    for k in range(h.shape[0]):
-        d = _quantize(h[k], a_mult, a_round, a_shift, qm) - ref[k]
-        fired = np.int64(abs(d) > theta)  # arithmetic, not a branch: the outcome is data-dependent
-        ref[k] += fired * d
-        vin[k] = fired * d
-        n += fired
-    return n
+def step_constants(cell: str, rq_x: tuple, rq_h: tuple, bias: np.ndarray, bias_hn: np.ndarray, act: tuple,
+                   dense: bool) -> tuple:
+    """Everything :func:`recurrent_step` reads besides the step's data, packed into four arrays.
+
+    (Dispatching a compiled call costs about a microsecond per argument that
+    is a tuple; a step is called once per time step.) ``rq_x``, ``rq_h``:
+    :func:`requantization_exact` of both paths; ``bias``, ``bias_hn``: the
+    fixed-point vectors (``bias_hn``: GRU only, any array otherwise);
+    ``act``: the h path's activation quantizer and delta threshold,
+    ``(mult * 2**-shift, 1/2 or 0 when shift is 0, qmax, theta)``; ``dense``:
+    without delta encoding.
+
+    Returns ``(fvec, fscal, ivec, iscal)``: float64 ``(4, G*H)`` (both
+    scaled multipliers, ``bias``, ``bias_hn`` padded), float64 ``(6,)`` (both
+    halves, ``act``), int64 ``(4, G*H)`` (multipliers and rounding constants of
+    both int64 forms), int64 ``(6,)`` (:data:`CELL_CODE`, ``dense``, both
+    ``use_float``, both shifts).
+    """
+    gh = len(bias)
+    fvec = np.zeros((4, gh), dtype=np.float64)
+    fvec[0], fvec[1], fvec[2] = rq_x[0], rq_h[0], bias
+    fvec[3, :len(bias_hn)] = bias_hn
+    fscal = np.array([rq_x[1], rq_h[1], *act], dtype=np.float64)
+    ivec = np.stack([rq_x[2], rq_x[3], rq_h[2], rq_h[3]]).astype(np.int64)
+    iscal = np.array([CELL_CODE[cell], dense, rq_x[5], rq_h[5], rq_x[4], rq_h[4]], dtype=np.int64)
+    return fvec, fscal, ivec, iscal
 
 
 @njit(cache=True, nogil=True)
-def recurrent_step(cell, prod_x, rq_x, prod_h, acc_h, rq_h, bias, bias_hn, c, h_prev, act, dense, ref_h, vin, h,
-                   counts):
+def recurrent_step(fvec, fscal, ivec, iscal, prod_x, prod_h, c, h, ref, out, counts):
     """One time step of an LSTM / GRU / LiGRU direction, for every sequence of a batch.
 
-    Per sequence: requantize both paths' products (passes the compiler
-    vectorizes), the cell update (one neuron at a time: the activation
-    tables), then quantize and delta-encode the new ``h`` for the next
-    step's h-path product.
+    Per sequence: requantize both paths' products, the cell update (passes
+    over whole rows, the table lookups apart), then quantize and
+    delta-encode the new ``h`` into the next step's h-path product input.
 
     Parameters
     ----------
-    cell : int
-        :data:`CELL_CODE` of the cell.
-    prod_x : float ``(B, G*H)``
-        This step's x-path product ``W_x @ ref_x`` (exact integers).
-    rq_x : tuple (int64 ``(G*H,)``, int64 ``(G*H,)``, int)
-        Its requantization to fixed point: multipliers, rounding constants
-        (``2**(shift-1)``, or 0) and shift, as :func:`requantize_rows`.
-    prod_h : float ``(B, G*H)``
-        This step's h-path product of the deltas (exact integers): added to
-        ``acc_h``, or, when ``dense``, its new value.
-    acc_h : int64 ``(B, G*H)``
-        The h path's accumulators, updated in place.
-    rq_h : tuple
-        The requantization of ``acc_h``, as ``rq_x``.
-    bias, bias_hn : int64 ``(G*H,)``, ``(H,)``
-        The layer's fixed-point vectors (``bias_hn``: GRU only, any array otherwise).
-    c : int64 ``(B, H)``
+    fvec, fscal, ivec, iscal : arrays
+        The direction's constants, :func:`step_constants`.
+    prod_x, prod_h : float ``(B, G*H)``
+        This step's x-path product ``W_x @ ref_x`` and h-path product
+        ``W_h @ ref_h`` (exact integers): the accumulators, which equal the
+        products of the references.
+    c : float64 ``(B, H)``
         The LSTM cell state, updated in place (any array otherwise).
-    h_prev : int64 ``(B, H)``
-        The previous step's ``h``.
-    act : tuple of int
-        The h path's activation quantizer and delta threshold: ``(mult, shift, bits, theta)``.
-    dense : bool
-        Without delta encoding: ``vin`` gets the quantized ``h`` itself.
-    ref_h : int64 ``(B, H)``
-        The h path's delta references, updated in place.
-    vin : float ``(B, H)``
-        Out: the input of the next step's h-path product (deltas, or ``h`` quantized when ``dense``).
-    h : int64 ``(B, H)``
+    h : float64 ``(B, H)``
+        The hidden state: the previous step's ``h``, replaced by the new one.
+    ref : float ``(B, H)``
+        The h path's delta references, updated in place: the next step's product input.
+    out : int64 ``(B, H)``
         Out: the new ``h``.
     counts : int64 ``(B,)``
         Out: deltas emitted per sequence (``H`` each when ``dense``).
     """
-    a_mult, a_shift, a_bits, theta = act
-    qm = (np.int64(1) << (a_bits - 1)) - 1
-    a_round = (np.int64(1) << a_shift) >> 1
-    x = np.empty(prod_x.shape[1], dtype=np.int64)
-    hh = np.empty(prod_h.shape[1], dtype=np.int64)
-    for b in range(h.shape[0]):
-        _requantize_row(prod_x[b], rq_x[0], rq_x[1], rq_x[2], x)
-        _accumulate_row(prod_h[b], acc_h[b], rq_h[0], rq_h[1], rq_h[2], dense, hh)
+    cell, dense = iscal[0], iscal[1] != 0
+    rq_x = (fvec[0], fscal[0], ivec[0], ivec[1], iscal[4], iscal[2] != 0)
+    rq_h = (fvec[1], fscal[1], ivec[2], ivec[3], iscal[5], iscal[3] != 0)
+    bias, bias_hn = fvec[2], fvec[3]
+    a_scaled, a_half, qm, theta = fscal[2], fscal[3], fscal[4], fscal[5]
+    bsz, gh = prod_x.shape
+    hs = h.shape[1]
+    x = np.empty(gh, dtype=np.float64)
+    hh = np.empty(gh, dtype=np.float64)
+    g = np.empty(gh, dtype=np.float64)
+    idx = np.empty(gh, dtype=np.int32)
+    tmp = np.empty(hs, dtype=np.float64)
+    for b in range(bsz):
+        _requantize(prod_x[b], rq_x, x, gh)
+        _requantize(prod_h[b], rq_h, hh, gh)
+        hb = h[b]
         if cell == 0:
-            _lstm_row(x, hh, bias, c[b], h[b])
+            _lstm(hs, x, hh, bias, c[b], hb, idx, g, tmp)
         elif cell == 1:
-            _gru_row(x, hh, bias, bias_hn, h_prev[b], h[b])
+            _gru(hs, x, hh, bias, bias_hn, hb, idx, g, tmp)
         else:
-            _ligru_row(x, hh, bias, h_prev[b], h[b])
-        counts[b] = _encode_row(h[b], a_mult, a_round, a_shift, qm, theta, dense, ref_h[b], vin[b])
+            _ligru(hs, x, hh, bias, hb, idx, g)
+        ob, rb = out[b], ref[b]
+        for k in range(hs):
+            ob[k] = np.int64(hb[k])
+        if dense:
+            for k in range(hs):
+                rb[k] = _clamp(np.floor(hb[k] * a_scaled + a_half), -qm, qm)
+            counts[b] = hs
+        else:
+            n = 0
+            for k in range(hs):
+                q = _clamp(np.floor(hb[k] * a_scaled + a_half), -qm, qm)
+                r = rb[k]
+                f = abs(q - r) > theta
+                rb[k] = r + f * (q - r)
+                n += f  # an integer sum: a float one would not vectorise without reassociation
+            counts[b] = n
 
 
 @njit(cache=True, nogil=True)
-def sru_sequence(rqx, hw, vf, vr, bias, out):
-    """A whole SRU direction: ``rqx`` int32 ``(B, T, G*H)``, highway int32 ``(B, T, H)`` -> ``out`` ``(B, T, H)``.
+def sru_sequence(prod_x, rq_x, refs, highway, vf, vr, bias, out):
+    """A whole SRU direction: x products ``(T, B, R)`` -> ``out`` int64 ``(T, B, H)``, in processing order.
 
-    ``hw`` is the fixed-point highway input: the requantized x references, or
-    the projection block of ``rqx`` (``G = 4``) passed as that slice.
+    ``prod_x`` holds the exact products ``W_x @ ref_x`` of every step,
+    ``rq_x`` their requantization (:func:`requantization_exact`). The highway
+    input is the projection block of the products (rows ``3H..4H``) when
+    ``highway`` is ``(-1.0, 0.0)``; otherwise ``highway = (mult * 2**-shift, 1/2
+    or 0)`` requantizes the x references ``refs`` ``(T, B, H)`` to fixed point.
     """
-    bsz, steps, _ = rqx.shape
+    steps, bsz, rows = prod_x.shape
     hs = out.shape[2]
+    hw_scaled, hw_half = highway
+    x = np.empty(rows, dtype=np.float64)
+    c = np.empty(hs, dtype=np.float64)
+    hw = np.empty(hs, dtype=np.float64)
+    g = np.empty(2 * hs, dtype=np.float64)
+    idx = np.empty(2 * hs, dtype=np.int32)
     for b in range(bsz):
-        for k in range(hs):
-            ck = np.int64(0)
-            for t in range(steps):
-                f = _lut(_fx(rqx[b, t, hs + k] + _fx_mul(vf[k], ck) + bias[k]), _SIG_SHIFT, SIGMOID)
-                r = _lut(_fx(rqx[b, t, 2 * hs + k] + _fx_mul(vr[k], ck) + bias[hs + k]), _SIG_SHIFT, SIGMOID)
-                ck = _fx(_fx_mul(f, ck) + _fx_mul(_FX_ONE - f, np.int64(rqx[b, t, k])))
-                out[b, t, k] = _fx(_fx_mul(r, ck) + _fx_mul(_FX_ONE - r, np.int64(hw[b, t, k])))
+        c[:] = 0.0
+        for t in range(steps):
+            _requantize(prod_x[t, b], rq_x, x, rows)
+            for k in range(hs):
+                g[k] = x[hs + k] + _mul(vf[k], c[k]) + bias[k]
+                g[hs + k] = x[2 * hs + k] + _mul(vr[k], c[k]) + bias[hs + k]
+            _address(g, _SIG_SCALE, _SIG_BASE, idx, 0, 2 * hs)
+            _lookup(idx, g, 0, 2 * hs)
+            if hw_scaled < 0:
+                for k in range(hs):
+                    hw[k] = x[3 * hs + k]
+            else:
+                rt = refs[t, b]
+                for k in range(hs):
+                    hw[k] = _clamp(np.floor(np.float64(rt[k]) * hw_scaled + hw_half), _LO, _HI)
+            ob = out[t, b]
+            for k in range(hs):
+                f, r = g[k], g[hs + k]
+                ck = _clamp(_mul(f, c[k]) + _mul(_ONE - f, x[k]), _LO, _HI)
+                c[k] = ck
+                ob[k] = np.int64(_clamp(_mul(r, ck) + _mul(_ONE - r, hw[k]), _LO, _HI))
+
+
+@njit(cache=True, nogil=True)
+def head_output(prod, rq, bias, out):
+    """The head: products ``(T, B, C)`` in processing order -> ``out`` int64 ``(B, T, C)``,
+    ``saturate(requantize(prod) + bias)``."""
+    steps, bsz, n = prod.shape
+    buf = np.empty(n, dtype=np.float64)
+    for t in range(steps):
+        for b in range(bsz):
+            _requantize(prod[t, b], rq, buf, n)
+            o = out[b, t]
+            for k in range(n):
+                o[k] = np.int64(_clamp(buf[k] + bias[k], _LO, _HI))

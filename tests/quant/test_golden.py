@@ -6,6 +6,7 @@ import pytest
 from deltarnn.spec.cells import CELLS
 
 from deltarnn.spec.contract import quantize_float_input
+from deltarnn.quant import golden, kernels
 from deltarnn.quant.golden import EmulationError, emulate
 from deltarnn.quant.quantizer import quantize
 
@@ -42,6 +43,40 @@ def test_matches_literal_reference(cell, layers, bidir, theta):
     xq = quantize_float_input(x, qm.layers[0].x_act.scale, qm.layers[0].x_act.bits).tolist()
     ref = np.array(reference.run(qm, xq), dtype=np.int64)
     np.testing.assert_array_equal(golden.outputs_fx, ref)
+
+
+def _reference(qm, x):
+    xq = quantize_float_input(x, qm.layers[0].x_act.scale, qm.layers[0].x_act.bits).tolist()
+    return np.array(reference.run(qm, xq), dtype=np.int64)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers,bidir", [(2, False), (1, True)])
+@pytest.mark.parametrize("chunk", [1, 5])
+@pytest.mark.parametrize("theta", [0, 2])
+def test_chunked_x_products_match_literal_reference(cell, layers, bidir, chunk, theta, monkeypatch):
+    """x-path products over a few steps at a time (a last, shorter chunk too) == the literal reference."""
+    monkeypatch.setattr(golden, "X_CHUNK", chunk)
+    m = random_model(cell, 3, 6, layers, bidir, classes=2, seed=5)
+    x = random_input(3, 12, 3, seed=6, scale=2.0)
+    qm = quantize(m, x, 4, 8)
+    qm.set_thresholds(theta, theta + 1)
+    np.testing.assert_array_equal(emulate(qm, x, threads=1).outputs_fx, _reference(qm, x))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_int64_requantization_matches_literal_reference(cell, monkeypatch):
+    """Accumulators too wide for the float64 form of requantization take its int64 form: the same integers."""
+    m = random_model(cell, 4, 5, 2, True, classes=3, seed=9)
+    x = random_input(2, 12, 4, seed=3, scale=2.0)
+    qm = quantize(m, x, 6, 8)
+    qm.set_thresholds(1, 2)
+    float_form = emulate(qm, x)
+    monkeypatch.setattr(kernels, "_EXACT", 0)  # no matrix qualifies for the float64 form
+    assert not kernels.requantization_exact(qm.layers[0].directions[0].x, 1)[-1]
+    int_form = emulate(qm, x)
+    np.testing.assert_array_equal(int_form.outputs_fx, _reference(qm, x))
+    np.testing.assert_array_equal(int_form.outputs_fx, float_form.outputs_fx)
 
 
 def test_sru_projection_and_identity_highway():

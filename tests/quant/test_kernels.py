@@ -1,5 +1,7 @@
 """The compiled element-wise steps against the contract's NumPy rules, on random and extreme values."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -9,11 +11,22 @@ from deltarnn.spec import contract as C
 from tests.quant import cells
 
 
-def _oracle(cell, rqx, acc_h, mult_h, shift_h, bias, bias_hn, h, c):
+def _oracle(cell, rqx, rqh, bias, bias_hn, h, c):
     """The cell update of ``tests/quant/cells.py`` on the requantized accumulators."""
     vec = {"bias": bias, "bias_hn": bias_hn}
-    new_h, new_c = cells.STEPS[cell](rqx, C.requantize(acc_h, mult_h, shift_h), vec, (h, c))
+    new_h, new_c = cells.STEPS[cell](rqx, rqh, vec, (h, c))
     return new_h, (c if new_c is None else new_c)
+
+
+def _matrix(mult, shift):
+    return SimpleNamespace(mult=mult, shift=shift)
+
+
+def _rq(mult, shift, bound, use_float):
+    """:func:`K.requantization_exact`, with its float64 form or (``use_float=False``) its int64 form."""
+    rq = K.requantization_exact(_matrix(mult, shift), bound)
+    assert rq[-1] == (bound * int(mult.max()) + ((1 << shift) >> 1) < 1 << 53)
+    return rq if use_float else rq[:-1] + (False,)
 
 
 GATES = {"lstm": 4, "gru": 3, "ligru": 2}
@@ -21,14 +34,14 @@ GATES = {"lstm": 4, "gru": 3, "ligru": 2}
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "ligru"])
 @pytest.mark.parametrize("dense", [False, True])
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(5))
 def test_recurrent_step_equals_the_contract(cell, dense, seed):
     rng = np.random.default_rng(seed)
     bsz, hs, g = 5, 23, GATES[cell]
-    big = seed == 3   # saturating everything
+    big = seed >= 3   # saturating everything; seed 4: int64 requantization
     fx = (lambda *s: rng.integers(C.FX_MIN, C.FX_MAX + 1, s)) if big else (lambda *s: rng.integers(-3000, 3000, s))
-    lim = 1 << (40 if big else 20)
-    prod_x, acc_h = rng.integers(-lim, lim, (bsz, g * hs)), rng.integers(-lim, lim, (bsz, g * hs))
+    lim = 1 << (37 if big else 20)
+    prod_x, prod_h = rng.integers(-lim, lim, (bsz, g * hs)), rng.integers(-lim, lim, (bsz, g * hs))
     mult_x, mult_h = rng.integers(0, 1 << C.MULT_BITS, (2, g * hs))
     shift_x, shift_h = (30, 31) if big else (18, 17)
     bias, bias_hn = fx(g * hs).astype(np.int64), fx(hs).astype(np.int64)
@@ -36,48 +49,74 @@ def test_recurrent_step_equals_the_contract(cell, dense, seed):
     a_mult, a_shift, a_bits, theta = int(rng.integers(1, 1 << 14)), 14, int(rng.integers(2, 17)), int(rng.integers(0, 4))
     ref = rng.integers(-C.qmax(a_bits), C.qmax(a_bits) + 1, (bsz, hs))
 
-    want_h, want_c = _oracle(cell, C.requantize(prod_x, mult_x, shift_x), acc_h, mult_h, shift_h, bias, bias_hn, h, c)
+    want_h, want_c = _oracle(cell, C.requantize(prod_x, mult_x, shift_x), C.requantize(prod_h, mult_h, shift_h),
+                             bias, bias_hn, h, c)
     q = C.quantize_act(want_h, a_mult, a_shift, a_bits)
     d = q - ref
     fired = np.ones_like(d, dtype=bool) if dense else np.abs(d) > theta
-    want_vin = q if dense else np.where(fired, d, 0)
-    want_ref = ref if dense else np.where(fired, q, ref)
+    want_ref = q if dense else np.where(fired, q, ref)
 
-    vin = np.empty((bsz, hs), dtype=np.float64)
+    use_float = seed != 4
+    rq_x, rq_h = _rq(mult_x, shift_x, lim, use_float), _rq(mult_h, shift_h, lim, use_float)
     out = np.empty((bsz, hs), dtype=np.int64)
     counts = np.empty(bsz, dtype=np.int64)
-    # the step adds its product to the accumulators (dense: replaces them)
-    before = rng.integers(-(1 << 20), 1 << 20, acc_h.shape)
-    acc = np.zeros_like(acc_h) if dense else before
-    prod_h = (acc_h - (0 if dense else before)).astype(np.float64)
-    rq_x = (mult_x, np.full(g * hs, 1 << (shift_x - 1)), shift_x)
-    rq_h = (mult_h, np.full(g * hs, 1 << (shift_h - 1)), shift_h)
-    K.recurrent_step(K.CELL_CODE[cell], prod_x.astype(np.float64), rq_x, prod_h, acc, rq_h, bias, bias_hn, c, h,
-                     (a_mult, a_shift, a_bits, theta), dense, ref, vin, out, counts)
-    np.testing.assert_array_equal(acc, acc_h)
+    hf, cf, reff = h.astype(np.float64), c.astype(np.float64), ref.astype(np.float64)
+    act = (a_mult * 2.0 ** -a_shift, 0.5, float(C.qmax(a_bits)), float(theta))
+    consts = K.step_constants(cell, rq_x, rq_h, bias.astype(np.float64), bias_hn.astype(np.float64), act, dense)
+    K.recurrent_step(*consts, prod_x.astype(np.float64), prod_h.astype(np.float64), cf, hf, reff, out, counts)
     np.testing.assert_array_equal(out, want_h)
+    np.testing.assert_array_equal(hf, want_h)
     if cell == "lstm":
-        np.testing.assert_array_equal(c, want_c)
-    np.testing.assert_array_equal(vin, want_vin)
-    np.testing.assert_array_equal(ref, want_ref)
+        np.testing.assert_array_equal(cf, want_c)
+    np.testing.assert_array_equal(reff, want_ref)
     np.testing.assert_array_equal(counts, fired.sum(axis=1))
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(4))
 def test_sru_sequence_equals_the_contract(seed):
     rng = np.random.default_rng(seed)
-    bsz, steps, hs = 3, 9, 11
-    lim = (C.FX_MIN, C.FX_MAX + 1) if seed == 2 else (-4000, 4000)
-    rqx = rng.integers(*lim, (bsz, steps, 3 * hs)).astype(np.int32)
-    hw = rng.integers(*lim, (bsz, steps, hs)).astype(np.int32)
-    vf, vr, bias = (rng.integers(*lim, n).astype(np.int64) for n in (hs, hs, 2 * hs))
-    out = np.empty((bsz, steps, hs), dtype=np.int64)
-    K.sru_sequence(rqx, hw, vf, vr, bias, out)
+    steps, bsz, hs = 9, 3, 11
+    projection = seed % 2 == 0  # a fourth block of the products, or an identity highway from the references
+    fx = (C.FX_MIN, C.FX_MAX + 1) if seed >= 2 else (-4000, 4000)
+    lim = 1 << (36 if seed >= 2 else 20)
+    rows = (4 if projection else 3) * hs
+    prod = rng.integers(-lim, lim, (steps, bsz, rows))
+    mult, shift = rng.integers(0, 1 << C.MULT_BITS, rows), 24
+    refs = rng.integers(-127, 128, (steps, bsz, hs))
+    hw_mult, hw_shift = int(rng.integers(1, 1 << C.MULT_BITS)), 9
+    vf, vr, bias = (rng.integers(*fx, n).astype(np.int64) for n in (hs, hs, 2 * hs))
+    out = np.empty((steps, bsz, hs), dtype=np.int64)
+    highway = (-1.0, 0.0) if projection else (hw_mult * 2.0 ** -hw_shift, 0.5)
+    K.sru_sequence(prod.astype(np.float64), _rq(mult, shift, lim, seed != 3), refs.astype(np.float32), highway,
+                   vf.astype(np.float64), vr.astype(np.float64), bias.astype(np.float64), out)
+    rqx = C.requantize(prod, mult, shift)
     h = c = np.zeros((bsz, hs), dtype=np.int64)
     vec = {"bias": bias, "vf": vf, "vr": vr}
     for t in range(steps):
-        h, c = cells.sru_step(rqx[:, t].astype(np.int64), hw[:, t], vec, (h, c))
-        np.testing.assert_array_equal(out[:, t], h)
+        hw = None if projection else C.requantize(refs[t], hw_mult, hw_shift)
+        h, c = cells.sru_step(rqx[t], hw, vec, (h, c))
+        np.testing.assert_array_equal(out[t], h)
+
+
+@pytest.mark.parametrize("shift", [0, 1, 13, 40])
+@pytest.mark.parametrize("use_float", [True, False])
+def test_head_output_equals_the_contract(shift, use_float):
+    rng = np.random.default_rng(shift)
+    lim = 1 << 22
+    prod = rng.integers(-lim, lim, (6, 4, 19))
+    mult = rng.integers(0, 1 << C.MULT_BITS, 19)
+    bias = rng.integers(C.FX_MIN, C.FX_MAX + 1, 19)
+    out = np.empty((4, 6, 19), dtype=np.int64)
+    K.head_output(prod.astype(np.float32), _rq(mult, shift, lim, use_float), bias.astype(np.float64), out)
+    np.testing.assert_array_equal(out, C.fx_add(C.requantize(prod, mult, shift), bias).transpose(1, 0, 2))
+
+
+def test_requantization_exact_refuses_the_float_form_beyond_2_53():
+    mult = np.array([3, (1 << C.MULT_BITS) - 1])
+    assert K.requantization_exact(_matrix(mult, 20), 1 << 37)[-1]
+    assert not K.requantization_exact(_matrix(mult, 20), 1 << 39)[-1]
+    scaled, half, *_ = K.requantization_exact(_matrix(mult, 0), 1)
+    assert half == 0.0 and list(scaled) == [3.0, float(mult[1])]
 
 
 @pytest.mark.parametrize("shift", [0, 1, 13, 40])
@@ -92,15 +131,45 @@ def test_requantize_rows_equals_the_contract(shift):
         np.testing.assert_array_equal(out, C.requantize(acc, mult, shift))
 
 
+def _delta_rule(q, theta):
+    """References after each step and where deltas fired, ``q`` ``(B, T, N)``, NumPy."""
+    ref = np.zeros((q.shape[0], q.shape[2]), dtype=q.dtype)
+    refs, fired = np.empty_like(q), np.empty(q.shape, dtype=bool)
+    for t in range(q.shape[1]):
+        f = np.abs(q[:, t] - ref) > theta
+        ref = np.where(f, q[:, t], ref)
+        refs[:, t], fired[:, t] = ref, f
+    return refs, fired
+
+
 @pytest.mark.parametrize("theta", [0, 1, 5])
 def test_delta_encode_equals_the_rule(theta):
     rng = np.random.default_rng(theta)
     q = rng.integers(-20, 21, (3, 17, 6))
     refs, fired = np.empty_like(q), np.empty(q.shape, dtype=bool)
     K.delta_encode(q, theta, refs, fired)
-    ref = np.zeros((3, 6), dtype=q.dtype)
-    for t in range(q.shape[1]):
-        f = np.abs(q[:, t] - ref) > theta
-        ref = np.where(f, q[:, t], ref)
-        np.testing.assert_array_equal(fired[:, t], f)
-        np.testing.assert_array_equal(refs[:, t], ref)
+    want_refs, want_fired = _delta_rule(q, theta)
+    np.testing.assert_array_equal(refs, want_refs)
+    np.testing.assert_array_equal(fired, want_fired)
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+@pytest.mark.parametrize("theta,dense", [(0, False), (2, False), (0, True)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_encode_sequence_equals_the_rule(quantize, theta, dense, reverse):
+    rng = np.random.default_rng(theta + 3 * quantize + 7 * reverse)
+    bsz, steps, n = 3, 13, 7
+    mult, shift, bits = 3001, 13, 6
+    v = rng.integers(C.FX_MIN, C.FX_MAX + 1, (bsz, steps, n)) if quantize else rng.integers(-20, 21, (bsz, steps, n))
+    q = C.quantize_act(v, mult, shift, bits) if quantize else v
+    q_proc = q[:, ::-1] if reverse else q  # processing order
+    if dense:
+        want_refs, want_counts = q_proc, np.count_nonzero(q_proc, axis=-1)
+    else:
+        want_refs, fired = _delta_rule(q_proc, theta)
+        want_counts = fired.sum(axis=-1)
+    refs = np.empty((steps, bsz, n), dtype=np.float32)
+    counts = np.empty((bsz, steps), dtype=np.int64)
+    K.encode_sequence(v.transpose(1, 0, 2), quantize, mult, shift, bits, theta, dense, reverse, refs, counts)
+    np.testing.assert_array_equal(refs, want_refs.transpose(1, 0, 2))
+    np.testing.assert_array_equal(counts, want_counts[:, ::-1] if reverse else want_counts)  # counts in time order

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import cosim, model, study
+from . import build, cosim, model, study
 from .errors import UserError, user_errors
 
 __all__ = ["UserError", "build_parser", "main"]
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Quantize recurrent networks, emulate them bit-exactly with delta networks, "
                     "and run them on FPGA gateware.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (model, cosim, study):
+    for group in (model, cosim, study, build):
         group.add_commands(sub)
     return p
 

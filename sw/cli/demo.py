@@ -1,88 +1,227 @@
-"""``make demo``: the end-to-end path on a task that trains in seconds.
+"""``make demo`` / ``deltarnn demo``: a speech model from float to the simulated board and a bitstream.
 
-Train a small recurrent classifier on :mod:`deltarnn.speech.synthetic` data, quantize it
-(4-bit weights, 8-bit activations), emulate it bit-exactly at a few delta
-thresholds, print accuracy, compression and operations eliminated, then run
-a few steps on the gateware core in the Amaranth simulator.
+Runs on a fresh clone with no data and no board, from the assets shipped in
+``sw/data/demo/`` (``benchmarks/demo_assets.py`` makes them): the study's
+2 x 128 GRU, a dozen short test utterances of the eSpeak corpus, calibration
+utterances and the study's phone decoder. Five steps, each printing what it
+does:
+
+1. the float model's decoded phone error rate (PER) and frame error rate (FER);
+2. quantized as the study chose for the GRU (on dev), emulated bit-exactly at
+   several delta thresholds: the accuracy, size and eliminated-operations table;
+3. a plot of PER against eliminated operations, the study's choice marked;
+4. a few utterances through the accelerator on the simulated board (the whole
+   board top, UART included, in Verilator) with the host driver: the bit-exact
+   verdict, cycles per step, and the throughput at the ULX3S build's Fmax;
+5. the iCEBreaker bitstream and its resource and Fmax report.
+
+The simulated board and the bitstream are cached (``build/``): a second run
+reuses both.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
-import torch
-from rich.table import Table
 
-from deltarnn.quant.golden import emulate
-from deltarnn.models import RNNModel
-from deltarnn.quant.quantizer import quantize
-from deltarnn.cli.report import render, stats_table
-from deltarnn.speech.synthetic import make_task
-from deltarnn.speech.train import frame_accuracy, train_frames
+ASSETS = Path(__file__).resolve().parents[1] / "data" / "demo"
+#: Delta thresholds (x, h) the demo sweeps.
+THRESHOLDS = ((0, 0), (1, 1), (2, 2), (4, 4), (8, 8))
+#: The board whose default build the simulated board runs (its Fmax gives the throughput).
+SIM_BOARD = "ulx3s-85f"
+BASELINES = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "boards"
 
 
-def run_demo(seed: int = 0, cell: str = "gru", hidden: int = 32, out=print, gateware: bool = True,
-             gateware_steps: int = 3) -> dict:
-    """Run the demo and return its figures (for tests)."""
+def load_assets() -> dict:
+    """The shipped model, utterances, decoder and the study's choice."""
+    from deltarnn.models import load_torch_model
+    from deltarnn.speech.datasets.base import Utterance
+    from deltarnn.speech.decode import PhoneDecoder
+
+    z = np.load(ASSETS / "speech.npz")
+
+    def utterances(prefix):
+        bounds = np.cumsum(np.r_[0, z[f"{prefix}_lengths"]])
+        feats, labels = z[f"{prefix}_features"].astype(np.float32), z[f"{prefix}_labels"].astype(np.int64)
+        return [Utterance(feats[a:b], labels[a:b], "", f"{prefix}{i}") for i, (a, b) in
+                enumerate(zip(bounds[:-1], bounds[1:]))]
+
+    wbits, abits, theta_x, theta_h = (int(v) for v in z["chosen"])
+    return {"model": load_torch_model(ASSETS / "gru.pt"), "test": utterances("test"), "calib": utterances("calib"),
+            "decoder": PhoneDecoder(z["log_stay"], z["log_bigram"], float(z["insertion_penalty"])),
+            "wbits": wbits, "abits": abits, "theta": (theta_x, theta_h)}
+
+
+def run_demo(out=print, work_dir: str | Path = "build/demo", board_utterances: int = 2,
+             bitstream: bool = True) -> dict:
+    """Run the demo; return its figures (for tests)."""
+    from deltarnn.quant.quantizer import quantize
+    from deltarnn.speech.study.evaluate import evaluate_qmodel, float_eval, make_evalset
+
     t0 = time.perf_counter()
-    x_train, y_train = make_task(96, 60, seed=seed)
-    x_test, y_test = make_task(32, 200, seed=seed + 1)
-    torch.manual_seed(seed)
-    model = RNNModel(cell, x_train.shape[2], hidden, num_layers=2, num_classes=int(y_train.max()) + 1)
-    out(f"1. training a 2-layer {cell.upper()} ({hidden} units) on a synthetic frame-labelling task ...")
-    losses = train_frames(model, x_train, y_train, epochs=12, lr=1e-2, seed=seed)
-    with torch.no_grad():
-        float_acc = frame_accuracy(model(torch.as_tensor(x_test)).numpy(), y_test)
-    out(f"   loss {losses[0]:.3f} -> {losses[-1]:.3f}; float frame accuracy {100 * float_acc:.1f} %")
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    a = load_assets()
+    model, test, decoder = a["model"], a["test"], a["decoder"]
+    frames = sum(len(u.labels) for u in test)
+    out(f"1/5 the float model: the study's {model.cell.upper()} {model.num_layers} x {model.hidden_size} "
+        f"(sw/data/demo/gru.pt), on {len(test)} test utterances of the eSpeak corpus ({frames:,} frames)")
+    evalset = make_evalset("demo", test, 16)
+    fl = float_eval(model, evalset, decoder)
+    out(f"    decoded PER {fl['per']:.1f} %, FER {fl['fer']:.1f} %")
 
-    out("2. quantizing: 4-bit weights, 8-bit activations, MMSE clipping on the training inputs ...")
-    qm = quantize(model, x_train[:32], wbits=4, abits=8)
+    out(f"2/5 quantizing as the study chose for the GRU on dev: {a['wbits']}-bit weights, {a['abits']}-bit "
+        f"activations; golden-model emulation at delta thresholds {', '.join(f'{x}/{h}' for x, h in THRESHOLDS)}")
+    calib = np.concatenate([u.features for u in a["calib"]])[None]
+    qm = quantize(model, calib, wbits=a["wbits"], abits=a["abits"])
+    points = [evaluate_qmodel(qm, evalset, decoder, x, h) for x, h in THRESHOLDS]
+    chosen = next(p for p in points if (p["theta_x"], p["theta_h"]) == a["theta"]) \
+        if a["theta"] in THRESHOLDS else evaluate_qmodel(qm, evalset, decoder, *a["theta"])
+    float_kb = model_kb(model)
+    out(_table(fl, float_kb, points, a["theta"]))
+    plot = _plot(work / "per_vs_eliminated.png", fl, points, chosen)
+    out(f"3/5 plot of PER against eliminated operations, the study's choice marked: {plot}")
 
-    out("3. bit-exact emulation with delta networks at several thresholds (x, h in quantization steps):")
-    table = Table()
-    for col in ("theta_x", "theta_h", "frame accuracy %", "MACs needed", "eliminated %"):
-        table.add_column(col, justify="right")
-    figures = {"float_accuracy": float_acc, "points": []}
-    first = None
-    for theta in (0, 1, 2, 4, 8):
-        qm.set_thresholds(theta, theta)
-        r = emulate(qm, x_test)
-        acc = frame_accuracy(r.outputs, y_test)
-        first = first or r
-        table.add_row(str(theta), str(theta), f"{100 * acc:.1f}", f"{r.stats.macs_needed:,}",
-                      f"{r.stats.eliminated_pct:.1f}")
-        figures["points"].append({"theta": theta, "accuracy": acc, "eliminated_pct": r.stats.eliminated_pct})
-    out(render(table))
-    out("")
-    out(stats_table(first.stats, title="per-path statistics at theta 0"))
-    figures["compression_pct"] = first.stats.compression_pct
-
-    if gateware:
-        figures["gateware"] = _gateware(qm, x_test[:1, :gateware_steps], out)
-    out(f"done in {time.perf_counter() - t0:.1f} s")
+    figures = {"float": {k: fl[k] for k in ("per", "fer")}, "points": [_point(p) for p in points],
+               "chosen": _point(chosen), "compression_pct": points[0]["compression_pct"], "plot": str(plot)}
+    qm.set_thresholds(*a["theta"])
+    figures["board"] = _simulated_board(qm, [u.features for u in test[:board_utterances]], out)
+    if bitstream:
+        figures["bitstream"] = _bitstream(work / "icebreaker", out)
+    figures["seconds"] = time.perf_counter() - t0
+    out(f"done in {figures['seconds']:.0f} s")
     return figures
 
 
-def _gateware(qm, x, out) -> dict:
-    """Run the quantized model on the core in the Amaranth simulator and compare with the golden model."""
-    from deltarnn.hw.core import Core
-    from deltarnn.hw.cycles import model_step_cycles
-    from deltarnn.hw.drive import run_core
+def model_kb(model) -> float:
+    return sum(p.numel() for p in model.parameters()) * 4 / 1024
 
-    from deltarnn.spec.memory_map import DeviceParams
 
-    from deltarnn.device.image import input_deltas, pack
+def _point(p: dict) -> dict:
+    return {k: p[k] for k in ("theta_x", "theta_h", "per", "fer", "eliminated_pct", "size_kb", "compression_pct")}
 
-    qm.set_thresholds(2, 2)
-    params = DeviceParams(qm.cell, lanes=8, max_input=qm.input_size, max_hidden=qm.hidden_size,
-                          max_layers=qm.num_layers, max_classes=max(qm.num_classes, 1), wmem_bits=4, abits=8,
-                          acc_bits=qm.accumulator_bits())
-    out(f"4. the gateware core (P = {params.lanes} lanes) in the Amaranth simulator, {x.shape[1]} steps at theta 2 ...")
-    gold = emulate(qm, x)
-    run = run_core(Core(params, **pack(qm, params).core_init()), input_deltas(qm, x[0]), qm.output_size)
-    equal = bool(np.array_equal(run.outputs, gold.outputs_fx[0]))
-    predicted = model_step_cycles(qm, params, gold.step_deltas)
-    out(f"   outputs bit-identical to the golden model: {'yes' if equal else 'NO'}; cycles per step "
-        f"{run.step_cycles} (cycle model {'agrees' if predicted == run.step_cycles else 'DISAGREES'})")
-    return {"equal": equal, "step_cycles": run.step_cycles, "predicted": predicted}
+
+def _table(fl: dict, float_kb: float, points: list[dict], theta) -> str:
+    from rich.table import Table
+
+    from deltarnn.cli.report import render
+
+    t = Table(title="accuracy, size and operations (12 short test utterances)")
+    for col in ("model", "thresholds x/h", "PER %", "S / D / I %", "FER %", "size KB", "eliminated %"):
+        t.add_column(col, justify="right")
+    t.add_row("float", "-", f"{fl['per']:.1f}", f"{fl['sub_pct']:.1f} / {fl['del_pct']:.1f} / {fl['ins_pct']:.1f}",
+              f"{fl['fer']:.1f}", f"{float_kb:.0f}", "0")
+    for p in points:
+        mark = " (study's choice)" if (p["theta_x"], p["theta_h"]) == tuple(theta) else ""
+        t.add_row("quantized" + mark, f"{p['theta_x']}/{p['theta_h']}", f"{p['per']:.1f}",
+                  f"{p['sub_pct']:.1f} / {p['del_pct']:.1f} / {p['ins_pct']:.1f}", f"{p['fer']:.1f}",
+                  f"{p['size_kb']:.0f}", f"{p['eliminated_pct']:.1f}")
+    return render(t)
+
+
+def _plot(path: Path, fl: dict, points: list[dict], chosen: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p["eliminated_pct"] for p in points], [p["per"] for p in points], "o-", label="quantized, thresholds 0..8")
+    for p in points:
+        ax.annotate(f"{p['theta_x']}/{p['theta_h']}", (p["eliminated_pct"], p["per"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.plot([chosen["eliminated_pct"]], [chosen["per"]], "r*", markersize=14, label="the study's choice (dev)")
+    ax.axhline(fl["per"], color="grey", linestyle="--", label="float")
+    ax.set_xlabel("multiply-accumulates eliminated (%)")
+    ax.set_ylabel("decoded phone error rate (%)")
+    ax.set_title("deltarnn demo: GRU 2 x 128 on eSpeak speech")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _simulated_board(qm, feats: list[np.ndarray], out) -> dict:
+    """The model on the simulated board (the ULX3S default build's core), compared with the golden model."""
+    from deltarnn.device.driver import Device
+    from deltarnn.fpga.boards import BOARDS
+    from deltarnn.quant.golden import emulate
+    from deltarnn.quant.qmodel import delay_inputs
+    from deltarnn.sim.board import SIM_BAUD, SIM_CLOCK_HZ, SimLink, build_board
+
+    spec = BOARDS[SIM_BOARD]
+    p = spec.params
+    out(f"4/5 the simulated board: the {spec.description} default build's core ({p.cell.upper()}, P = {p.lanes}), "
+        f"its UART at {SIM_BAUD:,} baud, in Verilator (the first build takes a few minutes; later runs reuse it) ...")
+    t = time.perf_counter()
+    build = build_board(p, SIM_CLOCK_HZ, SIM_BAUD)
+    out(f"    {'built' if build.built else 'reused'} in {time.perf_counter() - t:.0f} s; loading the model over the "
+        f"UART, then {len(feats)} utterances ...")
+    equal, cycles, steps, sent = True, 0, 0, 0
+    with Device(SimLink(build)) as dev:
+        dev.load(qm)
+        for f in feats:
+            x = delay_inputs(f[None], qm.output_delay)
+            res = dev.run(x)
+            gold = emulate(qm, x)
+            equal &= bool(np.array_equal(res.outputs, gold.outputs_fx))
+            cycles += int(res.step_cycles.sum())
+            steps += int(res.step_cycles.size)
+            macs = gold.stats.macs_dense
+        sent = dev.stats["bytes_sent"]
+    per_step = cycles / steps
+    dense_per_step = macs / steps                              # of the last utterance; the same every step
+    fmax = _fmax(SIM_BOARD)
+    fig = {"equal": equal, "steps": steps, "cycles_per_step": per_step, "bytes_sent": sent, "fmax_mhz": fmax}
+    out(f"    outputs {'bit-identical to' if equal else 'DIFFERENT from'} the golden model over {steps} time steps; "
+        f"{per_step:,.0f} cycles per step; {sent:,} bytes sent")
+    if fmax:
+        fig["gops"] = 2 * dense_per_step / (per_step / (fmax * 1e6)) / 1e9
+        fig["us_per_step"] = per_step / fmax
+        out(f"    at the {SIM_BOARD} build's Fmax of {fmax:.1f} MHz: {per_step / fmax:.0f} us per 10 ms frame "
+            f"({10_000 / (per_step / fmax):.0f}x real time), {fig['gops']:.2f} GOp/s effective")
+    return fig
+
+
+def _fmax(board: str) -> float | None:
+    try:
+        return float(json.loads((BASELINES / f"{board}.json").read_text())["fmax_mhz"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _bitstream(out_dir: Path, out) -> dict:
+    """The iCEBreaker default build, reused while the gateware and the tools are unchanged."""
+    from deltarnn.fpga.build import BoardFitError, build_board
+    from deltarnn.quant.qmodel import write_atomically
+    from deltarnn.sim.cosim import gateware_digest
+
+    stamp = out_dir / "demo.json"             # the gateware's digest and the report of the build made from it
+    digest = gateware_digest()
+    try:
+        cached = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    bitstream = cached.get("report", {}).get("bitstream")
+    if cached.get("digest") == digest and (bitstream is None or Path(bitstream).is_file()):
+        report = cached["report"]
+        out("5/5 the iCEBreaker bitstream: reused (the gateware is unchanged)")
+    else:
+        out("5/5 the iCEBreaker bitstream (Yosys and nextpnr from pip; about two minutes) ...")
+        try:
+            report = build_board("icebreaker", out_dir=out_dir, progress=lambda line: out(f"    {line}"))
+        except BoardFitError as e:
+            report = {**e.report, "fits": False, "bitstream": None}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(stamp, json.dumps({"digest": digest, "report": report}, default=str).encode())
+    util = ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in report["utilization"].items())
+    if report.get("fits", True) and report.get("bitstream"):
+        out(f"    {report['bitstream']}: {util}; Fmax {report['fmax_mhz']:.1f} MHz against the "
+            f"{report['target_mhz']:.0f} MHz clock")
+    else:
+        out(f"    the design does not fit the UP5K: {util}")
+    return {k: report.get(k) for k in ("bitstream", "fmax_mhz", "target_mhz", "utilization", "fits")}

@@ -13,24 +13,44 @@ from .errors import UserError
 DEFAULT_BAUD = 3_000_000
 
 
+def _board(name):
+    """The :class:`~deltarnn.fpga.boards.BoardSpec` of ``--board``, or None."""
+    if name is None:
+        return None
+    from deltarnn.fpga.build import BoardError, board_spec
+
+    try:
+        return board_spec(name)
+    except BoardError as e:
+        raise UserError(str(e)) from None
+
+
 def _open_link(args, qm):
-    """The link to the board (``--port``) or to a simulated board sized to the model (``--sim``)."""
+    """The link to the board (``--port``) or to a simulated board (``--sim``): the default build of ``--board``,
+    or a core sized to the model."""
     from deltarnn.device.link import SerialLink
 
+    spec = _board(args.board)
     if args.port:
-        return SerialLink(args.port, args.baud)
+        return SerialLink(args.port, args.baud or (spec.baud if spec else DEFAULT_BAUD))
     from deltarnn.device.image import DeviceFitError
     from deltarnn.sim import board, runner
 
-    try:
-        params = board.params_for(qm, lanes=args.lanes)
-    except DeviceFitError as e:
-        raise UserError(str(e)) from None
-    print(f"deltarnn: run: simulated board ({qm.cell.upper()} core, {params.lanes} lanes, UART at "
-          f"{board.SIM_BAUD:,} baud; the first build of a core size takes about a minute) ...",
+    if spec:
+        params, clock_hz, baud = spec.params, spec.clock_hz, spec.baud
+        what = f"the {spec.description} default build"
+    else:
+        try:
+            params = board.params_for(qm, lanes=args.lanes)
+        except DeviceFitError as e:
+            raise UserError(str(e)) from None
+        clock_hz, baud = board.SIM_CLOCK_HZ, board.SIM_BAUD
+        what = "a core sized to the model"
+    print(f"deltarnn: run: simulated board, {what} ({params.cell.upper()}, {params.lanes} lanes, "
+          f"{clock_hz / 1e6:g} MHz, UART at {baud:,} baud; the first build of a core takes a minute or more) ...",
           file=sys.stderr, flush=True)
     try:
-        return board.SimLink.for_params(params)
+        return board.SimLink.for_params(params, clock_hz, baud)
     except runner.SimulatorNotFound as e:
         raise UserError(str(e)) from None
 
@@ -41,11 +61,14 @@ def cmd_run(args) -> int:
     from deltarnn.device.driver import Device
     from deltarnn.quant.golden import check_input, emulate
 
+    from deltarnn.quant.qmodel import align_outputs, delay_inputs
+
     qm = load_qmodel(args)
     x = load_array(args.input, "input")
     if x.ndim == 2:
         x = x[None]                                   # one sequence
-    x = check_input(qm, x)
+    # a model trained with an output delay runs that many zero frames past the input (as in emulate)
+    x = delay_inputs(check_input(qm, x), qm.output_delay)
     t0 = time.perf_counter()
     with Device(_open_link(args, qm), timeout=args.timeout) as dev:
         dev.load(qm)
@@ -66,7 +89,7 @@ def cmd_run(args) -> int:
         gold = emulate(qm, x).outputs_fx
         mismatches = int(np.count_nonzero(gold != res.outputs))
     if args.output:
-        np.save(args.output, res.outputs)
+        np.save(args.output, align_outputs(res.outputs, qm.output_delay))
     steps = int(res.step_cycles.size)
     cycles = int(res.step_cycles.sum())
     mhz = ident.clock_hz / 1e6
@@ -107,9 +130,12 @@ def add_commands(sub) -> None:
     where = c.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", metavar="DEV", help="the board's serial port (/dev/ttyUSB1, COM3)")
     where.add_argument("--sim", action="store_true", help="the simulated board, with a core sized to the model")
-    c.add_argument("--baud", type=pos_int, default=DEFAULT_BAUD, help=f"serial rate (default {DEFAULT_BAUD:,}, "
+    c.add_argument("--board", metavar="B", help="icebreaker or ulx3s-85f: with --sim, simulate that board's default "
+                   "build (its core, clock and baud rate); with --port, its baud rate")
+    c.add_argument("--baud", type=pos_int, default=None, help=f"serial rate of --port (default {DEFAULT_BAUD:,}, "
                    "what deltarnn build uses)")
-    c.add_argument("--lanes", type=lanes, default=4, metavar="P", help="--sim: MAC lanes of the core (default 4)")
+    c.add_argument("--lanes", type=lanes, default=4, metavar="P", help="--sim without --board: MAC lanes of the core "
+                   "sized to the model (default 4)")
     c.add_argument("--timeout", type=pos_float, default=0.5, metavar="S",
                    help="seconds to wait for a reply before a retry (default 0.5)")
     c.add_argument("--verify", action="store_true", help="compare every output with the golden model")

@@ -86,12 +86,19 @@ def test_console_script_help():
     assert "quantize" in out and "emulate" in out and "demo" in out
 
 
-def test_demo_runs(capsys):
+@pytest.mark.slow
+def test_demo_runs(tmp_path):
     from deltarnn.cli.demo import run_demo
 
-    figures = run_demo(seed=0, out=lambda *_: None, gateware_steps=2)
-    assert figures["float_accuracy"] > 0.6
-    assert figures["compression_pct"] > 80
+    from tests.conftest import FULL
+
+    lines = []
+    figures = run_demo(out=lines.append, work_dir=tmp_path, board_utterances=1, bitstream=FULL)
+    assert [line[:3] for line in lines if line[:1].isdigit()] == ["1/5", "2/5", "3/5", "4/5"] + (["5/5"] if FULL else [])
+    assert figures["float"]["per"] < 25 and figures["compression_pct"] > 85
     shares = [p["eliminated_pct"] for p in figures["points"]]
     assert shares == sorted(shares) and shares[-1] > shares[0]
-    assert figures["gateware"]["equal"] and figures["gateware"]["step_cycles"] == figures["gateware"]["predicted"]
+    assert figures["board"]["equal"] and figures["board"]["cycles_per_step"] > 0
+    assert (tmp_path / "per_vs_eliminated.png").stat().st_size > 10_000
+    if FULL:
+        assert figures["bitstream"]["utilization"]

@@ -43,6 +43,7 @@ def test_run_on_the_simulated_board_verifies_and_reports(files, capsys):
     (["--port", "/dev/does-not-exist"], "cannot open serial port /dev/does-not-exist: no such device"),
     (["--sim", "--input", "{d}/bad.npy"], "expected (batch, time, 6)"),
     (["--sim", "--lanes", "4", "--input", "{d}/none.npy"], "no such file"),
+    (["--sim", "--board", "de10-nano"], "unknown board 'de10-nano': choose one of icebreaker, ulx3s-85f"),
 ])
 def test_run_errors_are_one_line(files, capsys, argv, message):
     d = files

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import build, cosim, model, study
+from . import build, cosim, model, run, study
 from .errors import UserError, user_errors
 
 __all__ = ["UserError", "build_parser", "main"]
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Quantize recurrent networks, emulate them bit-exactly with delta networks, "
                     "and run them on FPGA gateware.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (model, cosim, study, build):
+    for group in (model, cosim, study, build, run):
         group.add_commands(sub)
     return p
 
@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except user_errors() as e:
         print(f"deltarnn: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:            # a file the user named cannot be read or written
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"deltarnn: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("deltarnn: interrupted", file=sys.stderr)

@@ -8,7 +8,9 @@ every partial sum is an integer below the float's exact range (checked,
 :mod:`deltarnn.spec.contract`, in the compiled kernels of
 :mod:`deltarnn.quant.kernels`: the quantization and delta encoding of whole
 input sequences, requantization and the per-step cell updates (exact
-integers held in float64, so that they vectorise; see that module).
+integers held in float64, so that they vectorise; see that module). The
+time loop of an LSTM / GRU / LiGRU direction, its BLAS products included, is
+one compiled call, free of the GIL.
 
 Three facts make it fast without changing a single integer:
 
@@ -287,6 +289,11 @@ def _encode(name: str, m: QMatrix, v: np.ndarray, act: QActivation, quantize: bo
     return refs
 
 
+def _gemm():
+    """The matrix product of the compiled loops: NumPy's BLAS where it can be called (:data:`kernels.NUMPY_GEMM`)."""
+    return kernels.gemm_numpy if kernels.NUMPY_GEMM else kernels.gemm_dot
+
+
 #: Time steps whose x-path products one BLAS call computes: enough rows for an efficient product,
 #: few enough that they are still in cache when the steps read them.
 X_CHUNK = 16
@@ -301,30 +308,18 @@ def _h_path(cell: str, d: QDirection, act: QActivation, refs: np.ndarray, w_x: n
     computed :data:`X_CHUNK` steps at a time; the h path's equal ``W_h @
     ref_h`` (integer sums telescope), so each step's product is that of the
     references. Both are exact in float32 or float64 BLAS (:func:`exact_float`).
+    The whole loop, products included, is one compiled call that releases the
+    GIL (:func:`deltarnn.quant.kernels.recurrent_sequence`): the threads of
+    :func:`emulate` run in parallel.
     """
-    steps, bsz, n = refs.shape
+    steps, bsz, _ = refs.shape
     hs = d.h.cols
-    ft = exact_float(hs, d.h.wbits, C.qmax(act.bits))
-    w_h = _weights(d.h, ft)
-    ref = np.zeros((bsz, hs), dtype=ft)           # the h path's references: its product input
-    prod_h = np.zeros((bsz, d.h.rows), dtype=ft)  # h_{-1} = 0: no product at step 0
-    chunk = min(X_CHUNK, steps)
-    prod_x = np.empty((chunk * bsz, d.x.rows), dtype=w_x.dtype)
+    w_h = _weights(d.h, exact_float(hs, d.h.wbits, C.qmax(act.bits)))
     emitted = np.empty((steps, bsz), dtype=np.int64)
-    c = np.zeros((bsz, hs), dtype=np.float64)
-    h = np.zeros((bsz, hs), dtype=np.float64)
     rq_h = kernels.requantization_exact(d.h, _bound(d.h, act))
     quant = (*_scaled(act.mult, act.shift, -C.FX_MIN, "h activation"), float(C.qmax(act.bits)), float(act.theta))
     consts = kernels.step_constants(cell, rq_x, rq_h, vec["bias"], vec.get("bias_hn", vec["bias"]), quant, dense)
-    for t0 in range(0, steps, chunk):
-        t1 = min(t0 + chunk, steps)
-        px = prod_x[:(t1 - t0) * bsz]
-        np.matmul(refs[t0:t1].reshape(-1, n), w_x, out=px)
-        px = px.reshape(t1 - t0, bsz, d.x.rows)
-        for t in range(t0, t1):
-            if t:
-                np.matmul(ref, w_h, out=prod_h)
-            kernels.recurrent_step(*consts, px[t - t0], prod_h, c, h, ref, out[t], emitted[t])
+    kernels.recurrent_sequence(*consts, refs, w_x, w_h, X_CHUNK, _gemm(), out, emitted)
     return emitted
 
 

@@ -4,12 +4,20 @@ The golden model's time loop does one matrix product per step (BLAS, exact
 for these integers) and a few dozen element-wise integer operations:
 requantization of both paths' products, the gate tables, the cell update in
 fixed point, the quantization of the new hidden state and its delta
-encoding. Here they are one compiled call per step (:func:`recurrent_step`),
-or, for SRU, whose recurrence has no matrix, one compiled call over the whole
+encoding. Here a whole direction is one compiled call
+(:func:`recurrent_sequence`: the loop over time, its BLAS products called
+from compiled code, each step :func:`recurrent_step`), or, for SRU, whose
+recurrence has no matrix, one compiled call over the products of the whole
 sequence (:func:`sru_sequence`); the delta encoding of a path's whole input
 sequence is one call too (:func:`encode_sequence`). Every kernel releases the
-GIL, so that :func:`deltarnn.quant.golden.emulate` can run parts of a batch in
-threads.
+GIL, so that :func:`deltarnn.quant.golden.emulate` runs parts of a batch in
+threads that do not wait for each other.
+
+The products call NumPy's own BLAS (:func:`gemm_numpy`: ``cblas_?gemm`` of
+the OpenBLAS in NumPy's wheel, whose small products are faster than those of
+the older OpenBLAS in scipy's), or, where that library is not found, numba's
+``np.dot`` on scipy's BLAS (:func:`gemm_dot`). Either is exact: every partial
+sum is an integer in the float's exact range, in any order of summation.
 
 Exact integers in float64
 -------------------------
@@ -52,13 +60,20 @@ the golden model's tests against the literal Python-integer reference.
 
 from __future__ import annotations
 
+import ctypes
+
+import llvmlite.binding as llvm
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from deltarnn.spec import contract as C
 
-__all__ = ["CELL_CODE", "delta_encode", "encode_sequence", "head_output", "recurrent_step", "requantization_exact",
-           "requantize_rows", "sru_sequence", "step_constants"]
+__all__ = ["CELL_CODE", "NUMPY_GEMM", "delta_encode", "encode_sequence", "gemm_dot", "gemm_numpy", "head_output",
+           "load_scipy_blas", "recurrent_sequence", "recurrent_step", "requantization_exact", "requantize_rows",
+           "sru_sequence", "step_constants"]
 
 #: The ``cell`` argument of :func:`recurrent_step`.
 CELL_CODE = {"lstm": 0, "gru": 1, "ligru": 2}
@@ -84,6 +99,86 @@ _ONE = float(_FX_ONE)
 _HALF_N, _TOP = float(_LUT_N // 2), float(_LUT_N - 1)
 _SIG_SCALE, _TANH_SCALE = 2.0 ** -_SIG_SHIFT, 2.0 ** -_TANH_SHIFT
 _FRAC_SCALE = 2.0 ** -_FX_FRAC
+
+
+# --- matrix products from compiled code ------------------------------------------------
+
+
+def _numpy_gemm() -> bool:
+    """Make NumPy's own BLAS ``cblas_sgemm`` / ``cblas_dgemm`` callable from compiled code; whether it could.
+
+    NumPy's wheels carry OpenBLAS with 64-bit integers (``scipy-openblas64``,
+    symbols ``scipy_cblas_?gemm64_``), found through NumPy's extension module,
+    whose dependency it is. The addresses are given to LLVM under names of our
+    own, which compiled (and cached) code calls.
+    """
+    try:
+        from numpy._core import _multiarray_umath
+        lib = ctypes.CDLL(_multiarray_umath.__file__)
+        addresses = {k: ctypes.cast(getattr(lib, f"scipy_cblas_{k}gemm64_"), ctypes.c_void_p).value for k in "sd"}
+    except (ImportError, OSError, AttributeError):
+        return False
+    for k, address in addresses.items():
+        llvm.add_symbol(f"deltarnn_cblas_{k}gemm64", address)
+    return True
+
+
+#: Whether the golden model's compiled loops call NumPy's BLAS (:func:`gemm_numpy`), else numba's ``np.dot``
+#: on scipy's BLAS (:func:`gemm_dot`, slower on small products: older OpenBLAS builds).
+NUMPY_GEMM = _numpy_gemm()
+
+
+@intrinsic
+def _cblas_gemm64(typingctx, a, b, out):
+    """``out = a @ b`` by NumPy's ``cblas_?gemm`` (64-bit integers), row-major; C-contiguous 2-D arrays of one
+    float type, shapes checked by the caller."""
+    if not (all(isinstance(t, types.Array) and t.ndim == 2 and t.layout == "C" for t in (a, b, out))
+            and a.dtype == b.dtype == out.dtype and a.dtype in (types.float32, types.float64)):
+        return None
+    kind = "s" if a.dtype == types.float32 else "d"
+
+    def codegen(context, builder, sig, args):
+        i32, i64, ptr = ir.IntType(32), ir.IntType(64), ir.IntType(8).as_pointer()
+        ft = context.get_value_type(a.dtype)
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, ft, ptr, i64, ptr, i64, ft, ptr, i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"deltarnn_cblas_{kind}gemm64")
+        arrays = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args, args)]
+        (m, k), (_, n) = (cgutils.unpack_tuple(builder, x.shape) for x in arrays[:2])
+        pa, pb, pc = (builder.bitcast(x.data, ptr) for x in arrays)
+        row_major, no_trans = ir.Constant(i32, 101), ir.Constant(i32, 111)
+        builder.call(fn, [row_major, no_trans, no_trans, m, n, k, ir.Constant(ft, 1.0), pa, k, pb, n,
+                          ir.Constant(ft, 0.0), pc, n])
+        return context.get_dummy_value()
+
+    return types.void(a, b, out), codegen
+
+
+@njit(cache=True, nogil=True)
+def gemm_numpy(a, b, out):
+    """``out[:] = a @ b`` (C-contiguous float32 or float64 2-D arrays) by NumPy's BLAS, from compiled code."""
+    m, k = a.shape
+    if b.shape[0] != k or out.shape[0] != m or out.shape[1] != b.shape[1]:
+        raise ValueError("gemm: incompatible shapes")
+    if m and out.shape[1]:
+        if k:
+            _cblas_gemm64(a, b, out)
+        else:
+            out[:] = 0
+
+
+@njit(cache=True, nogil=True)
+def gemm_dot(a, b, out):
+    """``out[:] = a @ b`` by numba's ``np.dot`` (scipy's BLAS; scipy imported first, :func:`load_scipy_blas`)."""
+    np.dot(a, b, out)
+
+
+def load_scipy_blas() -> None:
+    """Import scipy's BLAS, which :func:`gemm_dot` calls: before the golden model sets BLAS thread limits."""
+    import scipy.linalg.cython_blas  # noqa: F401
+
+
+if not NUMPY_GEMM:
+    load_scipy_blas()
 
 
 # --- int64 rules (the contract's, on scalars) ----------------------------------------
@@ -316,45 +411,21 @@ def step_constants(cell: str, rq_x: tuple, rq_h: tuple, bias: np.ndarray, bias_h
     return fvec, fscal, ivec, iscal
 
 
-@njit(cache=True, nogil=True)
-def recurrent_step(fvec, fscal, ivec, iscal, prod_x, prod_h, c, h, ref, out, counts):
-    """One time step of an LSTM / GRU / LiGRU direction, for every sequence of a batch.
-
-    Per sequence: requantize both paths' products, the cell update (passes
-    over whole rows, the table lookups apart), then quantize and
-    delta-encode the new ``h`` into the next step's h-path product input.
-
-    Parameters
-    ----------
-    fvec, fscal, ivec, iscal : arrays
-        The direction's constants, :func:`step_constants`.
-    prod_x, prod_h : float ``(B, G*H)``
-        This step's x-path product ``W_x @ ref_x`` and h-path product
-        ``W_h @ ref_h`` (exact integers): the accumulators, which equal the
-        products of the references.
-    c : float64 ``(B, H)``
-        The LSTM cell state, updated in place (any array otherwise).
-    h : float64 ``(B, H)``
-        The hidden state: the previous step's ``h``, replaced by the new one.
-    ref : float ``(B, H)``
-        The h path's delta references, updated in place: the next step's product input.
-    out : int64 ``(B, H)``
-        Out: the new ``h``.
-    counts : int64 ``(B,)``
-        Out: deltas emitted per sequence (``H`` each when ``dense``).
-    """
-    cell, dense = iscal[0], iscal[1] != 0
+@njit(cache=True, inline="always")
+def _unpack(fvec, fscal, ivec, iscal):
+    """The constants of :func:`step_constants`, unpacked for :func:`_step`."""
     rq_x = (fvec[0], fscal[0], ivec[0], ivec[1], iscal[4], iscal[2] != 0)
     rq_h = (fvec[1], fscal[1], ivec[2], ivec[3], iscal[5], iscal[3] != 0)
-    bias, bias_hn = fvec[2], fvec[3]
-    a_scaled, a_half, qm, theta = fscal[2], fscal[3], fscal[4], fscal[5]
+    act = (fscal[2], fscal[3], fscal[4], fscal[5])
+    return iscal[0], iscal[1] != 0, rq_x, rq_h, fvec[2], fvec[3], act
+
+
+@njit(cache=True, inline="always")
+def _step(cell, dense, rq_x, rq_h, bias, bias_hn, act, prod_x, prod_h, c, h, ref, out, counts, x, hh, g, idx, tmp):
+    """:func:`recurrent_step` on unpacked constants, with its scratch rows ``x``, ``hh``, ``g``, ``idx``, ``tmp``."""
+    a_scaled, a_half, qm, theta = act
     bsz, gh = prod_x.shape
     hs = h.shape[1]
-    x = np.empty(gh, dtype=np.float64)
-    hh = np.empty(gh, dtype=np.float64)
-    g = np.empty(gh, dtype=np.float64)
-    idx = np.empty(gh, dtype=np.int32)
-    tmp = np.empty(hs, dtype=np.float64)
     for b in range(bsz):
         _requantize(prod_x[b], rq_x, x, gh)
         _requantize(prod_h[b], rq_h, hh, gh)
@@ -381,6 +452,80 @@ def recurrent_step(fvec, fscal, ivec, iscal, prod_x, prod_h, c, h, ref, out, cou
                 rb[k] = r + f * (q - r)
                 n += f  # an integer sum: a float one would not vectorise without reassociation
             counts[b] = n
+
+
+@njit(cache=True, nogil=True)
+def recurrent_step(fvec, fscal, ivec, iscal, prod_x, prod_h, c, h, ref, out, counts):
+    """One time step of an LSTM / GRU / LiGRU direction, for every sequence of a batch.
+
+    Per sequence: requantize both paths' products, the cell update (passes
+    over whole rows, the table lookups apart), then quantize and
+    delta-encode the new ``h`` into the next step's h-path product input.
+    (The golden model runs whole sequences, :func:`recurrent_sequence`; this
+    is its step alone.)
+
+    Parameters
+    ----------
+    fvec, fscal, ivec, iscal : arrays
+        The direction's constants, :func:`step_constants`.
+    prod_x, prod_h : float ``(B, G*H)``
+        This step's x-path product ``W_x @ ref_x`` and h-path product
+        ``W_h @ ref_h`` (exact integers): the accumulators, which equal the
+        products of the references.
+    c : float64 ``(B, H)``
+        The LSTM cell state, updated in place (any array otherwise).
+    h : float64 ``(B, H)``
+        The hidden state: the previous step's ``h``, replaced by the new one.
+    ref : float ``(B, H)``
+        The h path's delta references, updated in place: the next step's product input.
+    out : int64 ``(B, H)``
+        Out: the new ``h``.
+    counts : int64 ``(B,)``
+        Out: deltas emitted per sequence (``H`` each when ``dense``).
+    """
+    cell, dense, rq_x, rq_h, bias, bias_hn, act = _unpack(fvec, fscal, ivec, iscal)
+    gh, hs = prod_x.shape[1], h.shape[1]
+    _step(cell, dense, rq_x, rq_h, bias, bias_hn, act, prod_x, prod_h, c, h, ref, out, counts,
+          np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64),
+          np.empty(gh, dtype=np.int32), np.empty(hs, dtype=np.float64))
+
+
+@njit(cache=True, nogil=True)
+def recurrent_sequence(fvec, fscal, ivec, iscal, refs, w_x, w_h, chunk, gemm, out, emitted):
+    """A whole LSTM / GRU / LiGRU direction: x references ``(T, B, N)`` -> ``out`` int64 ``(T, B, H)``,
+    in processing order, and the h path's deltas emitted at each step into ``emitted`` int64 ``(T, B)``.
+
+    The products are BLAS calls from compiled code, ``gemm(a, b, out)``
+    (:func:`gemm_numpy`, or :func:`gemm_dot`), with the GIL released throughout: the x path's
+    ``refs @ w_x`` ``chunk`` steps at a time, the h path's ``ref_h @ w_h`` of
+    the current references once per step (none at step 0: ``h_{-1} = 0``),
+    each step then :func:`recurrent_step`. ``refs`` and ``w_x`` ``(N, G*H)``
+    share a float type, and so do ``w_h`` ``(H, G*H)`` and the h references,
+    types whose products of these integers are exact
+    (:func:`deltarnn.quant.golden.exact_float`); every array C-contiguous.
+    ``fvec, fscal, ivec, iscal``: :func:`step_constants`.
+    """
+    cell, dense, rq_x, rq_h, bias, bias_hn, act = _unpack(fvec, fscal, ivec, iscal)
+    steps, bsz, n = refs.shape
+    hs, gh = w_h.shape
+    chunk = max(1, min(chunk, steps))
+    prod_x = np.empty((chunk * bsz, gh), dtype=w_x.dtype)
+    prod_h = np.zeros((bsz, gh), dtype=w_h.dtype)
+    ref = np.zeros((bsz, hs), dtype=w_h.dtype)
+    c = np.zeros((bsz, hs), dtype=np.float64)
+    h = np.zeros((bsz, hs), dtype=np.float64)
+    x, hh, g = np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64)
+    idx, tmp = np.empty(gh, dtype=np.int32), np.empty(hs, dtype=np.float64)
+    for t0 in range(0, steps, chunk):
+        t1 = min(t0 + chunk, steps)
+        px = prod_x[:(t1 - t0) * bsz]
+        gemm(refs[t0:t1].reshape((t1 - t0) * bsz, n), w_x, px)
+        for t in range(t0, t1):
+            if t:
+                gemm(ref, w_h, prod_h)
+            r0 = (t - t0) * bsz
+            _step(cell, dense, rq_x, rq_h, bias, bias_hn, act, px[r0:r0 + bsz], prod_h, c, h, ref, out[t],
+                  emitted[t], x, hh, g, idx, tmp)
 
 
 @njit(cache=True, nogil=True)

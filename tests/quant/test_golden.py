@@ -65,6 +65,29 @@ def test_chunked_x_products_match_literal_reference(cell, layers, bidir, chunk, 
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers,bidir", [(2, False), (1, True)])
+@pytest.mark.parametrize("theta", [0, 2])
+@pytest.mark.parametrize("products", ["numpy-f32", "dot-f32", "numpy-f64", "dot-f64"])
+def test_compiled_loop_products_match_literal_reference(cell, layers, bidir, theta, products, monkeypatch):
+    """The compiled time loops with either matrix product (NumPy's BLAS, numba's ``np.dot`` on scipy's) in
+    float32 or float64 == the literal reference."""
+    gemm, ft = products.split("-")
+    if gemm == "numpy" and not kernels.NUMPY_GEMM:
+        pytest.skip("NumPy's BLAS is not callable from compiled code here")
+    if gemm == "dot":
+        kernels.load_scipy_blas()
+        monkeypatch.setattr(kernels, "NUMPY_GEMM", False)
+    if ft == "f64":
+        monkeypatch.setattr(golden, "_EXACT_BITS_F32", 0)  # no product qualifies for float32
+    m = random_model(cell, 4, 7, layers, bidir, classes=3, seed=13)
+    x = random_input(3, 14, 4, seed=8, scale=2.0)
+    qm = quantize(m, x, 4, 8)
+    qm.set_thresholds(theta, theta + 1)
+    assert golden.exact_float(7, 4, 127) == (np.float64 if ft == "f64" else np.float32)
+    np.testing.assert_array_equal(emulate(qm, x).outputs_fx, _reference(qm, x))
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_int64_requantization_matches_literal_reference(cell, monkeypatch):
     """Accumulators too wide for the float64 form of requantization take its int64 form: the same integers."""
     m = random_model(cell, 4, 5, 2, True, classes=3, seed=9)

@@ -72,6 +72,66 @@ def test_recurrent_step_equals_the_contract(cell, dense, seed):
     np.testing.assert_array_equal(counts, fired.sum(axis=1))
 
 
+GEMMS = {"numpy": K.gemm_numpy, "dot": K.gemm_dot}
+
+
+@pytest.mark.parametrize("gemm", GEMMS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n", [(16, 128, 512), (1, 7, 5), (5, 1, 1), (3, 0, 4), (0, 3, 4), (4, 3, 0)])
+def test_gemm_equals_matmul(gemm, dtype, m, k, n):
+    if gemm == "numpy" and not K.NUMPY_GEMM:
+        pytest.skip("NumPy's BLAS is not callable from compiled code here")
+    K.load_scipy_blas()
+    rng = np.random.default_rng(m + k + n)
+    a, b = rng.integers(-127, 128, (m, k)).astype(dtype), rng.integers(-7, 8, (k, n)).astype(dtype)
+    out = np.full((m, n), 5, dtype=dtype)
+    GEMMS[gemm](a, b, out)
+    np.testing.assert_array_equal(out, a @ b)
+    with pytest.raises(ValueError):
+        GEMMS[gemm](a, b, np.empty((m + 1, n), dtype=dtype))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "ligru"])
+@pytest.mark.parametrize("dense,theta", [(False, 0), (False, 2), (True, 0)])
+@pytest.mark.parametrize("types_", [(np.float32, np.float32), (np.float64, np.float32), (np.float32, np.float64)])
+@pytest.mark.parametrize("gemm", GEMMS)
+@pytest.mark.parametrize("use_float", [True, False])
+def test_recurrent_sequence_equals_the_steps(cell, dense, theta, types_, gemm, use_float):
+    """The compiled sequence loop == NumPy products of the references and :func:`K.recurrent_step` per step,
+    with chunks of x products (a last, shorter one) and both requantization forms."""
+    if gemm == "numpy" and not K.NUMPY_GEMM:
+        pytest.skip("NumPy's BLAS is not callable from compiled code here")
+    K.load_scipy_blas()
+    fx, fh = types_
+    rng = np.random.default_rng(GATES[cell] + 5 * theta + 11 * dense)
+    steps, bsz, n, hs, g, chunk = 11, 3, 6, 9, GATES[cell], 4
+    w_x, w_h = rng.integers(-7, 8, (n, g * hs)), rng.integers(-7, 8, (hs, g * hs))
+    refs = rng.integers(-31, 32, (steps, bsz, n))
+    mult_x, mult_h = rng.integers(1, 1 << C.MULT_BITS, (2, g * hs))
+    bias, bias_hn = (rng.integers(-3000, 3000, k).astype(np.float64) for k in (g * hs, hs))
+    bound = 1 << 12
+    rq_x, rq_h = _rq(mult_x, 13, bound, use_float), _rq(mult_h, 12, bound, use_float)
+    act = (5000 * 2.0 ** -14, 0.5, float(C.qmax(6)), float(theta))
+    consts = K.step_constants(cell, rq_x, rq_h, bias, bias_hn, act, dense)
+
+    want = np.empty((steps, bsz, hs), dtype=np.int64)
+    want_emitted = np.empty((steps, bsz), dtype=np.int64)
+    c, h, ref = np.zeros((bsz, hs)), np.zeros((bsz, hs)), np.zeros((bsz, hs))
+    for t in range(steps):
+        prod_x = (refs[t] @ w_x).astype(np.float64)
+        prod_h = (ref @ w_h).astype(np.float64)
+        K.recurrent_step(*consts, prod_x, prod_h, c, h, ref, want[t], want_emitted[t])
+    assert len(np.unique(want)) > 20  # not all saturated
+    assert dense or 0 < want_emitted.sum() < steps * bsz * hs
+
+    out = np.empty((steps, bsz, hs), dtype=np.int64)
+    emitted = np.empty((steps, bsz), dtype=np.int64)
+    K.recurrent_sequence(*consts, refs.astype(fx), w_x.astype(fx), w_h.astype(fh), chunk, GEMMS[gemm], out,
+                         emitted)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(emitted, want_emitted)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_sru_sequence_equals_the_contract(seed):
     rng = np.random.default_rng(seed)

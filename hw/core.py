@@ -441,14 +441,12 @@ class Core(wiring.Component):
                 m.d.sync += st.clr.eq(st.clr + 1)
                 with m.If(st.clr == self.clear_depth - 1):
                     m.d.sync += [st.clearing.eq(0), st.host_count.eq(0), regs.cycles.eq(0), regs.steps.eq(0)]
-                    m.d.sync += [s.eq(0) for s in regs.deltas]
                     m.next = "IDLE"
             with m.State("WIPE"):
                 m.d.sync += st.clr.eq(st.clr + 1)
                 with m.If(st.clr == self.wipe_depth - 1):
                     m.d.sync += [st.clearing.eq(0), st.wiping.eq(0), st.host_count.eq(0), regs.cycles.eq(0),
                                  regs.steps.eq(0), regs.step_cycles.eq(0)]
-                    m.d.sync += [s.eq(0) for s in regs.deltas]
                     regs.clear(m)
                     m.next = "IDLE"
 
@@ -464,8 +462,6 @@ class Core(wiring.Component):
                 m.next = "MXV_WAIT"
             with m.State("MXV_WAIT"):
                 with m.If(mxv.done):
-                    counter = regs.deltas_of(st.layer, st.is_h, st.is_head)
-                    m.d.sync += counter.eq(counter + st.dcount)
                     with m.If(st.is_head):
                         m.next = "OUT_GO"
                     with m.Elif(~st.is_h & (H_BLOCKS[p.cell] != 0)):

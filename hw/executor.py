@@ -109,7 +109,6 @@ class CommandExecutor(wiring.Component):
         ptr = Signal(range(self.max_payload + 1))      # request payload byte being parsed
         k = Signal(range(9))                           # bytes of the current item / reply word
         word = Signal(48)                              # an item of the payload, bytes shifted in at the top
-        value = Signal(64)                             # a word being put into the reply
         got = Signal(32)                               # a register read from the core
         hidden = Signal(16)
         n_out = Signal(range(self.max_out + 1))
@@ -117,6 +116,9 @@ class CommandExecutor(wiring.Component):
         region = Signal(8)
         offset = Signal(32)
         crc = Signal(16)
+        crc_in = Signal(8)                             # one CRC step, shared by the burst check and the reply
+        crc_next = Signal(16)
+        m.d.comb += crc_next.eq(crc16_byte(crc, crc_in))
         sent = Signal(range(self.max_payload + P.HEADER_BYTES + P.TRAILER_BYTES + 1))
         bad = Signal()                                 # a burst element beyond any region
         m.d.comb += self.buf_addr.eq(ptr)
@@ -127,12 +129,13 @@ class CommandExecutor(wiring.Component):
                 with m.If(self.cmd.ready):
                     m.next = then
 
-        def read(name, reg, then, into=got):
+        def read(name, reg, then):
+            """READ ``reg`` into ``got``."""
             core(name, Op.READ, int(reg), 0, name + "_R")
             with m.State(name + "_R"):
                 m.d.comb += self.rsp.ready.eq(1)
                 with m.If(self.rsp.valid):
-                    m.d.sync += into.eq(self.rsp.payload)
+                    m.d.sync += got.eq(self.rsp.payload)
                     m.next = then
 
         def fetch(name, nbytes, then):
@@ -158,9 +161,10 @@ class CommandExecutor(wiring.Component):
             fetch(name + "_F", nbytes, name + "_DO")
 
         def put(name, nbytes, then):
-            """Write the low ``nbytes`` bytes of ``value`` into the reply, little-endian, from ``rlen`` on."""
+            """Write ``got`` into the reply as ``nbytes`` bytes, little-endian (zeros above its 4), from ``rlen`` on."""
             with m.State(name):
-                m.d.comb += [rep_wr.addr.eq(rlen), rep_wr.data.eq(value.word_select(k, 8)), rep_wr.en.eq(1)]
+                m.d.comb += [rep_wr.addr.eq(rlen), rep_wr.data.eq(Mux(k < 4, got.word_select(k[:2], 8), 0)),
+                             rep_wr.en.eq(1)]
                 m.d.sync += [rlen.eq(rlen + 1), k.eq(k + 1)]
                 with m.If(k + 1 == nbytes):
                     m.d.sync += k.eq(0)
@@ -249,16 +253,20 @@ class CommandExecutor(wiring.Component):
                     m.d.comb += [self.cmd.valid.eq(1), cmd.op.eq(Op.WRITE),
                                  cmd.addr.eq(Cat(offset[:REGION_SHIFT], region[:4])), cmd.data.eq(word[32:48])]
                     with m.If(self.cmd.ready):
-                        m.d.sync += [offset.eq(offset + 1),
-                                     crc.eq(crc16_byte(crc16_byte(crc, stored[:8]), stored[8:]))]
-                        m.next = "BW"
+                        m.d.sync += offset.eq(offset + 1)
+                        m.next = "BW_CRC_LO"
+            for half, then in ((0, "BW_CRC_HI"), (1, "BW")):     # the stored value into the CRC, a byte a cycle
+                with m.State(("BW_CRC_LO", "BW_CRC_HI")[half]):
+                    m.d.comb += crc_in.eq(stored.word_select(half, 8))
+                    m.d.sync += crc.eq(crc_next)
+                    m.next = then
             read("BW_ERR", Reg.ERRORS, "BW_END")
             with m.State("BW_END"):
-                m.d.sync += value.eq(crc)
+                m.d.sync += [got.eq(crc), bad.eq(bad | (got != 0))]
                 m.next = "BW_PUT"
             put("BW_PUT", 2, "BW_FIN")
             with m.State("BW_FIN"):
-                finish(Mux((got == 0) & ~bad, P.Status.OK, P.Status.TOO_BIG))
+                finish(Mux(bad, P.Status.TOO_BIG, P.Status.OK))
 
             # --- STEP: (index u16, delta i16) pairs, then the step; its outputs into the outputs buffer
             read("ST_LAYERS", Reg.LAYERS, "ST_L")
@@ -309,15 +317,16 @@ class CommandExecutor(wiring.Component):
                         finish(P.Status.OK)
 
             # --- READ_COUNTERS: cycles u64, steps u64, step cycles u32, errors u32
-            read("RC_CYC", Reg.CYCLES, "RC_HI", into=value)          # (latches CYCLES_HI)
-            read("RC_HI", Reg.CYCLES_HI, "RC_PUT0", into=value[32:])
-            put("RC_PUT0", 8, "RC_STEPS")
-            read("RC_STEPS", Reg.STEPS, "RC_PUT1", into=value)
-            put("RC_PUT1", 8, "RC_SC")
-            read("RC_SC", Reg.STEP_CYCLES, "RC_PUT2", into=value)
-            put("RC_PUT2", 4, "RC_ER")
-            read("RC_ER", Reg.ERRORS, "RC_PUT3", into=value)
-            put("RC_PUT3", 4, "OK")
+            read("RC_CYC", Reg.CYCLES, "RC_PUT0")                    # (latches CYCLES_HI)
+            put("RC_PUT0", 4, "RC_HI")
+            read("RC_HI", Reg.CYCLES_HI, "RC_PUT1")
+            put("RC_PUT1", 4, "RC_STEPS")
+            read("RC_STEPS", Reg.STEPS, "RC_PUT2")
+            put("RC_PUT2", 8, "RC_SC")
+            read("RC_SC", Reg.STEP_CYCLES, "RC_PUT3")
+            put("RC_PUT3", 4, "RC_ER")
+            read("RC_ER", Reg.ERRORS, "RC_PUT4")
+            put("RC_PUT4", 4, "OK")
 
             # --- the reply: SYNC, status, SEQ, LEN, payload, CRC over status .. payload
             with m.State("SEND"):
@@ -339,11 +348,11 @@ class CommandExecutor(wiring.Component):
                     m.d.comb += byte.eq(crc[:8])
                 with m.Else():
                     m.d.comb += byte.eq(crc[8:])
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(byte)]
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(byte), crc_in.eq(byte)]
                 with m.If(self.tx.ready):
                     m.d.sync += sent.eq(sent + 1)
                     with m.If((sent >= 1) & (sent < n + rlen)):
-                        m.d.sync += crc.eq(crc16_byte(crc, byte))
+                        m.d.sync += crc.eq(crc_next)
                     with m.If(sent == n + rlen + 1):
                         m.next = "IDLE"
         return m

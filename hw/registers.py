@@ -9,7 +9,7 @@ and :func:`deltarnn.spec.memory_map.layer_reg`, with the widths of
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Mux, Signal
+from amaranth import Array, Const, Signal
 
 from deltarnn.spec.memory_map import CELL_CODES, DATA_BITS, DeviceParams, Error, Reg, layer_reg
 
@@ -47,8 +47,6 @@ class RegisterFile:
         The sticky ``ERRORS`` bits (:class:`~deltarnn.spec.memory_map.Error`).
     limits : dict
         Accepted values of every writable register.
-    deltas : list of Signal(DATA_BITS)
-        The delta counters from ``DELTAS`` on (see :meth:`deltas_of`).
     """
 
     def __init__(self, params: DeviceParams, init: dict[int, int] | None = None):
@@ -77,10 +75,10 @@ class RegisterFile:
         self.errors = Signal(len(Error))
         self.step_cycles = Signal(DATA_BITS)
         self.steps = Signal(DATA_BITS)
-        self.deltas = [Signal(DATA_BITS, name=f"deltas_{i}") for i in range(2 * p.max_layers + 1)]
-        self._max_layers = p.max_layers
+        # READ answers the sizes, identification and counters; the other configuration registers are
+        # write-only (a 32-bit read multiplexer over all of them costs 400 LUTs, 8 % of an iCE40 UP5K)
         self.readable = {
-            **self.writable,
+            Reg.LAYERS: self.layers, Reg.INPUT: self.inputs, Reg.HIDDEN: self.hidden, Reg.CLASSES: self.classes,
             Reg.ID_CELL: Const(CELL_CODES[p.cell]), Reg.ID_LANES: Const(p.lanes),
             Reg.ID_MAX_INPUT: Const(p.max_input), Reg.ID_MAX_HIDDEN: Const(p.max_hidden),
             Reg.ID_MAX_LAYERS: Const(p.max_layers), Reg.ID_MAX_CLASSES: Const(p.max_classes),
@@ -88,7 +86,6 @@ class RegisterFile:
             Reg.ID_MAX_WBITS: Const(p.widest_weight), Reg.ID_WEIGHT_WORDS: Const(p.weight_depth),
             Reg.CYCLES: self.cycles[:DATA_BITS], Reg.CYCLES_HI: self.cycles_hi, Reg.ERRORS: self.errors,
             Reg.STEP_CYCLES: self.step_cycles, Reg.STEPS: self.steps,
-            **{Reg.DELTAS + i: s for i, s in enumerate(self.deltas)},
         }
 
     def write(self, m, offset, data) -> Signal:
@@ -103,14 +100,16 @@ class RegisterFile:
         """
         refused = Signal(len(Error), name="write_refused")
         # one check per distinct range, shared by the registers that have it; a range 0 .. 2**k - 1
-        # is only "no bit above k"
+        # is only "no bit above k"; the others compare only the bits below the widest limit's
         fits = {}
+        width = max(hi for lo, hi in self.limits.values()).bit_length()
+        low, above = data[:width], data[width:].any()
         for lo, hi in sorted(set(self.limits.values())):
             ok = Signal(name=f"fits_{lo}_{hi}")
             if lo == 0 and (hi + 1) & hi == 0:
                 m.d.comb += ok.eq(~data[hi.bit_length():].any())
             else:
-                m.d.comb += ok.eq((data >= lo) & (data <= hi))
+                m.d.comb += ok.eq(~above & (low >= lo) & (low <= hi))
             fits[lo, hi] = ok
         with m.Switch(offset):
             for a, s in self.writable.items():
@@ -126,8 +125,9 @@ class RegisterFile:
         return refused
 
     def read(self, m, addr) -> tuple[Signal, Signal]:
-        """``(value, known)``: signals of ``m`` equal to the register at ``addr`` (0 for no register) and
-        whether there is one; combinational."""
+        """``(value, known)``: signals of ``m`` equal to the readable register at ``addr`` (:attr:`readable`:
+        the sizes, identification and counters; 0 for any other address) and whether there is one;
+        combinational."""
         value = Signal(DATA_BITS, name="read_value")
         known = Signal(name="read_known")
         with m.Switch(addr):
@@ -140,7 +140,3 @@ class RegisterFile:
         """Add to ``m``: every writable register and the errors are 0 in the next cycle."""
         m.d.sync += [s.eq(0) for s in self.writable.values()]
         m.d.sync += self.errors.eq(0)
-
-    def deltas_of(self, layer, is_h, is_head):
-        """The delta counter of the path being run: ``DELTAS + 2*layer + is_h``, the head's at ``2*max_layers``."""
-        return Array(self.deltas)[Mux(is_head, 2 * self._max_layers, layer * 2 + is_h)]

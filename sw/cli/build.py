@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .args import lanes, pos_float, pos_int
+from .args import CELLS, lanes, pos_float, pos_int
 from .errors import UserError
 
 #: The boards (the keys of deltarnn.fpga.boards.BOARDS; listed here so that --help needs no gateware import).
@@ -133,7 +133,7 @@ def add_commands(sub) -> None:
                     "board's default unless sized by the options or by --for MODEL.qmodel. Exit status 1 when "
                     "the design misses its clock.")
     c.add_argument("--board", required=True, choices=BOARD_NAMES)
-    c.add_argument("--cell", choices=["gru", "lstm"], default=None, help="recurrent cell (default: the board's)")
+    c.add_argument("--cell", choices=CELLS, default=None, help="recurrent cell (default: the board's)")
     c.add_argument("--lanes", type=lanes, default=None, metavar="P", help="MAC lanes (a power of two)")
     c.add_argument("--max-input", type=pos_int, default=None, metavar="I", help="largest input size")
     c.add_argument("--max-hidden", type=pos_int, default=None, metavar="H", help="largest hidden size")

@@ -101,7 +101,6 @@ class Reg(IntEnum):
     STEPS = 0x112        #: STEPs since RESET
     ERRORS = 0x113       #: sticky :class:`Error` bits; a WRITE (any value) or CLEAR clears them
     CYCLES_HI = 0x114    #: high 32 bits of ``CYCLES`` at its last READ (64 bits never wrap)
-    DELTAS = 0x120       #: + 2*layer (x path), + 2*layer + 1 (h path); head at + 2*max_layers
 
 
 class LayerReg(IntEnum):

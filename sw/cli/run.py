@@ -36,15 +36,15 @@ def _open_link(args, qm):
     from deltarnn.device.image import DeviceFitError
     from deltarnn.sim import board, runner
 
+    clock_hz, baud = board.SIM_CLOCK_HZ, board.SIM_BAUD    # 4 cycles per bit: the fewest simulated cycles
     if spec:
-        params, clock_hz, baud = spec.params, spec.clock_hz, spec.baud
-        what = f"the {spec.description} default build"
+        params = spec.params
+        what = f"the core of the {spec.description} default build"
     else:
         try:
             params = board.params_for(qm, lanes=args.lanes)
         except DeviceFitError as e:
             raise UserError(str(e)) from None
-        clock_hz, baud = board.SIM_CLOCK_HZ, board.SIM_BAUD
         what = "a core sized to the model"
     print(f"deltarnn: run: simulated board, {what} ({params.cell.upper()}, {params.lanes} lanes, "
           f"{clock_hz / 1e6:g} MHz, UART at {baud:,} baud; the first build of a core takes a minute or more) ...",
@@ -92,7 +92,8 @@ def cmd_run(args) -> int:
         np.save(args.output, align_outputs(res.outputs, qm.output_delay))
     steps = int(res.step_cycles.size)
     cycles = int(res.step_cycles.sum())
-    mhz = ident.clock_hz / 1e6
+    spec = _board(args.board)
+    mhz = (spec.clock_hz if spec else ident.clock_hz) / 1e6    # a simulated board's times at its board's clock
     if args.json:
         print(json.dumps({
             "model": str(args.model), "input_shape": list(x.shape), "link": args.port or "sim",
@@ -130,8 +131,8 @@ def add_commands(sub) -> None:
     where = c.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", metavar="DEV", help="the board's serial port (/dev/ttyUSB1, COM3)")
     where.add_argument("--sim", action="store_true", help="the simulated board, with a core sized to the model")
-    c.add_argument("--board", metavar="B", help="icebreaker or ulx3s-85f: with --sim, simulate that board's default "
-                   "build (its core, clock and baud rate); with --port, its baud rate")
+    c.add_argument("--board", metavar="B", help="icebreaker or ulx3s-85f: with --sim, simulate the core of that board's "
+                   "default build (times at its clock); with --port, its baud rate")
     c.add_argument("--baud", type=pos_int, default=None, help=f"serial rate of --port (default {DEFAULT_BAUD:,}, "
                    "what deltarnn build uses)")
     c.add_argument("--lanes", type=lanes, default=4, metavar="P", help="--sim without --board: MAC lanes of the core "

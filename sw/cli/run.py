@@ -25,12 +25,11 @@ def _board(name):
         raise UserError(str(e)) from None
 
 
-def _open_link(args, qm):
-    """The link to the board (``--port``) or to a simulated board (``--sim``): the default build of ``--board``,
-    or a core sized to the model."""
+def _open_link(args, qm, spec):
+    """The link to the board (``--port``) or to a simulated board (``--sim``): the core of ``spec``'s default
+    build, or one sized to the model."""
     from deltarnn.device.link import SerialLink
 
-    spec = _board(args.board)
     if args.port:
         return SerialLink(args.port, args.baud or (spec.baud if spec else DEFAULT_BAUD))
     from deltarnn.device.image import DeviceFitError
@@ -69,8 +68,9 @@ def cmd_run(args) -> int:
         x = x[None]                                   # one sequence
     # a model trained with an output delay runs that many zero frames past the input (as in emulate)
     x = delay_inputs(check_input(qm, x), qm.output_delay)
+    spec = _board(args.board)
     t0 = time.perf_counter()
-    with Device(_open_link(args, qm), timeout=args.timeout) as dev:
+    with Device(_open_link(args, qm, spec), timeout=args.timeout) as dev:
         dev.load(qm)
         passes = dev.passes(qm)
         total = passes * x.shape[0]
@@ -92,7 +92,6 @@ def cmd_run(args) -> int:
         np.save(args.output, align_outputs(res.outputs, qm.output_delay))
     steps = int(res.step_cycles.size)
     cycles = int(res.step_cycles.sum())
-    spec = _board(args.board)
     mhz = (spec.clock_hz if spec else ident.clock_hz) / 1e6    # a simulated board's times at its board's clock
     if args.json:
         print(json.dumps({

@@ -25,6 +25,7 @@ core (:mod:`deltarnn.fpga.build` builds them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -391,9 +392,10 @@ class BoardSpec:
         The file in ``constraints/`` every build for the board applies.
     synth_opts : tuple of str
         Extra Yosys options.
-    yosys_script : tuple of str
-        Yosys commands after reading the design (:mod:`deltarnn.fpga.harness`'s,
-        ``{top}`` being the module that holds the core).
+    yosys_script : callable
+        ``yosys_script(params)``: the Yosys commands after reading the design
+        of a build of ``params`` (:mod:`deltarnn.fpga.harness`'s, ``{top}``
+        being the module that holds the core).
     """
 
     name: str
@@ -404,12 +406,12 @@ class BoardSpec:
     limits: dict = field(default_factory=dict)
     constraints: str = ""
     synth_opts: tuple[str, ...] = ()
-    yosys_script: tuple[str, ...] = ()
+    yosys_script: Callable[[DeviceParams], tuple[str, ...]] = lambda params: ()
     description: str = ""
 
 
 def _boards() -> dict[str, BoardSpec]:
-    from deltarnn.fpga.harness import MXV_MULTS_TO_LOGIC, WEIGHTS_TO_SPRAM, acc_bits_for
+    from deltarnn.fpga.harness import acc_bits_for, ice40_yosys_script
 
     def core(cell, lanes, layers, hidden, inputs, classes):
         return DeviceParams(cell, lanes=lanes, max_input=inputs, max_hidden=hidden, max_layers=layers,
@@ -421,7 +423,7 @@ def _boards() -> dict[str, BoardSpec]:
             "icebreaker", ICEBreakerTop, 18_000_000, 3_000_000, core("gru", 2, 1, 8, 8, 4),
             limits={"lanes": 8, "max_input": 64, "max_hidden": 128, "max_layers": 2, "max_classes": 64},
             constraints="icebreaker.pcf", synth_opts=("-spram",),
-            yosys_script=(WEIGHTS_TO_SPRAM, MXV_MULTS_TO_LOGIC),
+            yosys_script=ice40_yosys_script,
             description="iCEBreaker (iCE40 UP5K)"),
         "ulx3s-85f": BoardSpec(
             "ulx3s-85f", ULX3STop, 45_000_000, 3_000_000, core("gru", 32, 2, 256, 40, 40),

@@ -267,8 +267,9 @@ def build_board(board: str, params: DeviceParams | None = None, clock_hz: float 
     overrides = {}
     if spec.synth_opts:
         overrides["synth_opts"] = " ".join(spec.synth_opts)
-    if spec.yosys_script:   # the harness's scripts name the module that holds the core: here top.board.link
-        overrides["script_after_read"] = "\n".join(line.format(top=f"{top}.board.link") for line in spec.yosys_script)
+    script = spec.yosys_script(params)
+    if script:   # the harness's scripts name the module that holds the core: here top.board.link
+        overrides["script_after_read"] = "\n".join(line.format(top=f"{top}.board.link") for line in script)
     steps = {"yosys": "synthesis (Yosys)", "nextpnr": "place and route (nextpnr)",
              "icepack": "packing the bitstream (icepack)", "ecppack": "packing the bitstream (ecppack)"}
 

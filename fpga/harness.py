@@ -42,7 +42,8 @@ from deltarnn.spec.memory_map import DeviceParams
 from deltarnn.hw.core import Core, command_layout
 from deltarnn.fpga.synth import STAT_FILE, SynthReport, synthesize, yosys_cells
 
-__all__ = ["SynthTop", "SynthConfig", "CONFIGS", "WEIGHTS_TO_SPRAM", "MXV_MULTS_TO_LOGIC", "acc_bits_for",
+__all__ = ["SynthTop", "SynthConfig", "CONFIGS", "WEIGHTS_TO_SPRAM", "MXV_MULTS_TO_LOGIC", "ICE40_DSP_LANES",
+           "ice40_yosys_script", "acc_bits_for",
            "clock_constraint", "build", "memory_mapping", "nextpnr_utilisation", "critical_path",
            "record", "compare_with_baseline"]
 
@@ -115,6 +116,20 @@ WEIGHTS_TO_SPRAM = 'setattr -set ram_style "huge" {top}.core/m:weights\n' \
 #: and the column offset ``index * words``) into logic (Booth-encoded adders), so that the
 #: UP5K's eight SB_MAC16 are left to the wide multipliers of the engine and the encoder.
 MXV_MULTS_TO_LOGIC = "proc {top}.core.mxv\nbooth {top}.core.mxv/t:$mul"
+#: The most MxV lanes whose products the UP5K's SB_MAC16 take: the engine and the encoder use 3
+#: of its 8.
+ICE40_DSP_LANES = 4
+
+
+def ice40_yosys_script(params: DeviceParams) -> tuple[str, ...]:
+    """The Yosys commands of an iCE40 UP5K build of ``params``.
+
+    The weights go to SPRAM (:data:`WEIGHTS_TO_SPRAM`); the MxV's lane
+    products go to the SB_MAC16 if they fit there (up to
+    :data:`ICE40_DSP_LANES` lanes: about 50 logic cells saved per lane),
+    to logic otherwise (:data:`MXV_MULTS_TO_LOGIC`).
+    """
+    return (WEIGHTS_TO_SPRAM,) + ((MXV_MULTS_TO_LOGIC,) if params.lanes > ICE40_DSP_LANES else ())
 
 
 @dataclass(frozen=True)
@@ -161,8 +176,11 @@ def _core(cell, lanes, layers, hidden, inputs, classes, wmem_bits=4, abits=8) ->
                         acc_bits=acc_bits_for(inputs, hidden, wmem_bits, abits))
 
 
-#: iCE40 UP5K: weights in SPRAM, MxV multipliers in logic (P + the engine's > 8 SB_MAC16).
-_ICE40 = dict(synth_opts=("-spram",), yosys_script=(WEIGHTS_TO_SPRAM, MXV_MULTS_TO_LOGIC))
+def _ice40_config(params: DeviceParams, description: str, **kwargs) -> SynthConfig:
+    """An iCE40 UP5K configuration at a 30 MHz constraint, with its options (:func:`ice40_yosys_script`)."""
+    return SynthConfig("icebreaker", params, 30.0, description, synth_opts=("-spram",),
+                       yosys_script=ice40_yosys_script(params), **kwargs)
+
 
 #: The configurations of ``benchmarks/synth_core.py`` and ``tests/hw/test_synth_core.py``, by name.
 #: GRU unless named, 4-bit weight slots, 8-bit activations, accumulators just wide enough
@@ -171,23 +189,23 @@ _ICE40 = dict(synth_opts=("-spram",), yosys_script=(WEIGHTS_TO_SPRAM, MXV_MULTS_
 #: by how much those miss, the others are the largest that fit.
 CONFIGS: dict[str, SynthConfig] = {
     # The synthesis smoke test of `make test`: tiny and fast, still every block of the core.
-    "ice40-smoke": SynthConfig(
-        "icebreaker", _core("gru", 2, 1, 8, 8, 4), 30.0,
-        "UP5K smoke: P=2, 1x8 units, 8 inputs, 4 classes", **_ICE40),
+    "ice40-smoke": _ice40_config(
+        _core("gru", 2, 1, 8, 8, 4),
+        "UP5K smoke: P=2, 1x8 units, 8 inputs, 4 classes"),
     # P = 8, one layer of 128 units: 119 % of the logic cells (it fitted, at 99.8 %, with the
     # sequential engine and the one-cycle multiply-add).
-    "ice40-p8": SynthConfig(
-        "icebreaker", _core("gru", 8, 1, 128, 64, 40), 30.0,
-        "UP5K: P=8, 1x128 units, 64 inputs, 40 classes", expect_fit=False, **_ICE40),
+    "ice40-p8": _ice40_config(
+        _core("gru", 8, 1, 128, 64, 40),
+        "UP5K: P=8, 1x128 units, 64 inputs, 40 classes", expect_fit=False),
     # The issue's UP5K target, the study's 2 x 128 GRU at P = 8.
-    "ice40-p8-2x128": SynthConfig(
-        "icebreaker", _core("gru", 8, 2, 128, 64, 40), 30.0,
-        "UP5K: P=8, 2x128 units, 64 inputs, 40 classes", expect_fit=False, **_ICE40),
+    "ice40-p8-2x128": _ice40_config(
+        _core("gru", 8, 2, 128, 64, 40),
+        "UP5K: P=8, 2x128 units, 64 inputs, 40 classes", expect_fit=False),
     # P = 4, 2 x 96: fitted (5260 LC) until the registered addresses and the command checks took it
     # to 120 %; even the smoke core needs 87 % of the UP5K: its fixed logic must shrink first.
-    "ice40-p4": SynthConfig(
-        "icebreaker", _core("gru", 4, 2, 96, 64, 40), 30.0,
-        "UP5K: P=4, 2x96 units, 64 inputs, 40 classes", expect_fit=False, **_ICE40),
+    "ice40-p4": _ice40_config(
+        _core("gru", 4, 2, 96, 64, 40),
+        "UP5K: P=4, 2x96 units, 64 inputs, 40 classes", expect_fit=False),
     # The issue's ECP5 target, the study's 2 x 256 GRU on filterbank inputs (40).
     "ecp5-p32-2x256": SynthConfig(
         "ulx3s-85f", _core("gru", 32, 2, 256, 40, 40), 50.0,

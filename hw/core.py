@@ -188,10 +188,9 @@ class Core(wiring.Component):
         ports = {}
         for name, (shape, depth, words) in memories.items():
             mem = m.submodules[name] = memory.Memory(shape=shape, depth=depth, init=words)
-            # The weight memory's write enables are per lane; the accumulator read port sees the
-            # MxV's write of the same cycle.
+            # The weight memory's write enables are per lane.
             wr = mem.write_port(granularity=p.wmem_bits if name == "weights" else None)
-            ports[name] = _Ports(wr, mem.read_port(transparent_for=(wr,) if name == "acc" else ()))
+            ports[name] = _Ports(wr, mem.read_port())
         return ports
 
     def _path_inputs(self, m, regs: RegisterFile, st: _State, units: _Units) -> None:

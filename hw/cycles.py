@@ -4,18 +4,19 @@ A STEP is one accept cycle followed by a sequence of phases; a phase is one
 ``*_GO`` cycle that starts a unit, the unit's own cycles, and the cycle in
 which the sequencer sees its ``done``:
 
-==============  ==================================================  ====================
-phase           cycles                                              when
-==============  ==================================================  ====================
-encode          ``n + DeltaEncoder.LATENCY + 1``                    x path of layers > 0, every h path, the head
-MxV             ``deltas * S * ceil(rows / P) + DeltaMxV.LATENCY + 1`` every path
-cell update     ``run_cycles(cell, H) + CellEngine.LATENCY + 1``     every layer
-output          ``run_cycles(HEAD_OUT, K) + CellEngine.LATENCY + 1`` with a head of K classes,
-                ``run_cycles(H_OUT, H) + CellEngine.LATENCY + 1``    without
-==============  ==================================================  ====================
+==============  ============================================================  ====================
+phase           cycles                                                        when
+==============  ============================================================  ====================
+encode          ``n + DeltaEncoder.LATENCY + 1``                              x path of layers > 0, every h path, the head
+MxV             ``deltas * S * pass(ceil(rows / P)) + DeltaMxV.LATENCY + 1``  every path
+cell update     ``run_cycles(cell, H) + CellEngine.LATENCY + 1``              every layer
+output          ``run_cycles(HEAD_OUT, K) + CellEngine.LATENCY + 1``          with a head of K classes,
+                ``run_cycles(H_OUT, H) + CellEngine.LATENCY + 1``             without
+==============  ============================================================  ====================
 
 with ``n`` the vector length the encoder scans (H), ``rows`` the rows of
-the path's matrix, ``S`` its weight slices
+the path's matrix, ``pass`` :func:`deltarnn.hw.mxv.pass_cycles` (the words, but 4 for 2
+or 3), ``S`` its weight slices
 (:func:`deltarnn.spec.memory_map.weight_slices`: 1 unless its weights are wider than the
 core's slots), and :func:`deltarnn.hw.engine.run_cycles` ``(n - 1) * ii + depth``
 for ``n`` items of a program's schedule. The output phase assumes the response stream is always
@@ -28,7 +29,7 @@ from deltarnn.spec.memory_map import H_BLOCKS, X_BLOCKS, ceil_div, weight_slices
 
 from deltarnn.hw.encoder import DeltaEncoder
 from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, run_cycles, schedule
-from deltarnn.hw.mxv import DeltaMxV
+from deltarnn.hw.mxv import DeltaMxV, pass_cycles
 
 ACCEPT = 1
 
@@ -38,7 +39,7 @@ def encode_cycles(n: int) -> int:
 
 
 def mxv_cycles(deltas: int, rows: int, lanes: int, slices: int = 1) -> int:
-    return deltas * slices * ceil_div(rows, lanes) + DeltaMxV.LATENCY + 1
+    return deltas * slices * pass_cycles(ceil_div(rows, lanes)) + DeltaMxV.LATENCY + 1
 
 
 def engine_cycles(items: int, program) -> int:

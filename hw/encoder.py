@@ -52,9 +52,9 @@ class DeltaEncoder(wiring.Component):
     covers the whole product range).
 
     Pipeline (cycle 0 is the cycle in which ``start`` is high and ``busy``
-    low): element ``k`` is read in cycle ``1 + k``; the product ``h * mult``,
-    the rounding shift, the clamp and the subtraction each take one register
-    stage; the threshold compare and the two writes happen in cycle
+    low): element ``k`` is read in cycle ``1 + k``; the memory data, the
+    product ``h * mult``, the rounding shift, the clamp and the subtraction
+    each take one register stage; the threshold compare and the two writes happen in cycle
     ``k + LATENCY``; ``done`` is high in cycle ``length + LATENCY``, the cycle
     after the last possible write.
 
@@ -151,9 +151,9 @@ class DeltaEncoder(wiring.Component):
     """
 
     #: Cycles from ``start`` to ``done`` beyond one per element: issue (1),
-    #: product, rounding shift, clamp, subtraction (4 register stages), then
-    #: compare and write (1).
-    LATENCY = 6
+    #: memory data, product, rounding shift, clamp, subtraction (5 register
+    #: stages), then compare and write (1).
+    LATENCY = 7
 
     @staticmethod
     def _check(*, max_length, abits_max, delta_bits, src_addr_bits, ref_addr_bits,
@@ -226,7 +226,7 @@ class DeltaEncoder(wiring.Component):
         idx_shape = range(self.max_length + 1)
 
         # --- run-time constants, registered every cycle from the inputs (which
-        # only need to be valid while busy: these are first used in cycle 3).
+        # only need to be valid while busy: these are first used in cycle 4).
         shift_cap = Signal(range(_SHIFT_CAP + 1))
         shift_eff = Signal(range(_SHIFT_CAP + 1))
         half = Signal(_SHIFT_CAP)                    # 2**(shift-1), or 0 for shift 0
@@ -258,28 +258,33 @@ class DeltaEncoder(wiring.Component):
             m.d.sync += issuing.eq(0)
 
         # --- pipeline: valid / end marker / index travel with the data.
-        v = [Signal(name=f"v{i}") for i in range(1, 6)]
-        e = [Signal(name=f"e{i}") for i in range(1, 6)]
-        idx = [Signal(idx_shape, name=f"idx{i}") for i in range(1, 6)]
+        v = [Signal(name=f"v{i}") for i in range(1, 7)]
+        e = [Signal(name=f"e{i}") for i in range(1, 7)]
+        idx = [Signal(idx_shape, name=f"idx{i}") for i in range(1, 7)]
         m.d.sync += [v[0].eq(issue_valid), e[0].eq(issue_end), idx[0].eq(k)]
-        for i in range(1, 5):
+        for i in range(1, 6):
             m.d.sync += [v[i].eq(v[i - 1]), e[i].eq(e[i - 1]), idx[i].eq(idx[i - 1])]
 
-        # stage 1 (cycle k + 2): memory data arrives; full-width signed product.
+        # stage 0 (cycle k + 2): the memory data arrives and is registered (the multiplier
+        # sees a register, not the block RAM's output).
+        h1 = Signal(signed(C.FX_BITS))
+        ref1 = Signal(signed(ab))
+        m.d.sync += [h1.eq(self.src_data), ref1.eq(self.ref_rd_data)]
+        # stage 1 (cycle k + 3): full-width signed product.
         prod = Signal(signed(_PROD_MAG_BITS + 1))   # |h * mult| < 2**30
         ref2 = Signal(signed(ab))
         m.d.sync += [
-            prod.eq(self.src_data * self.mult),
-            ref2.eq(self.ref_rd_data),
+            prod.eq(h1 * self.mult),
+            ref2.eq(ref1),
         ]
-        # stage 2 (cycle k + 3): round half up, arithmetic barrel shift.
+        # stage 2 (cycle k + 4): round half up, arithmetic barrel shift.
         rnd = Signal(signed(len(prod) + 1))
         ref3 = Signal(signed(ab))
         m.d.sync += [
             rnd.eq((prod + half) >> shift_eff),
             ref3.eq(ref2),
         ]
-        # stage 3 (cycle k + 4): symmetric clamp to [-qmax(bits), qmax(bits)].
+        # stage 3 (cycle k + 5): symmetric clamp to [-qmax(bits), qmax(bits)].
         q4 = Signal(signed(ab))
         ref4 = Signal(signed(ab))
         with m.If(rnd > qmax):
@@ -289,26 +294,26 @@ class DeltaEncoder(wiring.Component):
         with m.Else():
             m.d.sync += q4.eq(rnd)
         m.d.sync += ref4.eq(ref3)
-        # stage 4 (cycle k + 5): delta.
+        # stage 4 (cycle k + 6): delta.
         q5 = Signal(signed(ab))
         d5 = Signal(signed(C.delta_bits(ab)))
         m.d.sync += [q5.eq(q4), d5.eq(q4 - ref4)]
-        # stage 5 (cycle k + 6 = k + LATENCY): threshold, writes.
+        # stage 5 (cycle k + 7 = k + LATENCY): threshold, writes.
         fire = Signal()
         m.d.comb += [
-            fire.eq(v[4] & ((d5 > self.theta) | (d5 < -self.theta))),
-            self.ref_wr_addr.eq(self.ref_base + idx[4]),
+            fire.eq(v[5] & ((d5 > self.theta) | (d5 < -self.theta))),
+            self.ref_wr_addr.eq(self.ref_base + idx[5]),
             self.ref_wr_data.eq(q5),
             self.ref_wr_en.eq(fire),
             self.dbuf_wr_addr.eq(self.count),
-            self.dbuf_wr_data.index.eq(idx[4]),
+            self.dbuf_wr_data.index.eq(idx[5]),
             self.dbuf_wr_data.delta.eq(d5),
             self.dbuf_wr_en.eq(fire),
-            self.done.eq(e[4]),
+            self.done.eq(e[5]),
         ]
         with m.If(fire):
             m.d.sync += self.count.eq(self.count + 1)
-        with m.If(e[3]):
+        with m.If(e[4]):
             m.d.sync += self.busy.eq(0)
 
         # start (taken only when idle); placed last so it wins.

@@ -14,7 +14,22 @@ from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import contract as C
 
-__all__ = ["DeltaMxV", "delta_layout"]
+__all__ = ["ACC_SPACING", "DeltaMxV", "delta_layout", "pass_cycles"]
+
+#: The fewest cycles between the reads of two items on one accumulator word, unless they are
+#: adjacent: an item's sum is written 3 cycles after its read, and the read port does not see
+#: a write of the same cycle.
+ACC_SPACING = 4
+
+
+def pass_cycles(words: int) -> int:
+    """Cycles the MxV takes for one slice of one column of ``words`` accumulator words.
+
+    ``words`` itself, except 2 and 3, which are padded with bubbles to
+    :data:`ACC_SPACING`: adjacent items on one word (``words == 1``) take the
+    sum forwarded from the previous item instead.
+    """
+    return ACC_SPACING if 1 < words < ACC_SPACING else words
 
 
 def delta_layout(index_bits: int, delta_bits: int) -> data.StructLayout:
@@ -68,8 +83,9 @@ class DeltaMxV(wiring.Component):
       lanes hold 0.
     - accumulators: words of ``P*acc_bits`` bits, lane ``p`` = bits
       ``[p*acc_bits, (p+1)*acc_bits)``, signed. Row ``r`` is at word
-      ``acc_base + r//P``, lane ``r % P``. The read port must be transparent
-      to the write port.
+      ``acc_base + r//P``, lane ``r % P``. The read port need not be
+      transparent to the write port: the unit never reads a word in the
+      cycle it writes it.
     - delta buffer: entry ``i`` (``0 .. count-1``) is a
       :func:`delta_layout` struct, index in the low ``index_bits`` bits, the
       signed delta in the next ``delta_bits`` bits.
@@ -79,20 +95,25 @@ class DeltaMxV(wiring.Component):
     column's first word; stage 1 registers the entry; stage 1b computes the
     item's weight address into a register (``w_base + j*col_words`` at a
     column's first item, the previous address plus one after); stage 2
-    issues the weight read; stage 2b registers the weight word; stage 3 registers the
-    ``P`` products (shifted by the slice) and reads the accumulator word;
-    stage 4 adds and writes it. Consecutive items that hit the same
-    accumulator word (``words == 1``) read it in the cycle it is written: the
-    transparent accumulator read port returns the new value.
+    issues the weight read; stage 2b registers the weight word and reads the
+    accumulator word; stage 3 registers the ``P`` products (shifted by the
+    slice) and the accumulator word; stage 4 adds into the sum register;
+    stage 5 writes it. An item's sum reaches the memory 3 cycles after its
+    read, so two items on one accumulator word are :data:`ACC_SPACING`
+    cycles apart: a slice pass of 2 or 3 words is padded with bubbles to 4
+    cycles (:func:`pass_cycles`). With ``words == 1`` every item but the
+    run's first takes the previous item's sum from the sum register instead
+    of the memory. No path from the accumulator memory's output to its input
+    is without a register.
 
-    Latency and throughput: one accumulator word per cycle with no bubbles,
-    also between deltas and when ``words == 1``. If ``start`` is high in
-    cycle 0, ``done`` is high in cycle ``count*S*words + LATENCY`` (exactly,
-    also for ``count == 0``); the last accumulator write happens in the
-    cycle before ``done``, so every write is visible to reads issued from the
-    ``done`` cycle on. ``busy`` is high from cycle 1 up to and including
-    cycle ``count*S*words + LATENCY - 1``; it is low in the ``done`` cycle, so
-    a new run may start in that cycle.
+    Latency and throughput: one item per cycle, also between deltas, with
+    the bubbles above. If ``start`` is high in cycle 0, ``done`` is high in
+    cycle ``count*S*pass_cycles(words) + LATENCY`` (exactly, also for
+    ``count == 0``); the last accumulator write happens in the cycle before
+    ``done``, so every write is visible to reads issued from the ``done``
+    cycle on. ``busy`` is high from cycle 1 up to and including cycle
+    ``count*S*pass_cycles(words) + LATENCY - 1``; it is low in the ``done``
+    cycle, so a new run may start in that cycle.
 
     Parameters
     ----------
@@ -120,17 +141,19 @@ class DeltaMxV(wiring.Component):
     Attributes
     ----------
     LATENCY : int
-        ``L`` in the cycle count ``count*S*words + L`` from ``start`` to
-        ``done`` (7).
+        ``L`` in the cycle count ``count*S*pass_cycles(words) + L`` from
+        ``start`` to ``done`` (8).
     dbuf_layout : amaranth.lib.data.StructLayout
         Layout of a delta buffer entry, see :func:`delta_layout`.
 
     Members
     -------
     start : In(1)
-        One-cycle pulse that starts a run; ignored while ``busy``. ``count``,
-        ``words``, ``slices``, ``col_words``, ``w_base`` and ``acc_base`` must
-        be valid in the start cycle and held stable while ``busy`` is high.
+        One-cycle pulse that starts a run; ignored while ``busy``. ``count``
+        must be valid in the start cycle; ``words``, ``slices``,
+        ``col_words``, ``w_base`` and ``acc_base`` from the cycle after it
+        (the core registers them as the path changes); all are held stable
+        while ``busy`` is high.
     count : In(range(dbuf_depth + 1))
         Number of deltas in the delta buffer (entries ``0 .. count-1``).
     words : In(words_bits)
@@ -168,7 +191,8 @@ class DeltaMxV(wiring.Component):
     acc_rd_en : Out(1)
         Accumulator read enable.
     acc_rd_data : In(P * acc_bits)
-        Accumulator read data (transparent to the write port).
+        Accumulator read data (one cycle after the address; a write of the
+        same cycle need not show).
     acc_wr_addr : Out(aaddr_bits)
         Accumulator write address.
     acc_wr_en : Out(1)
@@ -177,8 +201,8 @@ class DeltaMxV(wiring.Component):
         Accumulator write data.
     """
 
-    #: Cycles from ``start`` to ``done`` are ``count*S*words + LATENCY``.
-    LATENCY = 7
+    #: Cycles from ``start`` to ``done`` are ``count*S*pass_cycles(words) + LATENCY``.
+    LATENCY = 8
 
     def __init__(self, *, lanes, wmem_bits, delta_bits, acc_bits, waddr_bits,
                  aaddr_bits, dbuf_depth, index_bits, words_bits, max_slices=1):
@@ -237,19 +261,29 @@ class DeltaMxV(wiring.Component):
         m.d.comb += take.eq(self.start & ~self.busy)
 
         # --- stage 0: item sequencer, delta buffer read ----------------------
+        # Each slice of each column takes pass_cycles(words) cycles: items past `words` are
+        # bubbles, so that two items on one accumulator word are ACC_SPACING cycles apart (or
+        # adjacent, with words == 1, where the sum is forwarded).
         running = Signal()
         col = Signal(range(self.dbuf_depth + 1))     # delta index i
-        word = Signal(self.words_bits)               # word w within the slice
+        word = Signal(self.words_bits)               # word w within the slice pass
         sl0 = Signal(range(self.max_slices))         # slice s within the column
+        pass_last = Signal(self.words_bits)          # pass_cycles(words) - 1
+        one_word = Signal()                          # words == 1: every sum is forwarded
+        short = (self.words != 1) & (self.words < ACC_SPACING)
         first0 = Signal()        # the column's first item
         sfirst0 = Signal()       # a slice's first item
+        fresh0 = Signal()        # the run's first pass: the accumulators hold no sum of this run yet
         last_word0 = Signal()
         last_item0 = Signal()    # the column's last item
         last0 = Signal()
         m.d.comb += [
             sfirst0.eq(word == 0),
             first0.eq(sfirst0 & (sl0 == 0)),
-            last_word0.eq(word == self.words - 1),
+            fresh0.eq((col == 0) & (sl0 == 0)),
+            pass_last.eq(Mux(short, ACC_SPACING - 1, self.words - 1)),
+            one_word.eq(self.words == 1),
+            last_word0.eq(word == pass_last),
             last_item0.eq(last_word0 & (sl0 == self.slices)),
             last0.eq(running & last_item0 & (col == self.count - 1)),
             self.dbuf_addr.eq(col),
@@ -279,12 +313,13 @@ class DeltaMxV(wiring.Component):
                 m.d.sync += self.deltas.eq(self.deltas + 1)
 
         # --- stage 1: the delta entry arrives and is registered -----------------
-        v1, first1, sfirst1, last1 = Signal(), Signal(), Signal(), Signal()
+        v1, first1, sfirst1, fresh1, last1 = Signal(), Signal(), Signal(), Signal(), Signal()
         sl1 = Signal.like(sl0)
         m.d.sync += [
-            v1.eq(running),
+            v1.eq(running & (word < self.words)),
             first1.eq(first0),
             sfirst1.eq(sfirst0),
+            fresh1.eq(fresh0),
             sl1.eq(sl0),
             # a run with count == 0 sends a lone end marker down the pipeline
             last1.eq(last0 | (take & (self.count == 0))),
@@ -295,11 +330,12 @@ class DeltaMxV(wiring.Component):
             m.d.sync += [index1b.eq(self.dbuf_data.index), delta1b.eq(self.dbuf_data.delta)]
 
         # --- stage 1b: the weight address of the item --------------------------
-        # (registered: the weight memory's many blocks see a register, no arithmetic; items follow
-        # each other without bubbles, so the address of the previous item is the register itself)
-        v1b, first1b, sfirst1b, last1b = Signal(), Signal(), Signal(), Signal()
+        # (registered: the weight memory's many blocks see a register, no arithmetic; the
+        # address of the previous item is the register itself)
+        v1b, first1b, sfirst1b, fresh1b, last1b = Signal(), Signal(), Signal(), Signal(), Signal()
         sl1b = Signal.like(sl0)
-        m.d.sync += [v1b.eq(v1), first1b.eq(first1), sfirst1b.eq(sfirst1), last1b.eq(last1), sl1b.eq(sl1)]
+        m.d.sync += [v1b.eq(v1), first1b.eq(first1), sfirst1b.eq(sfirst1), fresh1b.eq(fresh1), last1b.eq(last1),
+                     sl1b.eq(sl1)]
         w_addr2 = Signal(self.waddr_bits)
         delta2 = Signal(signed(self.delta_bits))
         m.d.sync += delta2.eq(delta1b)
@@ -310,9 +346,9 @@ class DeltaMxV(wiring.Component):
                 m.d.sync += w_addr2.eq(w_addr2 + 1)
 
         # --- stage 2: weight read; accumulator address -----------------------
-        v2, sfirst2, last2 = Signal(), Signal(), Signal()
+        v2, sfirst2, fresh2, last2 = Signal(), Signal(), Signal(), Signal()
         sl2 = Signal.like(sl0)
-        m.d.sync += [v2.eq(v1b), sfirst2.eq(sfirst1b), last2.eq(last1b), sl2.eq(sl1b)]
+        m.d.sync += [v2.eq(v1b), sfirst2.eq(sfirst1b), fresh2.eq(fresh1b), last2.eq(last1b), sl2.eq(sl1b)]
         a_ptr = Signal(self.aaddr_bits)   # accumulator address of the previous item
         a_addr2 = Signal(self.aaddr_bits)
         m.d.comb += [
@@ -323,32 +359,39 @@ class DeltaMxV(wiring.Component):
         with m.If(v2):
             m.d.sync += a_ptr.eq(a_addr2)
 
-        # --- stage 2b: the weight word registered as it leaves the memory -------
-        v2b, last2b = Signal(), Signal()
+        # --- stage 2b: the weight word registered as it leaves the memory; accumulator read --
+        v2b, fresh2b, last2b = Signal(), Signal(), Signal()
         sl2b = Signal.like(sl0)
         delta2b = Signal(signed(self.delta_bits))
         a_addr2b = Signal(self.aaddr_bits)
         w_word = Signal.like(self.w_data)
-        m.d.sync += [v2b.eq(v2), last2b.eq(last2), delta2b.eq(delta2), a_addr2b.eq(a_addr2), sl2b.eq(sl2),
-                     w_word.eq(self.w_data)]
+        m.d.sync += [v2b.eq(v2), fresh2b.eq(fresh2), last2b.eq(last2), delta2b.eq(delta2), a_addr2b.eq(a_addr2),
+                     sl2b.eq(sl2), w_word.eq(self.w_data)]
+        m.d.comb += [self.acc_rd_addr.eq(a_addr2b), self.acc_rd_en.eq(v2b)]
 
-        # --- stage 3: products registered, accumulator read -------------------
-        v3, last3 = Signal(), Signal()
+        # --- stage 3: products and the accumulator word registered ------------
+        v3, fresh3, last3 = Signal(), Signal(), Signal()
         sl3 = Signal.like(sl0)
         delta3 = Signal(signed(self.delta_bits))
         a_addr3 = Signal(self.aaddr_bits)
-        m.d.sync += [v3.eq(v2b), last3.eq(last2b), delta3.eq(delta2b), a_addr3.eq(a_addr2b), sl3.eq(sl2b)]
-        m.d.comb += [self.acc_rd_addr.eq(a_addr3), self.acc_rd_en.eq(v3)]
-        # --- stage 4: add, accumulator write ----------------------------------
-        # (with words == 1 the next item reads this word in the cycle it is written: the
-        # transparent read port returns the sum)
-        v4, last4 = Signal(), Signal()
+        m.d.sync += [v3.eq(v2b), fresh3.eq(fresh2b), last3.eq(last2b), delta3.eq(delta2b), a_addr3.eq(a_addr2b),
+                     sl3.eq(sl2b)]
+        v4, last4, forward4 = Signal(), Signal(), Signal()
         a_addr4 = Signal(self.aaddr_bits)
-        m.d.sync += [v4.eq(v3), last4.eq(last3), a_addr4.eq(a_addr3)]
+        acc4 = Signal.like(self.acc_rd_data)
+        m.d.sync += [v4.eq(v3), last4.eq(last3), a_addr4.eq(a_addr3), acc4.eq(self.acc_rd_data),
+                     forward4.eq(one_word & ~fresh3)]
+
+        # --- stage 4: add into the sum register; stage 5 writes it -------------
+        # (with words == 1 the previous item's sum, still in the sum register, replaces the
+        # word read from the memory, which it has not reached yet)
+        v5, last5 = Signal(), Signal()
+        a_addr5 = Signal(self.aaddr_bits)
+        sum5 = Signal.like(self.acc_wr_data)
+        m.d.sync += [v5.eq(v4), last5.eq(last4), a_addr5.eq(a_addr4)]
         S = self.max_slices
         for p in range(P):
             slot = w_word[p * WB:(p + 1) * WB]
-            acc = self.acc_rd_data[p * AB:(p + 1) * AB].as_signed()
             if S == 1:
                 prod4 = Signal(signed(WB + self.delta_bits), name=f"prod{p}")
                 m.d.sync += prod4.eq(slot.as_signed() * delta3)
@@ -363,15 +406,17 @@ class DeltaMxV(wiring.Component):
                     for k in range(S):
                         with m.Case(k):
                             m.d.sync += prod4.eq(product << (k * WB))
-            m.d.comb += self.acc_wr_data[p * AB:(p + 1) * AB].eq(acc + prod4)
+            lane = slice(p * AB, (p + 1) * AB)
+            m.d.sync += sum5[lane].eq(Mux(forward4, sum5[lane], acc4[lane]).as_signed() + prod4)
         m.d.comb += [
-            self.acc_wr_addr.eq(a_addr4),
-            self.acc_wr_en.eq(v4),
+            self.acc_wr_addr.eq(a_addr5),
+            self.acc_wr_data.eq(sum5),
+            self.acc_wr_en.eq(v5),
         ]
 
         # --- completion -------------------------------------------------------
-        m.d.sync += self.done.eq(last4)
-        with m.If(last4):
+        m.d.sync += self.done.eq(last5)
+        with m.If(last5):
             m.d.sync += self.busy.eq(0)
 
         return m

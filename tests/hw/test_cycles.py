@@ -13,10 +13,14 @@ from deltarnn.spec.memory_map import H_BLOCKS
 
 
 def test_phase_formulas():
-    assert encode_cycles(8) == 8 + 6 + 1
-    assert mxv_cycles(5, 24, 4) == 5 * 6 + 7 + 1
-    assert mxv_cycles(0, 24, 4) == 8
-    assert mxv_cycles(3, 9, 2) == 3 * 5 + 8          # ceil(9 / 2) words per column
+    assert encode_cycles(8) == 8 + 7 + 1
+    assert mxv_cycles(5, 24, 4) == 5 * 6 + 8 + 1
+    assert mxv_cycles(0, 24, 4) == 9
+    assert mxv_cycles(3, 9, 2) == 3 * 5 + 9          # ceil(9 / 2) words per column
+    assert mxv_cycles(3, 4, 4) == 3 * 1 + 9          # one word: the sum is forwarded
+    assert mxv_cycles(3, 8, 4) == 3 * 4 + 9          # two words: padded to ACC_SPACING cycles
+    assert mxv_cycles(2, 12, 4) == 2 * 4 + 9         # three words: padded too
+    assert mxv_cycles(2, 16, 4) == 2 * 4 + 9         # four words: no padding
     # (items - 1) * ii + depth of the program's schedule, + the GO and done cycles
     assert engine_cycles(8, CELL_PROGRAMS["gru"]) == 7 * 6 + 20 + 2
     assert engine_cycles(3, HEAD_OUT) == 2 * 2 + 8 + 2
@@ -28,15 +32,15 @@ def test_gru_with_head_by_hand():
     deltas = {"0.x": 2, "0.h": 5, "head.x": 4}
     assert step_phases("gru", 4, 8, 3, deltas) == [
         ("accept", 1),
-        ("0.x MxV", 2 * 6 + 8),          # 3*8 rows: 6 words of 4 lanes
-        ("0.h encode", 8 + 7),
-        ("0.h MxV", 5 * 6 + 8),
+        ("0.x MxV", 2 * 6 + 9),          # 3*8 rows: 6 words of 4 lanes
+        ("0.h encode", 8 + 8),
+        ("0.h MxV", 5 * 6 + 9),
         ("0 cell", 7 * 6 + 20 + 2),
-        ("head encode", 8 + 7),
-        ("head MxV", 4 * 1 + 8),         # 3 classes: one word
+        ("head encode", 8 + 8),
+        ("head MxV", 4 * 1 + 9),         # 3 classes: one word
         ("output", 2 * 2 + 8 + 2),
     ]
-    assert step_cycles("gru", 4, 8, 3, deltas) == 179
+    assert step_cycles("gru", 4, 8, 3, deltas) == 184
 
 
 def test_sru_without_head_by_hand():
@@ -44,26 +48,27 @@ def test_sru_without_head_by_hand():
     deltas = {"0.x": 1, "1.x": 3}
     assert step_phases("sru", 2, 3, 0, deltas, [False, True]) == [
         ("accept", 1),
-        ("0.x MxV", 1 * 6 + 8),          # 4*3 rows: 6 words of 2 lanes
+        ("0.x MxV", 1 * 6 + 9),          # 4*3 rows: 6 words of 2 lanes
         ("0 cell", 2 * 4 + 18 + 2),
-        ("1.x encode", 3 + 7),
-        ("1.x MxV", 3 * 5 + 8),          # 3*3 rows: 5 words
+        ("1.x encode", 3 + 8),
+        ("1.x MxV", 3 * 5 + 9),          # 3*3 rows: 5 words
         ("1 cell", 2 * 4 + 18 + 2),
         ("output", 2 * 2 + 4 + 2),
     ]
-    assert step_cycles("sru", 2, 3, 0, deltas, [False, True]) == 114
-    assert step_cycles("sru", 2, 3, 0, deltas) == 114 + 3 * (6 - 5)     # default: projections everywhere
+    assert step_cycles("sru", 2, 3, 0, deltas, [False, True]) == 117
+    assert step_cycles("sru", 2, 3, 0, deltas) == 117 + 3 * (6 - 5)     # default: projections everywhere
 
 
 def test_documented_example():
     """docs/gateware.md: 2 x 256 GRU, 40 classes, P = 32, 40 input deltas, every hidden delta firing."""
     deltas = {"0.x": 40, "0.h": 256, "1.x": 256, "1.h": 256, "head.x": 256}
     phases = dict(step_phases("gru", 32, 256, 40, deltas))
-    assert phases["0.x MxV"] == 968
-    assert phases["0.h MxV"] == phases["1.x MxV"] == phases["1.h MxV"] == 6152
+    assert phases["0.x MxV"] == 40 * 24 + 9 == 969
+    assert phases["0.h MxV"] == phases["1.x MxV"] == phases["1.h MxV"] == 256 * 24 + 9 == 6153
     assert phases["0 cell"] == phases["1 cell"] == 255 * 6 + 20 + 2 == 1552
-    assert phases["head MxV"] == 520 and phases["output"] == 39 * 2 + 8 + 2
-    assert step_cycles("gru", 32, 256, 40, deltas) == 24189
+    # 40 classes are two words of 32 lanes: each column's pass is padded to 4 cycles
+    assert phases["head MxV"] == 256 * 4 + 9 == 1033 and phases["output"] == 39 * 2 + 8 + 2
+    assert step_cycles("gru", 32, 256, 40, deltas) == 24710
 
 
 @pytest.mark.parametrize("cell", sorted(CELL_PROGRAMS))

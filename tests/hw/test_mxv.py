@@ -9,7 +9,7 @@ from amaranth import Const, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from deltarnn.hw.mxv import DeltaMxV, delta_layout
+from deltarnn.hw.mxv import ACC_SPACING, DeltaMxV, delta_layout, pass_cycles
 from deltarnn.spec.memory_map import weight_digits
 
 
@@ -53,7 +53,7 @@ class Harness(Elaboratable):
         m.submodules.dbuf_mem = self.dbuf_mem
         w_rd = self.w_mem.read_port()
         acc_wr = self.acc_mem.write_port()
-        acc_rd = self.acc_mem.read_port(transparent_for=(acc_wr,))
+        acc_rd = self.acc_mem.read_port()
         d_rd = self.dbuf_mem.read_port()
         m.d.comb += [
             w_rd.addr.eq(dut.w_addr), w_rd.en.eq(dut.w_en),
@@ -182,6 +182,8 @@ CASES = [
     (1, 37, 3, 4, 17, 32, 4),
     (8, 64, 9, 4, 9, 48, 10),
     (8, 5, 7, 16, 9, 48, 12),     # words == 1 with P > 1
+    (4, 12, 5, 4, 9, 32, 9),      # words == 3: passes padded with bubbles
+    (2, 7, 4, 8, 9, 32, 8),       # words == 4: the first pass without bubbles
     (4, 37, 2, 2, 2, 32, 3),      # minimum widths
 ]
 
@@ -203,14 +205,15 @@ def test_random(P, rows, cols, wbits, dbits, abits, count):
     got, cycles = run_case(params, W, [deltas], w_base, acc_base, acc0)
     want = model(W, [deltas], P, acc_base, acc0, abits, params["aaddr_bits"])
     assert list(got) == list(want)
-    assert cycles == [count * words + DeltaMxV.LATENCY]
+    assert cycles == [count * pass_cycles(words) + DeltaMxV.LATENCY]
 
 
 @pytest.mark.parametrize("P,rows,count", [
     (1, 1, 0), (1, 1, 1), (4, 4, 1), (4, 5, 0), (8, 64, 1), (1, 5, 2), (8, 8, 16), (1, 1, 16),
+    (4, 8, 5), (4, 12, 3), (1, 2, 16), (1, 3, 1), (1, 4, 6),
 ])
 def test_cycle_count(P, rows, count):
-    """count == 0 and 1, words == 1, a full buffer: exactly count*words + LATENCY."""
+    """count == 0 and 1, words == 1, 2 and 3, a full buffer: exactly count*pass_cycles(words) + LATENCY."""
     rng = np.random.default_rng(1000 * P + 10 * rows + count)
     params = _params(P, 4, 9, 32)
     cols = 3
@@ -219,11 +222,11 @@ def test_cycle_count(P, rows, count):
     acc0 = _rand_signed(rng, 20, (1 << params["aaddr_bits"]) * P)
     got, cycles = run_case(params, W, [deltas], 5, 3, acc0)
     words = -(-rows // P)
-    assert cycles == [count * words + DeltaMxV.LATENCY]
+    assert cycles == [count * pass_cycles(words) + DeltaMxV.LATENCY]
     assert list(got) == list(model(W, [deltas], P, 3, acc0, 32, params["aaddr_bits"]))
 
 
-@pytest.mark.parametrize("rows,count", [(1, 4), (3, 3), (1, 0)])
+@pytest.mark.parametrize("rows,count", [(1, 4), (2, 5), (3, 3), (1, 0)])
 def test_back_to_back(rows, count):
     """A new run starting in the done cycle; three runs accumulate three times."""
     rng = np.random.default_rng(7 + rows)
@@ -233,7 +236,7 @@ def test_back_to_back(rows, count):
     acc0 = _rand_signed(rng, 20, 1 << params["aaddr_bits"])
     runs = [deltas] * 3
     got, cycles = run_case(params, W, runs, 0, 0, acc0, back_to_back=True)
-    assert cycles == [count * rows + DeltaMxV.LATENCY] * 3
+    assert cycles == [count * pass_cycles(rows) + DeltaMxV.LATENCY] * 3
     assert list(got) == list(model(W, runs, 1, 0, acc0, 32, params["aaddr_bits"]))
 
 
@@ -250,7 +253,7 @@ def test_wraparound():
     # w_base + 5*words + 3 > 64 and acc_base + 3 > 8: both addresses wrap
     got, cycles = run_case(params, W, [deltas], 50, 6, acc0)
     assert list(got) == list(model(W, [deltas], 4, 6, acc0, 32, params["aaddr_bits"]))
-    assert cycles == [len(deltas) * words + DeltaMxV.LATENCY]
+    assert cycles == [len(deltas) * pass_cycles(words) + DeltaMxV.LATENCY]
 
 
 def test_start_ignored_while_busy():
@@ -290,7 +293,7 @@ def test_start_ignored_while_busy():
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    assert result["t"] == len(deltas) * words + DeltaMxV.LATENCY
+    assert result["t"] == len(deltas) * pass_cycles(words) + DeltaMxV.LATENCY
     # start stayed high during the run: the run was not restarted
     acc = [v for word in result["acc"] for v in word][:5]
     want = [sum(int(W[r, j]) * d for j, d in deltas) for r in range(5)]
@@ -305,7 +308,8 @@ def test_layout():
     dut = DeltaMxV(**_params(4, 4, 9, 32))
     assert dut.dbuf_layout == layout
     assert dut.dbuf_data.shape() == layout
-    assert DeltaMxV.LATENCY == 7
+    assert DeltaMxV.LATENCY == 8
+    assert [pass_cycles(w) for w in range(1, 7)] == [1, ACC_SPACING, ACC_SPACING, 4, 5, 6]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -365,7 +369,7 @@ def test_sliced_weights_are_exact(P, rows, cols, wmem, wbits, slices, max_slices
     acc0 = _rand_signed(rng, abits - 4, (1 << params["aaddr_bits"]) * P)
     got, cycles = run_case(params, W, [deltas, deltas], 17, 3, acc0, slices=slices, back_to_back=True)
     assert list(got) == list(model(W, [deltas, deltas], P, 3, acc0, abits, params["aaddr_bits"]))
-    assert cycles == [count * slices * words + DeltaMxV.LATENCY] * 2
+    assert cycles == [count * slices * pass_cycles(words) + DeltaMxV.LATENCY] * 2
 
 
 def test_weight_digits_recombine():

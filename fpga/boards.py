@@ -426,7 +426,7 @@ def _boards() -> dict[str, BoardSpec]:
             yosys_script=ice40_yosys_script,
             description="iCEBreaker (iCE40 UP5K)"),
         "ulx3s-85f": BoardSpec(
-            "ulx3s-85f", ULX3STop, 45_000_000, 3_000_000, core("gru", 32, 2, 256, 40, 40),
+            "ulx3s-85f", ULX3STop, 60_000_000, 3_000_000, core("gru", 32, 2, 256, 40, 40),
             limits={"lanes": 64, "max_input": 512, "max_hidden": 512, "max_layers": 4, "max_classes": 256},
             constraints="ulx3s-85f.lpf",
             description="ULX3S (ECP5 LFE5U-85F)"),

@@ -19,7 +19,7 @@ from deltarnn.spec.memory_map import ADDR_BITS, DATA_BITS, H_BLOCKS, X_BLOCKS, D
 
 from deltarnn.hw.command import Op, Region, address_layout, command_layout
 from deltarnn.hw.encoder import DeltaEncoder
-from deltarnn.hw.engine import CellEngine, Program
+from deltarnn.hw.engine import WIDE_LANES, CellEngine, Program
 from deltarnn.hw.mxv import DeltaMxV
 from deltarnn.hw.registers import RegisterFile
 
@@ -72,6 +72,13 @@ class _State:
         self.rmw = Signal()                                  # DELTA: add the delta to its reference
         self.rmw_addr = Signal(range(p.ref_depth))
         self.rmw_delta = Signal(signed(p.delta_bits))
+        # the weight memory's writes (the host's and CLEAR's): registers before the many blocks of a
+        # wide memory, the command's own decoding in a narrow one (WIDE_LANES)
+        self.w_wr_domain = "sync" if p.lanes > WIDE_LANES else "comb"
+        self.w_wr_addr = Signal(p.waddr_bits)
+        self.w_wr_data = Signal(p.lanes * p.wmem_bits)
+        self.w_wr_en = Signal(p.lanes)
+        self.w_wr_any = Signal()      # w_wr_en.any(), without the reduction after the register
         self.is_h = self.path == Path.H
         self.is_head = self.path == Path.HEAD
 
@@ -280,9 +287,14 @@ class Core(wiring.Component):
         # while written (the host writes in IDLE, the MxV reads during a STEP), so Yosys can merge
         # the two into the single port of a RAM without a second port (the iCE40 UP5K's SPRAM, whose
         # read data holds during a write): the read enable is gated by the write enables only to show
-        # Yosys that.
+        # Yosys that. Above WIDE_LANES lanes writes reach the memory from registers (st.w_wr_*), a
+        # cycle after the command or CLEAR's counter: no decoding before the write enables of its
+        # many blocks.
+        if st.w_wr_domain == "sync":
+            m.d.sync += [st.w_wr_en.eq(0), st.w_wr_any.eq(0)]
         m.d.comb += [
-            w.rd.addr.eq(mxv.w_addr), w.wr.addr.eq(w.rd.addr),
+            w.rd.addr.eq(Mux(st.w_wr_any, st.w_wr_addr, mxv.w_addr)), w.wr.addr.eq(w.rd.addr),
+            w.wr.data.eq(st.w_wr_data), w.wr.en.eq(st.w_wr_en),
             w.rd.en.eq(mxv.w_en & ~w.wr.en.any()), mxv.w_data.eq(w.rd.data),
             dbuf.rd.addr.eq(mxv.dbuf_addr), dbuf.rd.en.eq(mxv.dbuf_en), mxv.dbuf_data.eq(dbuf.rd.data),
             dbuf.wr.addr.eq(Mux(enc.dbuf_wr_en, enc.dbuf_wr_addr, st.host_count)),
@@ -306,8 +318,9 @@ class Core(wiring.Component):
 
         with m.If(st.wiping):
             lanes = (1 << p.lanes) - 1
-            m.d.comb += [w.rd.addr.eq(clr), w.wr.data.eq(0), w.wr.en.eq(Mux(clr < p.weight_depth, lanes, 0)),
-                         mult.wr.addr.eq(clr), mult.wr.data.eq(0), mult.wr.en.eq(clr < p.acc_depth * p.lanes),
+            m.d[st.w_wr_domain] += [st.w_wr_addr.eq(clr), st.w_wr_data.eq(0),
+                                    st.w_wr_en.eq(Mux(clr < p.weight_depth, lanes, 0)), st.w_wr_any.eq(clr < p.weight_depth)]
+            m.d.comb += [mult.wr.addr.eq(clr), mult.wr.data.eq(0), mult.wr.en.eq(clr < p.acc_depth * p.lanes),
                          vec.wr.addr.eq(clr), vec.wr.data.eq(0), vec.wr.en.eq(clr < p.vec_depth)]
 
         with m.If(enc.ref_rd_en):
@@ -328,24 +341,25 @@ class Core(wiring.Component):
         """Reference address of the element of a DELTA command (in layer 0's x path)."""
         return self.p.ref_base(0, "x") + self.cmd.payload.addr[:self.index_bits]
 
-    def _host_write(self, m, regs: RegisterFile, ports: dict[str, _Ports], errors) -> None:
-        """WRITE: a register, or one element of the weight, multiplier or vector memory; refused
-        (``errors``) for an address of nothing or a register value out of its range."""
+    def _host_write(self, m, regs: RegisterFile, st: _State, ports: dict[str, _Ports], errors) -> None:
+        """WRITE: a register, or one element of the weight (``st.w_wr_*``: a cycle later in a wide core),
+        multiplier or vector memory; refused (``errors``) for an address of nothing or a register value out
+        of its range."""
         p = self.p
         cmd = self.cmd.payload
         address = data.View(address_layout(), cmd.addr)
         offset = address.offset
         lanes_log2 = (p.lanes - 1).bit_length()
-        w, mult, vec = ports["weights"], ports["mult"], ports["vec"]
+        mult, vec = ports["mult"], ports["vec"]
         with m.Switch(address.region):
             with m.Case(Region.REG):
                 m.d.comb += errors.eq(regs.write(m, offset, cmd.data))
             with m.Case(Region.WEIGHT):
                 lane = offset[:lanes_log2] if lanes_log2 else Const(0, 1)
                 with m.If(offset < p.weight_depth * p.lanes):
-                    m.d.comb += [w.rd.addr.eq(offset >> lanes_log2),
-                                 w.wr.data.eq(cmd.data[:p.wmem_bits].replicate(p.lanes)),
-                                 w.wr.en.eq(Const(1, p.lanes) << lane)]
+                    m.d[st.w_wr_domain] += [st.w_wr_addr.eq(offset >> lanes_log2),
+                                            st.w_wr_data.eq(cmd.data[:p.wmem_bits].replicate(p.lanes)),
+                                            st.w_wr_en.eq(Const(1, p.lanes) << lane), st.w_wr_any.eq(1)]
                 with m.Else():
                     m.d.comb += errors.eq(Error.BAD_ADDR)
             with m.Case(Region.MULT):
@@ -390,7 +404,7 @@ class Core(wiring.Component):
                 with m.If(self.cmd.valid):
                     with m.Switch(cmd.op):
                         with m.Case(Op.WRITE):
-                            self._host_write(m, regs, ports, write_errors)
+                            self._host_write(m, regs, st, ports, write_errors)
                             m.d.comb += st.errors.eq(write_errors)
                             with m.If(clears_errors):
                                 m.d.sync += regs.errors.eq(0)

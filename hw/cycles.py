@@ -9,9 +9,9 @@ phase           cycles                                                        wh
 ==============  ============================================================  ====================
 encode          ``n + DeltaEncoder.LATENCY + 1``                              x path of layers > 0, every h path, the head
 MxV             ``deltas * S * pass(ceil(rows / P)) + DeltaMxV.LATENCY + 1``  every path
-cell update     ``run_cycles(cell, H) + CellEngine.LATENCY + 1``              every layer
-output          ``run_cycles(HEAD_OUT, K) + CellEngine.LATENCY + 1``          with a head of K classes,
-                ``run_cycles(H_OUT, H) + CellEngine.LATENCY + 1``             without
+cell update     ``run_cycles(cell, H, P) + CellEngine.LATENCY + 1``           every layer
+output          ``run_cycles(HEAD_OUT, K, P) + CellEngine.LATENCY + 1``       with a head of K classes,
+                ``run_cycles(H_OUT, H, P) + CellEngine.LATENCY + 1``          without
 ==============  ============================================================  ====================
 
 with ``n`` the vector length the encoder scans (H), ``rows`` the rows of
@@ -19,7 +19,7 @@ the path's matrix, ``pass`` :func:`deltarnn.hw.mxv.pass_cycles` (the words, but 
 or 3), ``S`` its weight slices
 (:func:`deltarnn.spec.memory_map.weight_slices`: 1 unless its weights are wider than the
 core's slots), and :func:`deltarnn.hw.engine.run_cycles` ``(n - 1) * ii + depth``
-for ``n`` items of a program's schedule. The output phase assumes the response stream is always
+for ``n`` items of a program's schedule at ``P`` lanes. The output phase assumes the response stream is always
 ready. ``STEP_CYCLES`` (a core register) measures the same quantity.
 """
 
@@ -42,11 +42,11 @@ def mxv_cycles(deltas: int, rows: int, lanes: int, slices: int = 1) -> int:
     return deltas * slices * pass_cycles(ceil_div(rows, lanes)) + DeltaMxV.LATENCY + 1
 
 
-def engine_cycles(items: int, program) -> int:
-    return run_cycles(program, items) + CellEngine.LATENCY + 1
+def engine_cycles(items: int, program, lanes: int) -> int:
+    return run_cycles(program, items, lanes) + CellEngine.LATENCY + 1
 
 
-def output_timing(classes: int, hidden: int) -> tuple[int, int]:
+def output_timing(classes: int, hidden: int, lanes: int) -> tuple[int, int]:
     """When a STEP's outputs appear: ``(tail, gap)``.
 
     The first output is valid ``tail`` cycles before the cycle count of the
@@ -55,9 +55,9 @@ def output_timing(classes: int, hidden: int) -> tuple[int, int]:
     the previous one is taken (the response stream always ready).
     """
     program, items = (HEAD_OUT, classes) if classes else (H_OUT, hidden)
-    sch = schedule(program)
+    sch = schedule(program, lanes)
     out = next(sl for sl in sch.slots if sl.ins[0] == "out")
-    phase = engine_cycles(items, program)
+    phase = engine_cycles(items, program, lanes)
     # the output phase: the GO cycle, then the engine's run, whose first output is at the out slot's offset
     return phase - (1 + out.start) + 1, sch.ii - 1
 
@@ -88,13 +88,13 @@ def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[s
             phases.append((f"{i}.h encode", encode_cycles(hidden)))
             phases.append((f"{i}.h MxV", mxv_cycles(deltas[f"{i}.h"], H_BLOCKS[cell] * hidden, lanes,
                                                     slices.get(f"{i}.h", 1))))
-        phases.append((f"{i} cell", engine_cycles(hidden, CELL_PROGRAMS[cell])))
+        phases.append((f"{i} cell", engine_cycles(hidden, CELL_PROGRAMS[cell], lanes)))
     if classes:
         phases.append(("head encode", encode_cycles(hidden)))
         phases.append(("head MxV", mxv_cycles(deltas["head.x"], classes, lanes, slices.get("head.x", 1))))
-        phases.append(("output", engine_cycles(classes, HEAD_OUT)))
+        phases.append(("output", engine_cycles(classes, HEAD_OUT, lanes)))
     else:
-        phases.append(("output", engine_cycles(hidden, H_OUT)))
+        phases.append(("output", engine_cycles(hidden, H_OUT, lanes)))
     return phases
 
 

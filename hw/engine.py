@@ -17,8 +17,8 @@ Instructions (``k`` is the neuron being updated, ``H`` the hidden size):
 ==========================  =======  ==================================================
 instruction                 latency  effect
 ==========================  =======  ==================================================
-``("rq", d, path, blk)``    6        ``R[d] = requantize(acc[path][blk*H + k], mult, shift[path])``
-``("hw", d)``               6        SRU highway: identity: ``requantize(ref_x[k], hw_mult, hw_shift)``,
+``("rq", d, path, blk)``    6 (7)    ``R[d] = requantize(acc[path][blk*H + k], mult, shift[path])``
+``("hw", d)``               6 (7)    SRU highway: identity: ``requantize(ref_x[k], hw_mult, hw_shift)``,
                                      projection: ``("rq", d, "x", 3)``
 ``("vec", d, blk)``         3        ``R[d] = vec[blk*H + k]``
 ``("ld", d, s)``            3        ``R[d] = state s ("h" or "c") [k]``
@@ -31,6 +31,8 @@ instruction                 latency  effect
 ``("st", s, a)``            1        ``state s [k] = R[a]``
 ``("out", a)``              1        emit ``R[a]`` on ``out`` (the engine waits while ``out.ready`` is low)
 ==========================  =======  ==================================================
+
+(in brackets: above :data:`WIDE_LANES` lanes, :func:`latency_of`)
 
 Every memory read takes its address from a register (computed in the
 instruction's first cycle, read in the next, data in the one after): no
@@ -89,7 +91,14 @@ HEAD_OUT = [("rq", 0, "x", 0), ("vec", 1, 0), ("add", 0, 0, 1), ("out", 0)]
 #: Output without a head: the last layer's h.
 H_OUT = [("ld", 0, "h"), ("out", 0)]
 
-#: Cycles from an instruction's start until its result can be used.
+#: The widest datapath that selects from a block RAM's output, or decodes a write to it, in the
+#: cycle it is read or written: above this many lanes a memory spans many blocks and a register
+#: goes first (the requantizer registers the whole accumulator word before its lane select, the
+#: core its weight writes). At or below it the register costs logic cells for nothing.
+WIDE_LANES = 4
+
+#: Cycles from an instruction's start until its result can be used, in a core of at most
+#: :data:`WIDE_LANES` lanes (:func:`latency_of`).
 LATENCY_OF = {"rq": 6, "hw": 6, "vec": 3, "ld": 3, "add": 1, "mul": 2, "omin": 1, "relu": 1,
               "sig": 2, "tanh": 2, "st": 1, "out": 1}
 
@@ -183,23 +192,33 @@ def _defines(ins) -> int | None:
     return None if ins[0] in ("st", "out") else ins[1]
 
 
-def schedule(program) -> Schedule:
-    """:func:`modulo_schedule` of ``program``, computed once per program (the cycle model asks per step)."""
-    return modulo_schedule(tuple(tuple(ins) for ins in program))
+def latency_of(lanes: int) -> dict[str, int]:
+    """:data:`LATENCY_OF` in a core of ``lanes`` lanes: above :data:`WIDE_LANES` the requantizer registers
+    the memories' outputs before its lane select, a cycle more."""
+    extra = int(lanes > WIDE_LANES)
+    return {**LATENCY_OF, "rq": LATENCY_OF["rq"] + extra, "hw": LATENCY_OF["hw"] + extra}
+
+
+def schedule(program, lanes: int) -> Schedule:
+    """:func:`modulo_schedule` of ``program`` in a core of ``lanes`` lanes, computed once per program (the
+    cycle model asks per step)."""
+    return modulo_schedule(tuple(tuple(ins) for ins in program), lanes > WIDE_LANES)
 
 
 @lru_cache(maxsize=None)
-def modulo_schedule(program: tuple) -> Schedule:
+def modulo_schedule(program: tuple, wide: bool) -> Schedule:
     """Modulo-schedule ``program``: the smallest ``ii`` its ports allow (at least :data:`OUT_II` for an
     output program), each instruction as early as possible, memory loads as late as their users allow.
 
-    Dependences: an operand is read no earlier than its producer's result is
+    ``wide``: latencies of a core of more than :data:`WIDE_LANES` lanes
+    (:func:`latency_of`). Dependences: an operand is read no earlier than its producer's result is
     written; a state write (``st s``) comes after the program's read of the
     same state (``ld s``) of the same neuron. Every memory port serves one
     instruction per cycle, so two instructions on one port start in
     different cycles modulo ``ii``; shared units get as many copies as their
     uses need at that ``ii``.
     """
+    latency = latency_of(WIDE_LANES + int(wide))
     uses: dict[str, int] = {}
     for ins in program:
         for port in _ports(ins):
@@ -216,7 +235,7 @@ def modulo_schedule(program: tuple) -> Schedule:
     placed: list[tuple] = []             # (ins, start, latency, unit, source indices)
     for i, ins in enumerate(program):
         op = ins[0]
-        if op not in LATENCY_OF:
+        if op not in latency:
             raise ValueError(f"unknown instruction {ins!r}")
         srcs = []
         for r in _operands(ins):
@@ -241,7 +260,7 @@ def modulo_schedule(program: tuple) -> Schedule:
             busy.setdefault((p, 0), set()).add(start % ii)
         if unit_name:
             busy.setdefault((unit_name, unit), set()).add(start % ii)
-        placed.append((ins, start, LATENCY_OF[op], unit, tuple(srcs)))
+        placed.append((ins, start, latency[op], unit, tuple(srcs)))
         if op == "ld":
             loads[ins[2]] = i
         d = _defines(ins)
@@ -277,11 +296,12 @@ def modulo_schedule(program: tuple) -> Schedule:
     return Schedule(tuple(slots), ii, depth, units, tuple(chain))
 
 
-def run_cycles(program, count: int) -> int:
-    """Cycles of a run of ``count`` items from the cycle after ``start`` to the last write (0 for no items)."""
+def run_cycles(program, count: int, lanes: int) -> int:
+    """Cycles of a run of ``count`` items, in a core of ``lanes`` lanes, from the cycle after ``start`` to the
+    last write (0 for no items)."""
     if count == 0:
         return 0
-    sch = schedule(program)
+    sch = schedule(program, lanes)
     return (count - 1) * sch.ii + sch.depth
 
 
@@ -327,9 +347,9 @@ class CellEngine(wiring.Component):
         Outputs of the output programs.
 
     Latency and throughput: a run of ``count`` items takes exactly
-    ``run_cycles(program, count) + LATENCY`` cycles from ``start`` to
+    ``run_cycles(program, count, lanes) + LATENCY`` cycles from ``start`` to
     ``done``, plus one for every cycle ``out`` is valid and not ready (the
-    whole pipeline waits); one item every ``schedule(program).ii`` cycles.
+    whole pipeline waits); one item every ``schedule(program, lanes).ii`` cycles.
     """
 
     LATENCY = 1
@@ -366,7 +386,7 @@ class CellEngine(wiring.Component):
         m = Module()
         p = self.p
         programs = self.programs()
-        schedules = {code: schedule(prog) for code, prog in programs.items()}
+        schedules = {code: schedule(prog, p.lanes) for code, prog in programs.items()}
         max_ii = max(s.ii for s in schedules.values())
         max_depth = max(s.depth for s in schedules.values())
         n = Signal(range(p.max_hidden + 1))
@@ -468,7 +488,9 @@ class CellEngine(wiring.Component):
 
         ``rq``: the requantizer (stage 0: addresses, 1: the read, 2: the
         lane (or the reference) and its multiplier registered, 3: product,
-        4: shifted by ``shift - 1``, 5: rounded and saturated); ``mul``: fixed-point
+        4: shifted by ``shift - 1``, 5: rounded and saturated; above
+        :data:`WIDE_LANES` lanes the memories' outputs are registered as they
+        are before stage 2, a stage more); ``mul``: fixed-point
         multipliers (product, then round and saturate); ``sig``, ``tanh``:
         activation tables (address, then value).
         """
@@ -487,31 +509,47 @@ class CellEngine(wiring.Component):
             ref = Signal(name="rq_ref")
             lane0, shift0, ref0 = Signal.like(lane), Signal.like(shift), Signal()   # the read's cycle
             lane1, shift1, ref1 = Signal.like(lane), Signal.like(shift), Signal()
-            shift2, ref2 = Signal.like(shift), Signal()
-            less3, zero3 = Signal.like(shift), Signal()             # shift - 1, shift == 0
-            operand2 = Signal(signed(max(p.acc_bits, p.abits + 1)), name="rq_operand")   # the lane, or the reference
-            mult2 = Signal(C.MULT_BITS, name="rq_mult")
-            prod3 = Signal(signed(p.acc_bits + C.MULT_BITS + 1), name="rq_prod")
-            half4 = Signal(signed(p.acc_bits + C.MULT_BITS + 2), name="rq_half")   # prod / 2**(shift-1), floored
+            with m.If(run):
+                m.d.sync += [lane0.eq(lane), shift0.eq(shift), ref0.eq(ref),
+                             lane1.eq(lane0), shift1.eq(shift0), ref1.eq(ref0)]
+            # Above WIDE_LANES lanes the memories' outputs are registered as they are, and the lane
+            # selected a cycle later: no logic follows the block RAM's slow output. A narrow core
+            # selects its lane at once (a LUT level): the stage would cost logic cells for nothing.
+            wide = p.lanes > WIDE_LANES
+            word, refd, lane_s, shift_s, ref_s = self.acc_data, self.ref_data, lane1, shift1, ref1
+            mult_s = Mux(ref1, self.hw_mult, self.mult_data)
+            if wide:
+                word, refd = Signal.like(self.acc_data, name="rq_word"), Signal.like(self.ref_data, name="rq_refd")
+                lane_s, shift_s, ref_s = Signal.like(lane), Signal.like(shift), Signal()
+                mult_w = Signal(C.MULT_BITS, name="rq_mult_word")
+                with m.If(run):
+                    m.d.sync += [word.eq(self.acc_data), refd.eq(self.ref_data), mult_w.eq(mult_s),
+                                 lane_s.eq(lane1), shift_s.eq(shift1), ref_s.eq(ref1)]
+                mult_s = mult_w
+            operand = Signal(signed(max(p.acc_bits, p.abits + 1)), name="rq_operand")   # the lane, or the reference
+            mult = Signal(C.MULT_BITS, name="rq_mult")
+            shift_o = Signal.like(shift)
+            less, zero = Signal.like(shift), Signal()             # shift - 1, shift == 0
+            prod = Signal(signed(p.acc_bits + C.MULT_BITS + 1), name="rq_prod")
+            half = Signal(signed(p.acc_bits + C.MULT_BITS + 2), name="rq_half")   # prod / 2**(shift-1), floored
             # round half up: floor((v + 2**(s-1)) / 2**s) == (floor(v / 2**(s-1)) + 1) >> 1, and v itself for
             # s = 0 (as (2v + 1) >> 1): no adder or constant as wide as the shift range
             with m.If(run):
-                m.d.sync += [lane0.eq(lane), shift0.eq(shift), ref0.eq(ref),
-                             lane1.eq(lane0), shift1.eq(shift0), ref1.eq(ref0),
-                             operand2.eq(Mux(ref1, self.ref_data,
-                                             self.acc_data.word_select(lane1, p.acc_bits).as_signed())),
-                             mult2.eq(Mux(ref1, self.hw_mult, self.mult_data)), shift2.eq(shift1), ref2.eq(ref1),
-                             prod3.eq(operand2 * mult2), less3.eq(shift2 - 1), zero3.eq(shift2 == 0),
-                             half4.eq(Mux(zero3, prod3 << 1, prod3 >> less3))]
-            up4 = Const(1)
+                m.d.sync += [operand.eq(Mux(ref_s, refd, word.word_select(lane_s, p.acc_bits).as_signed())),
+                             mult.eq(mult_s), shift_o.eq(shift_s),
+                             prod.eq(operand * mult), less.eq(shift_o - 1), zero.eq(shift_o == 0),
+                             half.eq(Mux(zero, prod << 1, prod >> less))]
+            up = Const(1)
             if self.broken_lane is not None:  # test-only fault: floor instead of round half up in one lane
-                floor2, floor3, floor4 = Signal(), Signal(), Signal()
-                with m.If(run):
-                    m.d.sync += [floor2.eq(~ref1 & (lane1 == self.broken_lane)), floor3.eq(floor2),
-                                 floor4.eq(floor3)]
-                up4 = ~floor4
+                floor = ~ref1 & (lane1 == self.broken_lane)
+                for i in range(3 + wide):     # from the cycle after the read to the half's register
+                    delayed = Signal(name=f"rq_floor{i}")
+                    with m.If(run):
+                        m.d.sync += delayed.eq(floor)
+                    floor = delayed
+                up = ~floor
             result = Signal(signed(C.FX_BITS), name="rq_result")
-            m.d.comb += result.eq(sat16((half4 + up4) >> 1))
+            m.d.comb += result.eq(sat16((half + up) >> 1))
             units["rq"] = [dict(lane=lane, shift=shift, ref=ref, result=result)]
         units["mul"] = []
         for u in range(copies("mul")):

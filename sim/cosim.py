@@ -392,7 +392,7 @@ def prepare_data(qm, x: np.ndarray, params, path: Path, *, result_path: Path, pr
     cfg = {
         "layers": qm.num_layers, "hidden": qm.hidden_size, "state_stride": params.max_hidden,
         "head": qm.head is not None, "check_state": check_state, "state_memory": state_memory,
-        **dict(zip(("out_tail", "out_gap"), output_timing(qm.num_classes, qm.hidden_size))),
+        **dict(zip(("out_tail", "out_gap"), output_timing(qm.num_classes, qm.hidden_size, params.lanes))),
         "result": str(result_path), "progress": str(progress_path) if progress_path else None,
         "period_ns": 10, "step_cycle_limit": int(max(cycles.max(initial=0), 1000) * 4 + 10_000),
         **(extra_config or {}),

@@ -15,7 +15,7 @@ from deltarnn.fpga import build as B
 from tests.helpers import random_input, random_model
 
 
-def _report(board="ulx3s-85f", fmax=50.0, target=45.0):
+def _report(board="ulx3s-85f", fmax=65.0, target=60.0):
     return {"board": board, "description": "ULX3S (ECP5 LFE5U-85F)", "bitstream": "build/x/top.bit",
             "fmax_mhz": fmax, "target_mhz": target, "timing_met": fmax >= target,
             "params": {"cell": "gru", "lanes": 32},
@@ -53,10 +53,10 @@ def test_table_and_progress(fake_build, capsys):
     assert main(["build", "--board", "ulx3s-85f"]) == 0
     out, err = capsys.readouterr()
     assert "synthesis" in err and "place and route" in err
-    for word in ("LUT", "FF", "DSP", "DP16KD", "Fmax", "50.00", "45 target", "met", "top.bit"):
+    for word in ("LUT", "FF", "DSP", "DP16KD", "Fmax", "65.00", "60 target", "met", "top.bit"):
         assert word in out
     board, params, clock, _ = fake_build[0]
-    assert board == "ulx3s-85f" and params.lanes == 32 and clock == 45e6
+    assert board == "ulx3s-85f" and params.lanes == 32 and clock == 60e6
 
 
 def test_json(fake_build, capsys):
@@ -70,7 +70,7 @@ def test_json(fake_build, capsys):
 def test_missed_clock_exits_1(monkeypatch, capsys):
     monkeypatch.setattr(B, "build_board", lambda *a, **k: _report(fmax=40.0))
     assert main(["build", "--board", "ulx3s-85f"]) == 1
-    assert "below its 45 MHz clock" in capsys.readouterr().err
+    assert "below its 60 MHz clock" in capsys.readouterr().err
 
 
 def test_for_model(fake_build, qmodel, capsys):

@@ -15,7 +15,7 @@ from amaranth import Elaboratable, Module
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, Program, run_cycles, schedule
+from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, WIDE_LANES, CellEngine, Program, run_cycles, schedule
 from deltarnn.spec import contract as C
 from deltarnn.spec.memory_map import H_BLOCKS, VEC_BLOCKS, VECTOR_ORDER, X_BLOCKS, DeviceParams
 
@@ -25,8 +25,10 @@ from tests.quant import cells
 VEC_SIZES = {"lstm": {"bias": 4}, "gru": {"bias": 3, "bias_hn": 1}, "ligru": {"bias": 2},
              "sru": {"bias": 2, "vf": 1, "vr": 1}}
 STEPS = cells.STEPS
-#: Cycles between neurons and of one neuron's program, per program (docs/gateware.md).
+#: Cycles between neurons and of one neuron's program, per program (docs/gateware.md), at most WIDE_LANES
+#: lanes and above (the requantizer a cycle longer).
 SCHEDULES = {"lstm": (8, 22), "gru": (6, 20), "ligru": (4, 17), "sru": (4, 18), "head": (2, 8), "h_out": (2, 4)}
+WIDE_SCHEDULES = {"lstm": (8, 23), "gru": (6, 21), "ligru": (4, 18), "sru": (4, 18), "head": (2, 9), "h_out": (2, 4)}
 
 HIDDEN = 5        # run-time H, below max_hidden: block strides are H, not the maximum
 LAYER = 1         # bases of layer 1, none of them 0
@@ -181,17 +183,20 @@ def test_vector_blocks_are_the_memory_map():
     assert {cell: list(sizes) for cell, sizes in VEC_SIZES.items()} == VECTOR_ORDER
 
 
-def test_schedules_are_the_documented_ones():
+@pytest.mark.parametrize("lanes", [1, WIDE_LANES, WIDE_LANES + 1, 32])
+def test_schedules_are_the_documented_ones(lanes):
     programs = {**CELL_PROGRAMS, "head": HEAD_OUT, "h_out": H_OUT}
-    assert {name: (schedule(p).ii, schedule(p).depth) for name, p in programs.items()} == SCHEDULES
-    assert run_cycles(HEAD_OUT, 0) == 0 and run_cycles(HEAD_OUT, 5) == 4 * 2 + 8
+    want = WIDE_SCHEDULES if lanes > WIDE_LANES else SCHEDULES
+    assert {name: (schedule(p, lanes).ii, schedule(p, lanes).depth) for name, p in programs.items()} == want
+    assert run_cycles(HEAD_OUT, 0, lanes) == 0 and run_cycles(HEAD_OUT, 5, lanes) == 4 * 2 + want["head"][1]
 
 
-def test_schedule_respects_ports_and_dependences():
+@pytest.mark.parametrize("lanes", [WIDE_LANES, WIDE_LANES + 1])
+def test_schedule_respects_ports_and_dependences(lanes):
     """No port serves two instructions in one cycle (modulo ii); no operand is read before it is written."""
     from deltarnn.hw.engine import _ports
     for program in [*CELL_PROGRAMS.values(), HEAD_OUT, H_OUT]:
-        sch = schedule(program)
+        sch = schedule(program, lanes)
         taken = set()
         for sl in sch.slots:
             for port in _ports(sl.ins):
@@ -207,13 +212,13 @@ def test_schedule_respects_ports_and_dependences():
 
 def test_bad_programs_are_refused():
     with pytest.raises(ValueError, match="unknown instruction"):
-        schedule([("frob", 0)])
+        schedule([("frob", 0)], 4)
     with pytest.raises(ValueError, match="reads R3 before"):
-        schedule([("add", 0, 3, 3)])
+        schedule([("add", 0, 3, 3)], 4)
 
 
 CELL_CASES = [("lstm", 4, False), ("gru", 4, False), ("ligru", 4, False), ("sru", 4, False), ("sru", 4, True),
-              ("gru", 1, False), ("lstm", 8, False)]
+              ("gru", 1, False), ("lstm", 8, False), ("gru", 8, False), ("sru", 8, True)]   # P = 8: the wide select
 
 
 @pytest.mark.parametrize("cell, lanes, identity", CELL_CASES,
@@ -232,13 +237,15 @@ def test_cell_program_equals_golden_step(cell, lanes, identity):
     np.testing.assert_array_equal(res["mems"]["h"], want_h)
     np.testing.assert_array_equal(res["mems"]["c"], want_c)
     assert res["outs"] == []
-    assert res["cycles"] == run_cycles(CELL_PROGRAMS[cell], HIDDEN) + CellEngine.LATENCY
+    assert res["cycles"] == run_cycles(CELL_PROGRAMS[cell], HIDDEN, lanes) + CellEngine.LATENCY
 
 
+@pytest.mark.parametrize("lanes", [4, 8])
 @pytest.mark.parametrize("ready_prob", [1.0, 0.4])
-def test_head_output_program(ready_prob):
-    """HEAD_OUT: requantized head accumulators plus the head bias, one output per class."""
-    p = params("gru", 4)
+def test_head_output_program(ready_prob, lanes):
+    """HEAD_OUT: requantized head accumulators plus the head bias, one output per class; stalls hold
+    both forms of the requantizer's first stages (lanes <= WIDE_LANES and above)."""
+    p = params("gru", lanes)
     classes = 5
     contents = random_contents(np.random.default_rng(11), p)
     base = p.acc_base(p.max_layers, "x")
@@ -247,7 +254,7 @@ def test_head_output_program(ready_prob):
     bias = contents["vec"][inputs["vec_base"]:inputs["vec_base"] + classes]
     want = C.fx_add(requantized(p, contents, base, 0, inputs["shift_x"], rows=classes), bias)
     assert res["outs"] == [int(v) for v in want]
-    assert res["cycles"] == run_cycles(HEAD_OUT, classes) + CellEngine.LATENCY + res["stalls"]
+    assert res["cycles"] == run_cycles(HEAD_OUT, classes, lanes) + CellEngine.LATENCY + res["stalls"]
     assert (res["stalls"] > 0) == (ready_prob < 1)
     np.testing.assert_array_equal(res["mems"]["h"], contents["h"])
 
@@ -261,7 +268,7 @@ def test_h_output_program(ready_prob):
     res = run(p, contents, Program.H_OUT, HIDDEN, inputs, ready_prob=ready_prob, seed=4)
     base = inputs["state_base"]
     assert res["outs"] == [int(v) for v in contents["h"][base:base + HIDDEN]]
-    assert res["cycles"] == run_cycles(H_OUT, HIDDEN) + CellEngine.LATENCY + res["stalls"]
+    assert res["cycles"] == run_cycles(H_OUT, HIDDEN, p.lanes) + CellEngine.LATENCY + res["stalls"]
 
 
 @pytest.mark.parametrize("program", list(Program))

@@ -7,7 +7,10 @@ second, and the ratio golden / PyTorch of the medians. Each uses its default
 threads: PyTorch its intra-op threads, the golden model one thread per CPU
 over parts of the batch (:func:`deltarnn.quant.golden.default_threads`).
 The machine's load average before and after is recorded with the figures:
-other work on the CPUs slows both sides, PyTorch's threads most.
+other work on the CPUs slows both sides, PyTorch's threads most. Each timed
+call starts after an untimed pause (:data:`SETTLE_S`): PyTorch's OpenMP
+workers spin, waiting for more work, for about 10 ms after each call, and
+would otherwise take CPUs from the golden model's threads timed next.
 
     python benchmarks/golden_throughput.py [--rounds N] [--json OUT.json]
 """
@@ -28,7 +31,12 @@ from deltarnn.models import RNNModel
 from deltarnn.quant.quantizer import quantize
 
 
+#: Seconds of untimed pause before each timed call, longer than PyTorch's workers spin after theirs.
+SETTLE_S = 0.05
+
+
 def timed(fn) -> float:
+    time.sleep(SETTLE_S)
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
@@ -69,7 +77,7 @@ def main() -> None:
     print(f"load average (1 min): {load['before']:.2f} before, {load['after']:.2f} after")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": vars(args), "torch_threads": torch.get_num_threads(),
+            json.dump({"config": vars(args), "settle_s": SETTLE_S, "torch_threads": torch.get_num_threads(),
                        "golden_threads": default_threads(args.batch), "load_average_1min": load,
                        "results": rows}, f, indent=1)
 

@@ -220,40 +220,52 @@ def quantize_path_input(values: np.ndarray, act: QActivation, float_input: bool)
 
 
 def _direction(qm: QModel, layer_index: int, d: QDirection, v: np.ndarray, quantize: bool, reverse: bool,
-               dense: bool, stats: dict[str, PathStats], step_deltas: dict[str, np.ndarray]) -> np.ndarray:
-    """Run one direction of one layer over a whole batch: inputs ``v`` ``(T, B, N)`` -> h ``(T, B, H)``.
+               dense: bool, stats: dict[str, PathStats], step_deltas: dict[str, np.ndarray], into: np.ndarray) -> None:
+    """Run one direction of one layer over a whole batch: inputs ``v`` ``(B, T, N)`` -> h into ``into`` ``(B, T, H)``.
 
     ``v`` is the previous layer's fixed-point h (``quantize``) or the first
-    layer's quantized input. Time-major throughout: every step's rows are
-    contiguous for the kernels.
+    layer's quantized input, C-contiguous. Time-major inside: every step's
+    rows are contiguous for the kernels, which write each step's h into
+    ``into`` (a view of the layer's output).
     """
     layer = qm.layers[layer_index]
     act = layer.x_act
-    ft = exact_float(d.x.cols, d.x.wbits, C.qmax(act.bits))
+    pack_x = qm.cell != "sru" and _packs(d.x, act)
+    ft = np.float64 if pack_x else exact_float(d.x.cols, d.x.wbits, C.qmax(act.bits))
     refs = _encode(f"{layer_index}.x", d.x, v, act, quantize, dense, reverse, ft, stats, step_deltas)
     steps, bsz, n = refs.shape
-    w_x = _weights(d.x, ft)
+    w_x = _weights(d.x, ft, pack_x)
     rq_x = kernels.requantization_exact(d.x, _bound(d.x, act))
     vec = {k: a.astype(np.float64) for k, a in d.vectors.items()}
-    out = np.empty((steps, bsz, qm.hidden_size), dtype=np.int64)
+    out = into[:, ::-1] if reverse else into  # in processing order
     if qm.cell == "sru":
         highway = (-1.0, 0.0) if d.highway is None else _scaled(*d.highway, C.qmax(act.bits), "highway")
         prod_x = (refs.reshape(-1, n) @ w_x).reshape(steps, bsz, d.x.rows)
         kernels.sru_sequence(prod_x, rq_x, refs, highway, vec["vf"], vec["vr"], vec["bias"], out)
     else:
-        emitted = _h_path(qm.cell, d, layer.h_act, refs, w_x, rq_x, vec, dense, out)
+        emitted = _h_path(qm.cell, d, layer.h_act, refs, w_x, pack_x, rq_x, vec, dense, out)
         # the deltas emitted at step t feed the product of step t + 1; h_{-1} = 0 is no work for any
         # implementation: steps 1..T-1 only
         per_step = np.zeros((bsz, steps), dtype=np.int64)
         per_step[:, 1:] = emitted[:-1].T
         _per_step(step_deltas, f"{layer_index}.h", per_step[:, ::-1] if reverse else per_step)
         stats[f"{layer_index}.h"].add(bsz * (steps - 1) * d.h.cols, int(per_step.sum()), d.h.rows)
-    return out[::-1] if reverse else out
 
 
-def _weights(m: QMatrix, ft: type) -> np.ndarray:
-    """``m``'s weights transposed ``(cols, rows)``, C-contiguous, as ``ft``: the right operand of its products."""
+def _weights(m: QMatrix, ft: type, packed: bool = False) -> np.ndarray:
+    """``m``'s weights transposed ``(cols, rows)``, C-contiguous, as ``ft``: the right operand of its products;
+    ``packed``: three rows' weights in each float64 column (:func:`deltarnn.quant.kernels.pack_columns`)."""
+    if packed:
+        return kernels.pack_columns(m.weights.T)
     return np.ascontiguousarray(m.weights.T, dtype=ft)
+
+
+def _packs(m: QMatrix, act: QActivation) -> bool:
+    """Whether the products of ``m`` (its inputs quantized by ``act``) are packed, three accumulators in each
+    float64 (:func:`deltarnn.quant.kernels.pack_columns`): where every accumulator is below
+    :data:`deltarnn.quant.kernels.PACK_LIMIT`, a third of the columns in float64 cost less than all of them in
+    float32."""
+    return _bound(m, act) < kernels.PACK_LIMIT
 
 
 def _bound(m: QMatrix, act: QActivation) -> int:
@@ -271,14 +283,15 @@ def _scaled(mult: int, shift: int, vmax: int, what: str) -> tuple[float, float]:
 
 def _encode(name: str, m: QMatrix, v: np.ndarray, act: QActivation, quantize: bool, dense: bool,
             reverse: bool, ft: type, stats: dict[str, PathStats], step_deltas: dict[str, np.ndarray]) -> np.ndarray:
-    """Quantize (``quantize``) and delta-encode path ``name``'s inputs ``v`` ``(T, B, N)``; count its work.
+    """Quantize (``quantize``) and delta-encode path ``name``'s inputs ``v`` ``(B, T, N)`` (C-contiguous); count
+    its work.
 
     Returns the references ``(T, B, N)`` in processing order, as ``ft``: the
     input of the path's product. ``dense`` bypasses delta encoding (the
     reference is the value itself; the per-step counts are its non-zero
     elements, the work every element).
     """
-    steps, bsz, n = v.shape
+    bsz, steps, n = v.shape
     refs = np.empty((steps, bsz, n), dtype=ft)
     counts = np.empty((bsz, steps), dtype=np.int64)
     kernels.encode_sequence(v, quantize, int(act.mult), int(act.shift), int(act.bits), int(act.theta), dense,
@@ -299,26 +312,29 @@ def _gemm():
 X_CHUNK = 16
 
 
-def _h_path(cell: str, d: QDirection, act: QActivation, refs: np.ndarray, w_x: np.ndarray, rq_x: tuple, vec: dict,
-            dense: bool, out: np.ndarray) -> np.ndarray:
-    """The sequential part of one direction: x references ``(T, B, N)`` -> h into ``out`` ``(T, B, H)``;
-    returns the deltas emitted ``(T, B)``.
+def _h_path(cell: str, d: QDirection, act: QActivation, refs: np.ndarray, w_x: np.ndarray, pack_x: bool, rq_x: tuple,
+            vec: dict, dense: bool, out: np.ndarray) -> np.ndarray:
+    """The sequential part of one direction: x references ``(T, B, N)`` -> h into ``out`` ``(B, T, H)``
+    (processing order); returns the deltas emitted ``(T, B)``.
 
     The x path's accumulators equal ``W_x @ ref_x``, its products are
     computed :data:`X_CHUNK` steps at a time; the h path's equal ``W_h @
     ref_h`` (integer sums telescope), so each step's product is that of the
-    references. Both are exact in float32 or float64 BLAS (:func:`exact_float`).
+    references. Both are exact in float32 or float64 BLAS (:func:`exact_float`), or packed, three
+    accumulators in each float64 (:func:`_packs`; ``pack_x``: the x path's ``w_x``).
     The whole loop, products included, is one compiled call that releases the
     GIL (:func:`deltarnn.quant.kernels.recurrent_sequence`): the threads of
     :func:`emulate` run in parallel.
     """
     steps, bsz, _ = refs.shape
     hs = d.h.cols
-    w_h = _weights(d.h, exact_float(hs, d.h.wbits, C.qmax(act.bits)))
+    pack_h = _packs(d.h, act)
+    w_h = _weights(d.h, np.float64 if pack_h else exact_float(hs, d.h.wbits, C.qmax(act.bits)), pack_h)
     emitted = np.empty((steps, bsz), dtype=np.int64)
     rq_h = kernels.requantization_exact(d.h, _bound(d.h, act))
     quant = (*_scaled(act.mult, act.shift, -C.FX_MIN, "h activation"), float(C.qmax(act.bits)), float(act.theta))
-    consts = kernels.step_constants(cell, rq_x, rq_h, vec["bias"], vec.get("bias_hn", vec["bias"]), quant, dense)
+    consts = kernels.step_constants(cell, rq_x, rq_h, vec["bias"], vec.get("bias_hn", vec["bias"]), quant, dense,
+                                    (pack_x, pack_h))
     kernels.recurrent_sequence(*consts, refs, w_x, w_h, X_CHUNK, _gemm(), out, emitted)
     return emitted
 
@@ -373,8 +389,9 @@ def emulate(qm: QModel, x: np.ndarray, dense: bool = False, threads: int | None 
     ``dense=True`` bypasses delta encoding (every path recomputes its full
     product each step): the reference the delta emulation must equal when
     all thresholds are 0. The sequences of a batch are independent: they are
-    split over ``threads`` threads (default :func:`default_threads`), whose
-    results are joined in order, equal to one thread's.
+    split over ``threads`` threads (default :func:`default_threads`), each
+    writing its sequences' integers into the result's arrays, equal to one
+    thread's.
     """
     x = check_input(qm, x)
     need = qm.accumulator_bits()
@@ -383,51 +400,61 @@ def emulate(qm: QModel, x: np.ndarray, dense: bool = False, threads: int | None 
     threads = default_threads(len(x)) if threads is None else min(int(threads), len(x))
     if threads < 1:
         raise EmulationError(f"threads must be at least 1, got {threads}")
+    result = _allocate(qm, x)
     with _blas().limit(limits=1, user_api="blas"):  # threads only slow the per-step products, which are small
         if threads == 1:
-            return _emulate(qm, x, dense)
-        with ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(lambda part: _emulate(qm, part, dense), np.array_split(x, threads)))
-    return _join(qm, parts)
+            counts = [_emulate(qm, x, result, slice(None), dense)]
+        else:
+            bounds = np.cumsum([0] + [len(part) for part in np.array_split(x, threads)])
+            with ThreadPoolExecutor(threads) as pool:
+                counts = list(pool.map(lambda part: _emulate(qm, x, result, part, dense),
+                                       [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+    return _join(qm, result, counts)
 
 
-def _join(qm: QModel, parts: list[EmulationResult]) -> EmulationResult:
-    """One result of the emulations of consecutive parts of a batch."""
+def _allocate(qm: QModel, x: np.ndarray) -> EmulationResult:
+    """The result of :func:`emulate` on checked input ``x`` before any sequence runs: the quantized input, the
+    layers' and the last stage's outputs, all to be filled in (``(batch, time, n)`` each), no counts yet."""
+    bsz, steps, n = x.shape
+    width = qm.directions * qm.hidden_size
+    layers = [np.empty((bsz, steps, width), dtype=np.int64) for _ in qm.layers]
+    out = layers[-1] if qm.head is None else np.empty((bsz, steps, qm.head.matrix.rows), dtype=np.int64)
+    return EmulationResult(out, layers, None, np.empty((bsz, steps, n), dtype=np.int64))
+
+
+def _join(qm: QModel, result: EmulationResult, counts: list[tuple[dict, dict]]) -> EmulationResult:
+    """``result`` with the counts ``(paths, step_deltas)`` of the consecutive parts of its batch."""
     paths = path_stats(qm)
-    for r in parts:
-        for name, p in r.stats.paths.items():
+    for part, _ in counts:
+        for name, p in part.items():
             paths[name].merge(p)
-
-    def cat(arrays):
-        return np.concatenate(arrays, axis=0)
-
-    return EmulationResult(cat([r.outputs_fx for r in parts]),
-                           [cat(layer) for layer in zip(*(r.layer_outputs_fx for r in parts))],
-                           Stats.for_model(qm, paths), cat([r.input_q for r in parts]),
-                           {name: cat([r.step_deltas[name] for r in parts]) for name in parts[0].step_deltas})
+    result.stats = Stats.for_model(qm, paths)
+    result.step_deltas = {name: np.concatenate([deltas[name] for _, deltas in counts], axis=0)
+                          for name in counts[0][1]}
+    return result
 
 
-def _emulate(qm: QModel, x: np.ndarray, dense: bool) -> EmulationResult:
-    """:func:`emulate` on one thread, for checked input."""
+def _emulate(qm: QModel, x: np.ndarray, result: EmulationResult, part: slice, dense: bool) -> tuple[dict, dict]:
+    """:func:`emulate` on one thread, for the sequences ``part`` of the checked input ``x``: writes their
+    integers into ``result``'s arrays (:func:`_allocate`); returns their counts, ``(paths, step_deltas)``."""
     paths = path_stats(qm)
-    layer_outputs = []
     step_deltas: dict[str, np.ndarray] = {}
-    input_q = quantize_path_input(x, qm.layers[0].x_act, float_input=True)
-    values = input_q.transpose(1, 0, 2)  # time-major from here on
+    values = result.input_q[part]
+    values[:] = quantize_path_input(x[part], qm.layers[0].x_act, float_input=True)
+    hs = qm.hidden_size
     for i, layer in enumerate(qm.layers):
-        outs = [_direction(qm, i, d, values, quantize=i > 0, reverse=j == 1, dense=dense, stats=paths,
-                           step_deltas=step_deltas)
-                for j, d in enumerate(layer.directions)]
-        values = np.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
-        layer_outputs.append(values.transpose(1, 0, 2))
+        into = result.layer_outputs_fx[i][part]
+        for j, d in enumerate(layer.directions):
+            _direction(qm, i, d, values, quantize=i > 0, reverse=j == 1, dense=dense, stats=paths,
+                       step_deltas=step_deltas, into=into[:, :, j * hs:(j + 1) * hs])
+        values = into
     if qm.head is None:
-        return EmulationResult(layer_outputs[-1], layer_outputs, Stats.for_model(qm, paths), input_q, step_deltas)
+        return paths, step_deltas
     head = qm.head
     ft = exact_float(head.matrix.cols, head.matrix.wbits, C.qmax(head.act.bits))
     refs = _encode("head.x", head.matrix, values, head.act, True, dense, False, ft, paths, step_deltas)
     steps, bsz, n = refs.shape
     prod = (refs.reshape(-1, n) @ _weights(head.matrix, ft)).reshape(steps, bsz, head.matrix.rows)
-    out = np.empty((bsz, steps, head.matrix.rows), dtype=np.int64)
     kernels.head_output(prod, kernels.requantization_exact(head.matrix, _bound(head.matrix, head.act)),
-                        head.bias.astype(np.float64), out)
-    return EmulationResult(out, layer_outputs, Stats.for_model(qm, paths), input_q, step_deltas)
+                        head.bias.astype(np.float64), result.outputs_fx[part])
+    return paths, step_deltas

@@ -71,8 +71,8 @@ from numba.extending import intrinsic
 
 from deltarnn.spec import contract as C
 
-__all__ = ["CELL_CODE", "NUMPY_GEMM", "delta_encode", "encode_sequence", "gemm_dot", "gemm_numpy", "head_output",
-           "load_scipy_blas", "recurrent_sequence", "recurrent_step", "requantization_exact", "requantize_rows",
+__all__ = ["CELL_CODE", "NUMPY_GEMM", "PACK", "PACK_LIMIT", "delta_encode", "encode_sequence", "gemm_dot", "gemm_numpy", "head_output",
+           "load_scipy_blas", "pack_columns", "recurrent_sequence", "recurrent_step", "requantization_exact", "requantize_rows",
            "sru_sequence", "step_constants"]
 
 #: The ``cell`` argument of :func:`recurrent_step`.
@@ -181,6 +181,60 @@ if not NUMPY_GEMM:
     load_scipy_blas()
 
 
+# --- three accumulators in one float64 ---------------------------------------------------
+
+#: Accumulators one float64 of a packed product holds (:func:`pack_columns`).
+PACK = 3
+_PACK_BITS = 18
+#: A matrix's products may be packed when every accumulator's magnitude is below this bound.
+PACK_LIMIT = 1 << (_PACK_BITS - 1)
+_PACK_S, _PACK_S2 = 2.0 ** _PACK_BITS, 2.0 ** (2 * _PACK_BITS)
+_PACK_INV_S, _PACK_INV_S2 = 2.0 ** -_PACK_BITS, 2.0 ** (-2 * _PACK_BITS)
+
+
+def pack_columns(w: np.ndarray) -> np.ndarray:
+    """Integer weights ``w`` ``(K, R)`` as float64 ``(K, P)``, ``P = ceil(R / 3)``: column ``m`` holds
+    ``w[:, m] + w[:, P + m] * 2**18 + w[:, 2P + m] * 2**36`` (missing columns are 0).
+
+    A product ``ref @ pack_columns(w)`` then holds three accumulators per
+    element, ``a0 + a1 * 2**18 + a2 * 2**36`` with ``a_i = (ref @ w)[:, iP + m]``:
+    a third of the columns, in float64, whose BLAS products cost half as much
+    per column as float32 ones. It is exact and separable while every
+    accumulator's magnitude, and so every partial sum's, stays below
+    :data:`PACK_LIMIT` (``2**17``): each partial sum of the BLAS is then an
+    integer of magnitude below ``2**53``, and :func:`_separate_row` recovers
+    the three accumulators.
+    """
+    rows = w.shape[1]
+    p = -(-rows // PACK)
+    wt = w.T  # the matrix's own layout, rows contiguous, where w is the transpose of its weights
+    packed = wt[:p].astype(np.float64)
+    packed[:rows - p] += wt[p:2 * p] * _PACK_S
+    packed[:max(rows - 2 * p, 0)] += wt[2 * p:] * _PACK_S2
+    return np.ascontiguousarray(packed.T)
+
+
+@njit(cache=True, inline="always")
+def _separate_row(v, out):
+    """The accumulators of a packed product row ``v`` ``(P,)`` into ``out[:3P]`` (:func:`pack_columns`).
+
+    With ``v = a0 + a1 * S + a2 * S**2`` (``S = 2**18``, ``|a_i| < S/2``):
+    ``|a0 + a1 * S| < S**2 / 2``, so ``v * S**-2`` rounds to ``a2`` (a power of
+    two scales exactly; no ties); the rest ``a0 + a1 * S`` is an exact
+    difference, and ``a1``, ``a0`` follow the same way.
+    """
+    p = len(v)
+    out0, out1, out2 = out[:p], out[p:2 * p], out[2 * p:3 * p]  # views: see _address
+    for m in range(p):
+        x = np.float64(v[m])
+        a2 = np.rint(x * _PACK_INV_S2)
+        r = x - a2 * _PACK_S2
+        a1 = np.rint(r * _PACK_INV_S)
+        out0[m] = r - a1 * _PACK_S
+        out1[m] = a1
+        out2[m] = a2
+
+
 # --- int64 rules (the contract's, on scalars) ----------------------------------------
 
 
@@ -242,7 +296,8 @@ def delta_encode(q, theta, refs, fired):
 
 @njit(cache=True, nogil=True)
 def encode_sequence(v, quantize, mult, shift, bits, theta, dense, reverse, refs, counts):
-    """One path's input sequence ``v`` ``(T, B, N)`` (any layout) to the references its product sees.
+    """One path's input sequences ``v`` ``(B, T, N)`` (C-contiguous) to the references its product sees,
+    time-major.
 
     ``quantize``: ``v`` is fixed point, quantized first by the contract's
     ``quantize_act(v, mult, shift, bits)``; otherwise ``v`` holds the
@@ -253,29 +308,42 @@ def encode_sequence(v, quantize, mult, shift, bits, theta, dense, reverse, refs,
     Writes ``refs[s, b]`` ``(T, B, N)`` (float, the product's input) at each
     processing step ``s``, and ``counts[b, t]`` ``(B, T)`` at the input's time
     ``t``: the deltas emitted (``dense``: the non-zero values).
+
+    Exact integers in float64, as the step kernels (the module's docstring):
+    ``v`` holds integers of magnitude below ``2**31`` (converted through
+    int32, four at a time) and, when quantized, ``|v| * mult + 2**(shift-1)``
+    stays below ``2**53`` (fixed-point values and a multiplier of
+    :data:`deltarnn.spec.contract.MULT_BITS` bits).
     """
-    steps, bsz, n = v.shape
-    qm = (np.int64(1) << (bits - 1)) - 1
-    rnd = (np.int64(1) << shift) >> 1
-    ref = np.zeros(n, dtype=np.int64)
+    bsz, steps, n = v.shape
+    qm = float((1 << (bits - 1)) - 1)
+    scaled, half = mult * 2.0 ** -shift, 0.5 if shift else 0.0
+    lim = float(theta)
+    q = np.empty(n, dtype=np.float64)
+    ref = np.empty(n, dtype=np.float64)
     for b in range(bsz):
-        ref[:] = 0
+        ref[:] = 0.0
         for s in range(steps):
             t = steps - 1 - s if reverse else s
-            src, dst = v[t, b], refs[s, b]
+            src, dst = v[b, t], refs[s, b]
+            if quantize:
+                for k in range(n):
+                    q[k] = _clamp(np.floor(np.float64(np.int32(src[k])) * scaled + half), -qm, qm)
+            else:
+                for k in range(n):
+                    q[k] = np.float64(np.int32(src[k]))
             cnt = 0
-            for k in range(n):
-                q = np.int64(src[k])
-                if quantize:
-                    q = min(max((q * mult + rnd) >> shift, -qm), qm)
-                if dense:
-                    ref[k] = q
-                    cnt += q != 0
-                else:
-                    d = q - ref[k]
-                    f = np.int64(abs(d) > theta)
+            if dense:
+                for k in range(n):
+                    ref[k] = q[k]
+                    cnt += q[k] != 0
+            else:
+                for k in range(n):
+                    d = q[k] - ref[k]
+                    f = abs(d) > lim
                     ref[k] += f * d
                     cnt += f
+            for k in range(n):
                 dst[k] = ref[k]
             counts[b, t] = cnt
 
@@ -324,15 +392,31 @@ def _requantize(p, rq, out, n):
 
 
 @njit(cache=True, inline="always")
-def _address(pre, scale, base, idx, lo, hi):
-    """``idx[j]`` = the table address of ``pre[j]`` (+ ``base``), ``lo <= j < hi``."""
-    for j in range(lo, hi):
+def _requantize_product(p, packed, rq, out, n, scratch):
+    """``out[:n] = requantize(p)`` for a product row ``p``; a ``packed`` one (:func:`pack_columns`) is
+    separated into ``scratch`` (``3 * len(p)`` at least) first."""
+    if packed:
+        _separate_row(p, scratch)
+        _requantize(scratch, rq, out, n)
+    else:
+        _requantize(p, rq, out, n)
+
+
+# The loops below index views from 0 (``g[hs:2 * hs][k]``, not ``g[hs + k]``): an index the compiler cannot
+# prove non-negative keeps NumPy's negative-index wraparound, and a loop with it does not vectorise.
+
+
+@njit(cache=True, inline="always")
+def _address(pre, scale, base, idx):
+    """``idx[j]`` = the table address of ``pre[j]`` (+ ``base``), for every ``j`` of ``idx``."""
+    for j in range(len(idx)):
         idx[j] = np.int32(_clamp(np.floor(pre[j] * scale) + _HALF_N, 0.0, _TOP) + base)
 
 
 @njit(cache=True, inline="always")
-def _lookup(idx, out, lo, hi):
-    for j in range(lo, hi):
+def _lookup(idx, out):
+    """``out[j] = TABLES[idx[j]]`` for every ``j`` of ``idx``."""
+    for j in range(len(idx)):
         out[j] = TABLES[np.uintp(idx[j])]  # unsigned: no negative-index wraparound to test
 
 
@@ -341,33 +425,35 @@ def _lstm(hs, x, hh, bias, c, h, idx, g, tmp):
     gh = 4 * hs
     for j in range(gh):
         x[j] += hh[j] + bias[j]
-    _address(x, _SIG_SCALE, _SIG_BASE, idx, 0, 2 * hs)
-    _address(x, _TANH_SCALE, _TANH_BASE, idx, 2 * hs, 3 * hs)
-    _address(x, _SIG_SCALE, _SIG_BASE, idx, 3 * hs, gh)
-    _lookup(idx, g, 0, gh)
+    _address(x[:2 * hs], _SIG_SCALE, _SIG_BASE, idx[:2 * hs])
+    _address(x[2 * hs:3 * hs], _TANH_SCALE, _TANH_BASE, idx[2 * hs:3 * hs])
+    _address(x[3 * hs:gh], _SIG_SCALE, _SIG_BASE, idx[3 * hs:gh])
+    _lookup(idx[:gh], g)
+    gi, gf, gg, go = g[:hs], g[hs:2 * hs], g[2 * hs:3 * hs], g[3 * hs:gh]
     for k in range(hs):
-        c[k] = _clamp(_mul(g[hs + k], c[k]) + _mul(g[k], g[2 * hs + k]), _LO, _HI)
-    _address(c, _TANH_SCALE, _TANH_BASE, idx, 0, hs)
-    _lookup(idx, tmp, 0, hs)
+        c[k] = _clamp(_mul(gf[k], c[k]) + _mul(gi[k], gg[k]), _LO, _HI)
+    _address(c, _TANH_SCALE, _TANH_BASE, idx[:hs])
+    _lookup(idx[:hs], tmp)
     for k in range(hs):
-        h[k] = _mul(g[3 * hs + k], tmp[k])
+        h[k] = _mul(go[k], tmp[k])
 
 
 @njit(cache=True, inline="always")
 def _gru(hs, x, hh, bias, bias_hn, h, idx, g, tmp):
     for j in range(2 * hs):
         x[j] += hh[j] + bias[j]
-    _address(x, _SIG_SCALE, _SIG_BASE, idx, 0, 2 * hs)
-    _lookup(idx, g, 0, 2 * hs)
+    _address(x, _SIG_SCALE, _SIG_BASE, idx[:2 * hs])
+    _lookup(idx[:2 * hs], g)
+    gr, gz = g[:hs], g[hs:2 * hs]
+    xn, hn, bn = x[2 * hs:3 * hs], hh[2 * hs:3 * hs], bias[2 * hs:3 * hs]
     for k in range(hs):
-        j = 2 * hs + k
-        nx = _clamp(x[j] + bias[j], _LO, _HI)
-        nh = _clamp(hh[j] + bias_hn[k], _LO, _HI)
-        tmp[k] = nx + _mul(g[k], nh)
-    _address(tmp, _TANH_SCALE, _TANH_BASE, idx, 0, hs)
-    _lookup(idx, tmp, 0, hs)
+        nx = _clamp(xn[k] + bn[k], _LO, _HI)
+        nh = _clamp(hn[k] + bias_hn[k], _LO, _HI)
+        tmp[k] = nx + _mul(gr[k], nh)
+    _address(tmp, _TANH_SCALE, _TANH_BASE, idx[:hs])
+    _lookup(idx[:hs], tmp)
     for k in range(hs):
-        z = g[hs + k]
+        z = gz[k]
         h[k] = _clamp(_mul(_ONE - z, tmp[k]) + _mul(z, h[k]), _LO, _HI)
 
 
@@ -375,16 +461,17 @@ def _gru(hs, x, hh, bias, bias_hn, h, idx, g, tmp):
 def _ligru(hs, x, hh, bias, h, idx, g):
     for j in range(2 * hs):
         x[j] += hh[j] + bias[j]
-    _address(x, _SIG_SCALE, _SIG_BASE, idx, hs, 2 * hs)
-    _lookup(idx, g, hs, 2 * hs)
+    gz = g[hs:2 * hs]
+    _address(x[hs:2 * hs], _SIG_SCALE, _SIG_BASE, idx[hs:2 * hs])
+    _lookup(idx[hs:2 * hs], gz)
     for k in range(hs):
         a = _clamp(x[k], 0.0, _HI)
-        z = g[hs + k]
+        z = gz[k]
         h[k] = _clamp(_mul(z, h[k]) + _mul(_ONE - z, a), _LO, _HI)
 
 
 def step_constants(cell: str, rq_x: tuple, rq_h: tuple, bias: np.ndarray, bias_hn: np.ndarray, act: tuple,
-                   dense: bool) -> tuple:
+                   dense: bool, packed: tuple[bool, bool] = (False, False)) -> tuple:
     """Everything :func:`recurrent_step` reads besides the step's data, packed into four arrays.
 
     (Dispatching a compiled call costs about a microsecond per argument that
@@ -393,13 +480,14 @@ def step_constants(cell: str, rq_x: tuple, rq_h: tuple, bias: np.ndarray, bias_h
     fixed-point vectors (``bias_hn``: GRU only, any array otherwise);
     ``act``: the h path's activation quantizer and delta threshold,
     ``(mult * 2**-shift, 1/2 or 0 when shift is 0, qmax, theta)``; ``dense``:
-    without delta encoding.
+    without delta encoding; ``packed``: whether the x path's and the h
+    path's products are packed (:func:`pack_columns`).
 
     Returns ``(fvec, fscal, ivec, iscal)``: float64 ``(4, G*H)`` (both
     scaled multipliers, ``bias``, ``bias_hn`` padded), float64 ``(6,)`` (both
     halves, ``act``), int64 ``(4, G*H)`` (multipliers and rounding constants of
-    both int64 forms), int64 ``(6,)`` (:data:`CELL_CODE`, ``dense``, both
-    ``use_float``, both shifts).
+    both int64 forms), int64 ``(8,)`` (:data:`CELL_CODE`, ``dense``, both
+    ``use_float``, both shifts, both ``packed``).
     """
     gh = len(bias)
     fvec = np.zeros((4, gh), dtype=np.float64)
@@ -407,8 +495,14 @@ def step_constants(cell: str, rq_x: tuple, rq_h: tuple, bias: np.ndarray, bias_h
     fvec[3, :len(bias_hn)] = bias_hn
     fscal = np.array([rq_x[1], rq_h[1], *act], dtype=np.float64)
     ivec = np.stack([rq_x[2], rq_x[3], rq_h[2], rq_h[3]]).astype(np.int64)
-    iscal = np.array([CELL_CODE[cell], dense, rq_x[5], rq_h[5], rq_x[4], rq_h[4]], dtype=np.int64)
+    iscal = np.array([CELL_CODE[cell], dense, rq_x[5], rq_h[5], rq_x[4], rq_h[4], *packed], dtype=np.int64)
     return fvec, fscal, ivec, iscal
+
+
+@njit(cache=True, inline="always")
+def _scratch_length(gh):
+    """The length of the gate row ``g`` of :func:`_step`, which also holds a packed product row separated."""
+    return max(gh, PACK * -(-gh // PACK))
 
 
 @njit(cache=True, inline="always")
@@ -417,18 +511,19 @@ def _unpack(fvec, fscal, ivec, iscal):
     rq_x = (fvec[0], fscal[0], ivec[0], ivec[1], iscal[4], iscal[2] != 0)
     rq_h = (fvec[1], fscal[1], ivec[2], ivec[3], iscal[5], iscal[3] != 0)
     act = (fscal[2], fscal[3], fscal[4], fscal[5])
-    return iscal[0], iscal[1] != 0, rq_x, rq_h, fvec[2], fvec[3], act
+    return iscal[0], iscal[1] != 0, rq_x, rq_h, fvec[2], fvec[3], act, (iscal[6] != 0, iscal[7] != 0)
 
 
 @njit(cache=True, inline="always")
-def _step(cell, dense, rq_x, rq_h, bias, bias_hn, act, prod_x, prod_h, c, h, ref, out, counts, x, hh, g, idx, tmp):
-    """:func:`recurrent_step` on unpacked constants, with its scratch rows ``x``, ``hh``, ``g``, ``idx``, ``tmp``."""
+def _step(cell, dense, rq_x, rq_h, bias, bias_hn, act, packed, prod_x, prod_h, c, h, ref, out, counts, x, hh, g, idx,
+          tmp):
+    """:func:`recurrent_step` on unpacked constants, with its scratch rows ``x``, ``hh``, ``g``, ``idx``, ``tmp``
+    (``g``: :func:`_scratch_length`)."""
     a_scaled, a_half, qm, theta = act
-    bsz, gh = prod_x.shape
-    hs = h.shape[1]
+    bsz, gh, hs = prod_x.shape[0], len(bias), h.shape[1]
     for b in range(bsz):
-        _requantize(prod_x[b], rq_x, x, gh)
-        _requantize(prod_h[b], rq_h, hh, gh)
+        _requantize_product(prod_x[b], packed[0], rq_x, x, gh, g)
+        _requantize_product(prod_h[b], packed[1], rq_h, hh, gh, g)
         hb = h[b]
         if cell == 0:
             _lstm(hs, x, hh, bias, c[b], hb, idx, g, tmp)
@@ -468,10 +563,11 @@ def recurrent_step(fvec, fscal, ivec, iscal, prod_x, prod_h, c, h, ref, out, cou
     ----------
     fvec, fscal, ivec, iscal : arrays
         The direction's constants, :func:`step_constants`.
-    prod_x, prod_h : float ``(B, G*H)``
+    prod_x, prod_h : float ``(B, G*H)``, or float64 ``(B, ceil(G*H/3))`` when packed
         This step's x-path product ``W_x @ ref_x`` and h-path product
         ``W_h @ ref_h`` (exact integers): the accumulators, which equal the
-        products of the references.
+        products of the references; three per element when packed
+        (:func:`pack_columns`, ``packed`` of :func:`step_constants`).
     c : float64 ``(B, H)``
         The LSTM cell state, updated in place (any array otherwise).
     h : float64 ``(B, H)``
@@ -483,17 +579,18 @@ def recurrent_step(fvec, fscal, ivec, iscal, prod_x, prod_h, c, h, ref, out, cou
     counts : int64 ``(B,)``
         Out: deltas emitted per sequence (``H`` each when ``dense``).
     """
-    cell, dense, rq_x, rq_h, bias, bias_hn, act = _unpack(fvec, fscal, ivec, iscal)
-    gh, hs = prod_x.shape[1], h.shape[1]
-    _step(cell, dense, rq_x, rq_h, bias, bias_hn, act, prod_x, prod_h, c, h, ref, out, counts,
-          np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64),
+    cell, dense, rq_x, rq_h, bias, bias_hn, act, packed = _unpack(fvec, fscal, ivec, iscal)
+    gh, hs = len(bias), h.shape[1]
+    _step(cell, dense, rq_x, rq_h, bias, bias_hn, act, packed, prod_x, prod_h, c, h, ref, out, counts,
+          np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64), np.empty(_scratch_length(gh), dtype=np.float64),
           np.empty(gh, dtype=np.int32), np.empty(hs, dtype=np.float64))
 
 
 @njit(cache=True, nogil=True)
 def recurrent_sequence(fvec, fscal, ivec, iscal, refs, w_x, w_h, chunk, gemm, out, emitted):
-    """A whole LSTM / GRU / LiGRU direction: x references ``(T, B, N)`` -> ``out`` int64 ``(T, B, H)``,
-    in processing order, and the h path's deltas emitted at each step into ``emitted`` int64 ``(T, B)``.
+    """A whole LSTM / GRU / LiGRU direction: x references ``(T, B, N)`` -> ``out`` int64 ``(B, T, H)``
+    (any layout), in processing order, and the h path's deltas emitted at each step into ``emitted`` int64
+    ``(T, B)``.
 
     The products are BLAS calls from compiled code, ``gemm(a, b, out)``
     (:func:`gemm_numpy`, or :func:`gemm_dot`), with the GIL released throughout: the x path's
@@ -502,19 +599,21 @@ def recurrent_sequence(fvec, fscal, ivec, iscal, refs, w_x, w_h, chunk, gemm, ou
     each step then :func:`recurrent_step`. ``refs`` and ``w_x`` ``(N, G*H)``
     share a float type, and so do ``w_h`` ``(H, G*H)`` and the h references,
     types whose products of these integers are exact
-    (:func:`deltarnn.quant.golden.exact_float`); every array C-contiguous.
-    ``fvec, fscal, ivec, iscal``: :func:`step_constants`.
+    (:func:`deltarnn.quant.golden.exact_float`); a packed path's weights
+    are float64 ``pack_columns(W.T)`` instead (:func:`pack_columns`). Every
+    array C-contiguous but ``out``. ``fvec, fscal, ivec, iscal``: :func:`step_constants`.
     """
-    cell, dense, rq_x, rq_h, bias, bias_hn, act = _unpack(fvec, fscal, ivec, iscal)
+    cell, dense, rq_x, rq_h, bias, bias_hn, act, packed = _unpack(fvec, fscal, ivec, iscal)
     steps, bsz, n = refs.shape
-    hs, gh = w_h.shape
+    hs, gh = w_h.shape[0], len(bias)
     chunk = max(1, min(chunk, steps))
-    prod_x = np.empty((chunk * bsz, gh), dtype=w_x.dtype)
-    prod_h = np.zeros((bsz, gh), dtype=w_h.dtype)
+    prod_x = np.empty((chunk * bsz, w_x.shape[1]), dtype=w_x.dtype)
+    prod_h = np.zeros((bsz, w_h.shape[1]), dtype=w_h.dtype)
     ref = np.zeros((bsz, hs), dtype=w_h.dtype)
     c = np.zeros((bsz, hs), dtype=np.float64)
     h = np.zeros((bsz, hs), dtype=np.float64)
-    x, hh, g = np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64)
+    x, hh = np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64)
+    g = np.empty(_scratch_length(gh), dtype=np.float64)
     idx, tmp = np.empty(gh, dtype=np.int32), np.empty(hs, dtype=np.float64)
     for t0 in range(0, steps, chunk):
         t1 = min(t0 + chunk, steps)
@@ -524,13 +623,14 @@ def recurrent_sequence(fvec, fscal, ivec, iscal, refs, w_x, w_h, chunk, gemm, ou
             if t:
                 gemm(ref, w_h, prod_h)
             r0 = (t - t0) * bsz
-            _step(cell, dense, rq_x, rq_h, bias, bias_hn, act, px[r0:r0 + bsz], prod_h, c, h, ref, out[t],
-                  emitted[t], x, hh, g, idx, tmp)
+            _step(cell, dense, rq_x, rq_h, bias, bias_hn, act, packed, px[r0:r0 + bsz], prod_h, c, h, ref,
+                  out[:, t], emitted[t], x, hh, g, idx, tmp)
 
 
 @njit(cache=True, nogil=True)
 def sru_sequence(prod_x, rq_x, refs, highway, vf, vr, bias, out):
-    """A whole SRU direction: x products ``(T, B, R)`` -> ``out`` int64 ``(T, B, H)``, in processing order.
+    """A whole SRU direction: x products ``(T, B, R)`` -> ``out`` int64 ``(B, T, H)`` (any layout), in
+    processing order.
 
     ``prod_x`` holds the exact products ``W_x @ ref_x`` of every step,
     ``rq_x`` their requantization (:func:`requantization_exact`). The highway
@@ -546,25 +646,28 @@ def sru_sequence(prod_x, rq_x, refs, highway, vf, vr, bias, out):
     hw = np.empty(hs, dtype=np.float64)
     g = np.empty(2 * hs, dtype=np.float64)
     idx = np.empty(2 * hs, dtype=np.int32)
+    # views of the blocks (see _address): the candidate x[:hs], both gates, the projection
+    xf, xr, xp = x[hs:2 * hs], x[2 * hs:3 * hs], x[3 * hs:]
+    gf, gr, bf, br = g[:hs], g[hs:], bias[:hs], bias[hs:]
     for b in range(bsz):
         c[:] = 0.0
         for t in range(steps):
             _requantize(prod_x[t, b], rq_x, x, rows)
             for k in range(hs):
-                g[k] = x[hs + k] + _mul(vf[k], c[k]) + bias[k]
-                g[hs + k] = x[2 * hs + k] + _mul(vr[k], c[k]) + bias[hs + k]
-            _address(g, _SIG_SCALE, _SIG_BASE, idx, 0, 2 * hs)
-            _lookup(idx, g, 0, 2 * hs)
+                gf[k] = xf[k] + _mul(vf[k], c[k]) + bf[k]
+                gr[k] = xr[k] + _mul(vr[k], c[k]) + br[k]
+            _address(g, _SIG_SCALE, _SIG_BASE, idx)
+            _lookup(idx, g)
             if hw_scaled < 0:
                 for k in range(hs):
-                    hw[k] = x[3 * hs + k]
+                    hw[k] = xp[k]
             else:
                 rt = refs[t, b]
                 for k in range(hs):
                     hw[k] = _clamp(np.floor(np.float64(rt[k]) * hw_scaled + hw_half), _LO, _HI)
-            ob = out[t, b]
+            ob = out[b, t]
             for k in range(hs):
-                f, r = g[k], g[hs + k]
+                f, r = gf[k], gr[k]
                 ck = _clamp(_mul(f, c[k]) + _mul(_ONE - f, x[k]), _LO, _HI)
                 c[k] = ck
                 ob[k] = np.int64(_clamp(_mul(r, ck) + _mul(_ONE - r, hw[k]), _LO, _HI))

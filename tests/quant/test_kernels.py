@@ -93,18 +93,20 @@ def test_gemm_equals_matmul(gemm, dtype, m, k, n):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "ligru"])
 @pytest.mark.parametrize("dense,theta", [(False, 0), (False, 2), (True, 0)])
-@pytest.mark.parametrize("types_", [(np.float32, np.float32), (np.float64, np.float32), (np.float32, np.float64)])
+@pytest.mark.parametrize("types_", [(np.float32, np.float32), (np.float64, np.float32), (np.float32, np.float64),
+                                    ("packed", "packed"), (np.float32, "packed"), ("packed", np.float64)])
 @pytest.mark.parametrize("gemm", GEMMS)
 @pytest.mark.parametrize("use_float", [True, False])
 def test_recurrent_sequence_equals_the_steps(cell, dense, theta, types_, gemm, use_float):
     """The compiled sequence loop == NumPy products of the references and :func:`K.recurrent_step` per step,
-    with chunks of x products (a last, shorter one) and both requantization forms."""
+    with chunks of x products (a last, shorter one), both requantization forms, products of either path
+    packed (:func:`K.pack_columns`; rows not a multiple of 3 for LSTM and LiGRU), into a strided output."""
     if gemm == "numpy" and not K.NUMPY_GEMM:
         pytest.skip("NumPy's BLAS is not callable from compiled code here")
     K.load_scipy_blas()
     fx, fh = types_
     rng = np.random.default_rng(GATES[cell] + 5 * theta + 11 * dense)
-    steps, bsz, n, hs, g, chunk = 11, 3, 6, 9, GATES[cell], 4
+    steps, bsz, n, hs, g, chunk = 11, 3, 6, 10, GATES[cell], 4
     w_x, w_h = rng.integers(-7, 8, (n, g * hs)), rng.integers(-7, 8, (hs, g * hs))
     refs = rng.integers(-31, 32, (steps, bsz, n))
     mult_x, mult_h = rng.integers(1, 1 << C.MULT_BITS, (2, g * hs))
@@ -124,12 +126,43 @@ def test_recurrent_sequence_equals_the_steps(cell, dense, theta, types_, gemm, u
     assert len(np.unique(want)) > 20  # not all saturated
     assert dense or 0 < want_emitted.sum() < steps * bsz * hs
 
-    out = np.empty((steps, bsz, hs), dtype=np.int64)
+    packed = tuple(t == "packed" for t in types_)
+    consts = K.step_constants(cell, rq_x, rq_h, bias, bias_hn, act, dense, packed)
+    wx, wh = (K.pack_columns(w) if p else w.astype(t) for w, t, p in ((w_x, fx, packed[0]), (w_h, fh, packed[1])))
+    layer = np.zeros((bsz, steps, 2 * hs), dtype=np.int64)  # the output: the second direction's half, reversed
+    out = layer[:, ::-1, hs:]
     emitted = np.empty((steps, bsz), dtype=np.int64)
-    K.recurrent_sequence(*consts, refs.astype(fx), w_x.astype(fx), w_h.astype(fh), chunk, GEMMS[gemm], out,
-                         emitted)
-    np.testing.assert_array_equal(out, want)
+    K.recurrent_sequence(*consts, refs.astype(wx.dtype), wx, wh, chunk, GEMMS[gemm], out, emitted)
+    np.testing.assert_array_equal(out.transpose(1, 0, 2), want)
+    assert not layer[:, :, :hs].any()
     np.testing.assert_array_equal(emitted, want_emitted)
+
+
+@pytest.mark.parametrize("hs", [3, 4, 5])
+def test_packed_products_separate_exactly(hs):
+    """Three accumulators per float64 (:func:`K.pack_columns`; 12, 16, 20 rows: none, two, one missing), up to
+    the largest magnitudes the packing admits (``PACK_LIMIT - 1``), are separated into the same integers: the
+    cell update of packed products == that of the plain ones."""
+    rng = np.random.default_rng(hs)
+    bsz, gh, top = 6, 4 * hs, K.PACK_LIMIT - 1
+    acc = rng.integers(-top, top + 1, (2, bsz, gh))
+    acc[:, 0], acc[:, 1], acc[:, 2, ::2], acc[:, 2, 1::2] = top, -top, top, -top
+    # products of unit references, by BLAS in float64: the packed accumulators of each sequence
+    packed_prods = [np.eye(bsz) @ K.pack_columns(a) for a in acc]
+    mult = rng.integers(1, 1 << C.MULT_BITS, (2, gh))
+    rq_x, rq_h = (_rq(m, 20, top, True) for m in mult)
+    act = (5000 * 2.0 ** -14, 0.5, float(C.qmax(8)), 0.0)
+    bias = rng.integers(-3000, 3000, gh).astype(np.float64)
+    results = []
+    for packed, (px, ph) in (((False, False), acc.astype(np.float64)), ((True, True), packed_prods)):
+        consts = K.step_constants("lstm", rq_x, rq_h, bias, bias, act, False, packed)
+        c, h, ref = (np.zeros((bsz, hs)) for _ in range(3))
+        out, counts = np.empty((bsz, hs), dtype=np.int64), np.empty(bsz, dtype=np.int64)
+        K.recurrent_step(*consts, px, ph, c, h, ref, out, counts)
+        results.append((out, c, ref, counts))
+    assert packed_prods[0].shape == (bsz, -(-gh // 3)) and len(np.unique(results[0][1])) > 2 * bsz  # c: not saturated
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -145,7 +178,7 @@ def test_sru_sequence_equals_the_contract(seed):
     refs = rng.integers(-127, 128, (steps, bsz, hs))
     hw_mult, hw_shift = int(rng.integers(1, 1 << C.MULT_BITS)), 9
     vf, vr, bias = (rng.integers(*fx, n).astype(np.int64) for n in (hs, hs, 2 * hs))
-    out = np.empty((steps, bsz, hs), dtype=np.int64)
+    out = np.empty((bsz, steps, hs), dtype=np.int64)
     highway = (-1.0, 0.0) if projection else (hw_mult * 2.0 ** -hw_shift, 0.5)
     K.sru_sequence(prod.astype(np.float64), _rq(mult, shift, lim, seed != 3), refs.astype(np.float32), highway,
                    vf.astype(np.float64), vr.astype(np.float64), bias.astype(np.float64), out)
@@ -155,7 +188,7 @@ def test_sru_sequence_equals_the_contract(seed):
     for t in range(steps):
         hw = None if projection else C.requantize(refs[t], hw_mult, hw_shift)
         h, c = cells.sru_step(rqx[t], hw, vec, (h, c))
-        np.testing.assert_array_equal(out[t], h)
+        np.testing.assert_array_equal(out[:, t], h)
 
 
 @pytest.mark.parametrize("shift", [0, 1, 13, 40])
@@ -230,6 +263,6 @@ def test_encode_sequence_equals_the_rule(quantize, theta, dense, reverse):
         want_counts = fired.sum(axis=-1)
     refs = np.empty((steps, bsz, n), dtype=np.float32)
     counts = np.empty((bsz, steps), dtype=np.int64)
-    K.encode_sequence(v.transpose(1, 0, 2), quantize, mult, shift, bits, theta, dense, reverse, refs, counts)
+    K.encode_sequence(v, quantize, mult, shift, bits, theta, dense, reverse, refs, counts)
     np.testing.assert_array_equal(refs, want_refs.transpose(1, 0, 2))
     np.testing.assert_array_equal(counts, want_counts[:, ::-1] if reverse else want_counts)  # counts in time order

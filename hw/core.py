@@ -319,7 +319,8 @@ class Core(wiring.Component):
         with m.If(st.wiping):
             lanes = (1 << p.lanes) - 1
             m.d[st.w_wr_domain] += [st.w_wr_addr.eq(clr), st.w_wr_data.eq(0),
-                                    st.w_wr_en.eq(Mux(clr < p.weight_depth, lanes, 0)), st.w_wr_any.eq(clr < p.weight_depth)]
+                                    st.w_wr_en.eq(Mux(clr < p.weight_depth, lanes, 0)),
+                                    st.w_wr_any.eq(clr < p.weight_depth)]
             m.d.comb += [mult.wr.addr.eq(clr), mult.wr.data.eq(0), mult.wr.en.eq(clr < p.acc_depth * p.lanes),
                          vec.wr.addr.eq(clr), vec.wr.data.eq(0), vec.wr.en.eq(clr < p.vec_depth)]
 

@@ -202,23 +202,23 @@ def latency_of(lanes: int) -> dict[str, int]:
 def schedule(program, lanes: int) -> Schedule:
     """:func:`modulo_schedule` of ``program`` in a core of ``lanes`` lanes, computed once per program (the
     cycle model asks per step)."""
-    return modulo_schedule(tuple(tuple(ins) for ins in program), lanes > WIDE_LANES)
+    return modulo_schedule(tuple(tuple(ins) for ins in program), lanes)
 
 
 @lru_cache(maxsize=None)
-def modulo_schedule(program: tuple, wide: bool) -> Schedule:
+def modulo_schedule(program: tuple, lanes: int) -> Schedule:
     """Modulo-schedule ``program``: the smallest ``ii`` its ports allow (at least :data:`OUT_II` for an
     output program), each instruction as early as possible, memory loads as late as their users allow.
 
-    ``wide``: latencies of a core of more than :data:`WIDE_LANES` lanes
-    (:func:`latency_of`). Dependences: an operand is read no earlier than its producer's result is
+    ``lanes``: the core's, whose latencies it takes (:func:`latency_of`).
+    Dependences: an operand is read no earlier than its producer's result is
     written; a state write (``st s``) comes after the program's read of the
     same state (``ld s``) of the same neuron. Every memory port serves one
     instruction per cycle, so two instructions on one port start in
     different cycles modulo ``ii``; shared units get as many copies as their
     uses need at that ``ii``.
     """
-    latency = latency_of(WIDE_LANES + int(wide))
+    latency = latency_of(lanes)
     uses: dict[str, int] = {}
     for ins in program:
         for port in _ports(ins):

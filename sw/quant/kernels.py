@@ -71,9 +71,9 @@ from numba.extending import intrinsic
 
 from deltarnn.spec import contract as C
 
-__all__ = ["CELL_CODE", "NUMPY_GEMM", "PACK", "PACK_LIMIT", "delta_encode", "encode_sequence", "gemm_dot", "gemm_numpy", "head_output",
-           "load_scipy_blas", "pack_columns", "recurrent_sequence", "recurrent_step", "requantization_exact", "requantize_rows",
-           "sru_sequence", "step_constants"]
+__all__ = ["CELL_CODE", "NUMPY_GEMM", "PACK", "PACK_LIMIT", "delta_encode", "encode_sequence", "gemm_dot",
+           "gemm_numpy", "head_output", "load_scipy_blas", "pack_columns", "recurrent_sequence", "recurrent_step",
+           "requantization_exact", "requantize_rows", "sru_sequence", "step_constants"]
 
 #: The ``cell`` argument of :func:`recurrent_step`.
 CELL_CODE = {"lstm": 0, "gru": 1, "ligru": 2}
@@ -582,7 +582,8 @@ def recurrent_step(fvec, fscal, ivec, iscal, prod_x, prod_h, c, h, ref, out, cou
     cell, dense, rq_x, rq_h, bias, bias_hn, act, packed = _unpack(fvec, fscal, ivec, iscal)
     gh, hs = len(bias), h.shape[1]
     _step(cell, dense, rq_x, rq_h, bias, bias_hn, act, packed, prod_x, prod_h, c, h, ref, out, counts,
-          np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64), np.empty(_scratch_length(gh), dtype=np.float64),
+          np.empty(gh, dtype=np.float64), np.empty(gh, dtype=np.float64),
+          np.empty(_scratch_length(gh), dtype=np.float64),
           np.empty(gh, dtype=np.int32), np.empty(hs, dtype=np.float64))
 
 

@@ -53,11 +53,15 @@ FOOTPRINTS = {2: Footprint(100, 1000, {"0.x": 60, "0.h": 60, "head.x": 20}),
 SELECT_PER = {(2, 4, ()): 30.0, (4, 4, ()): 23.0, (8, 4, ()): 20.5,
               (2, 8, ()): 29.0, (4, 8, ()): 22.0, (8, 8, ()): 20.2,
               (2, 4, ("0.x",)): 25.0, (2, 4, ("0.h",)): 27.0, (2, 4, ("head.x",)): 28.0,
-              (2, 4, ("0.x", "head.x")): 24.0, (4, 4, ("head.x",)): 20.8}
+              (2, 4, ("0.x", "head.x")): 24.0, (4, 4, ("head.x",)): 20.8, (4, 8, ("head.x",)): 21.5}
 #: The chosen widths' points (w4 a4, head.x skipped): (split, theta_x, theta_h) -> (PER, eliminated %).
 THETA_POINTS = {("select", 0, 0): (20.8, 5.0), ("select", 0, 4): (21.5, 30.0), ("select", 2, 0): (20.9, 25.0),
                 ("select", 2, 4): (23.0, 60.0), ("report", 0, 0): (22.5, 5.0), ("report", 0, 4): (24.0, 30.0),
                 ("report", 2, 0): (22.9, 25.0), ("report", 2, 4): (22.8, 60.0)}
+#: The same weights at activation width 8 (used where its threshold-0 PER is made to be within 1 point).
+THETA_POINTS_A8 = {("select", 0, 0): (20.6, 4.0), ("select", 0, 4): (20.7, 35.0), ("select", 2, 0): (21.2, 28.0),
+                   ("select", 2, 4): (22.0, 62.0), ("report", 0, 0): (22.4, 4.0), ("report", 0, 4): (22.6, 36.0),
+                   ("report", 2, 0): (23.1, 28.0), ("report", 2, 4): (23.9, 61.0)}
 FLOAT_PER = {"select": 20.0, "report": 22.0}
 FLOAT_FER = 10.0
 
@@ -76,9 +80,11 @@ def table_config(**changes) -> StudyConfig:
 class FakeEvaluate:
     """``evaluate`` over the tables above; records every batch."""
 
-    def __init__(self, per_offset: float = 0.0, fer: dict | None = None):
+    def __init__(self, per_offset: float = 0.0, fer: dict | None = None, a8_within_tol: bool = False):
         self.batches = []
         self.per_offset = per_offset
+        #: whether w4 a8 with head.x skipped is within 1 point at threshold 0 (20.6 instead of 21.5)
+        self.a8_within_tol = a8_within_tol
         #: FER (%) of some threshold points, ``(split, theta_x, theta_h) -> FER``; the others have the float FER
         self.fer = fer or {}
 
@@ -88,16 +94,19 @@ class FakeEvaluate:
                     "utterance_scores": _rows(FLOAT_PER[r.split], FLOAT_FER)}
         if isinstance(r, FootprintQuery):
             return FOOTPRINTS[r.wbits]
+        a8 = (r.wbits, r.abits, r.skip) == (4, 8, ("head.x",))
         if (r.theta_x, r.theta_h, r.split) == (0, 0, "select"):
             per, eliminated = SELECT_PER[(r.wbits, r.abits, r.skip)] + self.per_offset, 2.0
+            if a8 and self.a8_within_tol:
+                per = THETA_POINTS_A8[("select", 0, 0)][0]
         else:
-            per, eliminated = THETA_POINTS[(r.split, r.theta_x, r.theta_h)]
+            per, eliminated = (THETA_POINTS_A8 if a8 else THETA_POINTS)[(r.split, r.theta_x, r.theta_h)]
         fer = self.fer.get((r.split, r.theta_x, r.theta_h), FLOAT_FER)
         return {"macs_dense": 100, "eliminated_pct": eliminated, "paths": {"0.x": {}, "0.h": {}, "head.x": {}},
                 "size_kb": 1.0, "fer": fer, "sub_pct": 1.0, "del_pct": 2.0, "ins_pct": 3.0,
                 "utterance_scores": _rows(per, fer),
                 "per": per, "theta_x": r.theta_x, "theta_h": r.theta_h,
-                "compression_pct": FOOTPRINTS[r.wbits].compression_pct(r.skip) if r.abits == 4 else 50.0}
+                "compression_pct": FOOTPRINTS[r.wbits].compression_pct(r.skip) if r.abits == 4 or a8 else 50.0}
 
     def __call__(self, requests, stage):
         self.batches.append((stage, list(requests)))
@@ -114,7 +123,7 @@ def test_search_chooses_widths_skips_and_thresholds_on_a_metric_table():
     assert len(fake.requests()) == len(set(fake.requests()))       # nothing asked twice
     stages = [stage for stage, _ in fake.batches]
     assert stages == ["float PER", "width sweep", "quantize", "greedy skip round 1", "greedy skip round 2",
-                      "greedy skip round 3", "threshold grid", "report set"]
+                      "greedy skip round 3", "wider activations", "threshold grid", "report set"]
     assert len(fake.batches[1][1]) == 6                             # the sweep in one batch: w {2, 4, 8} x a {4, 8}
     assert {(q.wbits, q.abits, q.skip) for _, batch in fake.batches[-2:] for q in batch} == {(4, 4, ("head.x",))}
     # activation width 4 (0.3 points over a8 at w8); w2 greedy: 0.x (25), then head.x (24; 0.h would drop the
@@ -139,6 +148,28 @@ def test_search_chooses_widths_skips_and_thresholds_on_a_metric_table():
     assert [(p["theta_x"], p["theta_h"]) for p in th["front_report"]] == [(0, 0), (2, 4)]
     assert "best_report_within_tol" not in th        # nothing is chosen on the report set
     assert "gru: chosen w4 a4 skip [head.x]" in logged
+    # a8 with the same weights is 1.5 points over the float PER: no threshold grid is run on it
+    assert [(o["abits"], o["chosen_point"]["theta_x"]) for o in r.selection["activation_options"]] == [(4, 2)]
+    assert "gru: thresholds chosen at a4: (2, 0), eliminated 25.0 %, PER change +0.90" in logged
+
+
+def test_a_wider_activation_width_is_taken_where_its_thresholds_eliminate_more():
+    # w4 a8 (head.x skipped) is within 1 point at threshold 0 (20.6), and its finer thresholds reach (0, 4)
+    # with 35 % eliminated at 20.7 (w4 a4's best is (2, 0), 25 %): a8 becomes the chosen activation width
+    fake = FakeEvaluate(a8_within_tol=True)
+    r = search(table_config(), fake)["gru"]
+    assert [(o["abits"], o["chosen_point"]["eliminated_pct"]) for o in r.selection["activation_options"]] == [
+        (4, 25.0), (8, 35.0)]
+    assert (r.widths.wbits, r.widths.abits, r.widths.skip) == (4, 8, ("head.x",))
+    chosen = r.selection["chosen"]
+    assert (chosen["wbits"], chosen["abits"], chosen["select"]["abits"], chosen["select"]["per"]) == (4, 8, 8, 20.6)
+    th = r.thresholds
+    assert (th["chosen_point_select"]["theta_x"], th["chosen_point_select"]["theta_h"]) == (0, 4)
+    assert {q.abits for q in fake.batches[-1][1]} == {8}                   # the report set sees the chosen widths only
+    assert th["quantized_report"]["per"] == 22.4 and th["chosen_point_report"]["per"] == 22.6
+    # the FER guard is each width's own: (0, 4) at a8 adds 2 points of FER to a8's threshold 0, so a4 wins
+    r = search(table_config(), FakeEvaluate(a8_within_tol=True, fer={("select", 0, 4): 12.0}))["gru"]
+    assert r.widths.abits == 4 and r.thresholds["chosen_point_select"]["theta_x"] == 2
 
 
 def test_the_fer_guard_refuses_a_threshold_that_buys_per_with_frames():

@@ -11,10 +11,13 @@ For each cell type (LSTM, GRU, LiGRU, SRU) on a phone-recognition corpus:
    up, each with a greedy choice of paths left at 16 bits (skip the path
    whose restoration lowers the PER most, while the compression stays above
    ``compression_floor``) until the PER change is at most ``tol`` points;
-4. a grid of delta thresholds ``(theta_x, theta_h)`` on the chosen QModel,
-   the Pareto front of PER against eliminated operations, and the chosen
-   point: the most operations eliminated with a PER change of at most
-   ``tol`` points.
+4. a grid of delta thresholds ``(theta_x, theta_h)`` on the chosen QModel
+   and on the same weights at every wider activation width still within
+   ``tol`` at threshold 0, the Pareto fronts of PER against eliminated
+   operations, and the chosen point: the most operations eliminated with a
+   PER change of at most ``tol`` points (and at most ``fer_tol`` points of
+   FER over the same QModel at threshold 0); its activation width becomes
+   the chosen one.
 
 Selection (widths, skipped paths, Pareto front, chosen point) uses the
 ``select_split`` (dev); the figures reported use the ``report_split`` (test).

@@ -8,11 +8,16 @@
 3. the activation width (:func:`activation_width`), then weight widths from
    the smallest up with greedy path skipping (:class:`GreedySkip`), and the
    chosen widths (:func:`choose_widths`);
-4. the threshold grid on the chosen widths, its Pareto front
-   (:func:`pareto_front`) and the chosen point (:func:`choose_point`: the most
-   operations eliminated within ``tol`` points of the float model's PER and
-   ``fer_tol`` points of the threshold-0 model's FER, so that no threshold
-   buys PER with worse frames);
+4. the threshold grid on the chosen weights at every activation width from
+   the chosen one up whose threshold-0 PER is within ``tol``
+   (:func:`activation_candidates`: wider activations leave more of the
+   tolerance to the thresholds, and their finer steps make finer
+   thresholds), each grid's Pareto front (:func:`pareto_front`) and chosen
+   point (:func:`choose_point`: the most operations eliminated within ``tol``
+   points of the float model's PER and ``fer_tol`` points of the same
+   QModel's FER at threshold 0, so that no threshold buys PER with worse
+   frames); the activation width whose chosen point eliminates the most
+   becomes the chosen one (ties: the narrower);
 5. the report set at threshold 0 and at every point of the selection front,
    where the choices made on the selection set are confirmed; nothing is
    chosen or judged on the report set.
@@ -385,13 +390,46 @@ def select_widths(cfg: StudyConfig, ev: Evaluations, base: dict, log: Callable[[
     return found
 
 
-def select_thresholds(cfg: StudyConfig, ev: Evaluations, found: dict[str, CellResult]) -> None:
-    """Step 4: the threshold grid of each cell's chosen widths, its front and the chosen point."""
-    grid = {c: threshold_grid(cfg, r.widths, ev[r.widths]["paths"]) for c, r in found.items()}
-    ev.fetch([q for c in found for q in grid[c]], "threshold grid")
+def activation_candidates(cfg: StudyConfig, ev: Evaluations, r: CellResult) -> list[QuantPoint]:
+    """The chosen weights and skipped paths at the chosen activation width and every wider one whose
+    threshold-0 PER (selection set, evaluated already) is within ``tol`` of the float model's."""
+    w = r.widths
+    wider = [replace(w, abits=a) for a in sorted(cfg.abits) if a > w.abits]
+    return [w] + [q for q in wider if ev[q]["per"] - r.float_eval[SELECT]["per"] <= cfg.tol + 1e-9]
+
+
+def select_thresholds(cfg: StudyConfig, ev: Evaluations, found: dict[str, CellResult],
+                      log: Callable[[str], None] = lambda msg: None) -> None:
+    """Step 4: the threshold grids of each cell's activation candidates, their fronts and chosen points.
+
+    The candidate whose chosen point eliminates the most replaces ``widths``
+    (ties, or no point within the tolerances anywhere: the narrowest). Its grid,
+    front and point are ``grid_select``, ``front_select`` and
+    ``chosen_point_select``; ``activation_options`` records every candidate's.
+    """
+    ev.fetch([replace(r.widths, abits=a) for r in found.values() for a in cfg.abits if a > r.widths.abits],
+             "wider activations")
+    cands = {c: activation_candidates(cfg, ev, r) for c, r in found.items()}
+    grid = {(c, q.abits): threshold_grid(cfg, q, ev[q]["paths"]) for c in found for q in cands[c]}
+    ev.fetch([q for g in grid.values() for q in g], "threshold grid")
     for c, r in found.items():
-        points = [ev[q] for q in grid[c]]
-        front, chosen = front_and_choice(points, r.float_eval[SELECT]["per"], at_thetas(points, 0, 0)["fer"], cfg)
+        options = []
+        for q in cands[c]:
+            points = [ev[p] for p in grid[c, q.abits]]
+            front, chosen = front_and_choice(points, r.float_eval[SELECT]["per"], at_thetas(points, 0, 0)["fer"], cfg)
+            options.append((q, points, front, chosen))
+        q, points, front, chosen = max(options, key=lambda o: (o[3]["eliminated_pct"] if o[3] else -1.0,
+                                                              -o[0].abits))
+        if q != r.widths:
+            r.widths = q
+            r.selection["chosen"].update(abits=q.abits, select=ev.labelled(q))
+        r.selection["activation_options"] = [
+            {"abits": o[0].abits, "per": ev[o[0]]["per"], "fer": ev[o[0]]["fer"],
+             "chosen_point": None if o[3] is None else
+             {k: o[3][k] for k in ("theta_x", "theta_h", "per", "fer", "eliminated_pct")}} for o in options]
+        if chosen:
+            log(f"{c}: thresholds chosen at a{q.abits}: ({chosen['theta_x']}, {chosen['theta_h']}), eliminated "
+                f"{chosen['eliminated_pct']:.1f} %, PER change {chosen['per'] - r.float_eval[SELECT]['per']:+.2f}")
         r.thresholds.update(grid_select=points, front_select=front, chosen_point_select=chosen)
 
 
@@ -429,6 +467,6 @@ def search(cfg: StudyConfig, evaluate: Evaluate, log: Callable[[str], None] = la
     """
     ev = Evaluations(evaluate)
     found = select_widths(cfg, ev, float_baselines(cfg, ev, log), log)
-    select_thresholds(cfg, ev, found)
+    select_thresholds(cfg, ev, found, log)
     report(cfg, ev, found, log)
     return found

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ASSETS = Path(__file__).resolve().parents[1] / "data" / "demo"
-#: Delta thresholds (x, h) the demo sweeps.
+#: Delta thresholds (x, h) the demo sweeps, besides the study's choice.
 THRESHOLDS = ((0, 0), (1, 1), (2, 2), (4, 4), (8, 8))
 #: The board whose default build the simulated board runs (its Fmax gives the throughput).
 SIM_BOARD = "ulx3s-85f"
@@ -73,13 +73,13 @@ def run_demo(out=print, work_dir: str | Path = "build/demo", board_utterances: i
     fl = float_eval(model, evalset, decoder)
     out(f"    decoded PER {fl['per']:.1f} %, FER {fl['fer']:.1f} %")
 
+    thresholds = sorted(set(THRESHOLDS) | {a["theta"]})
     out(f"2/5 quantizing as the study chose for the GRU on dev: {a['wbits']}-bit weights, {a['abits']}-bit "
-        f"activations; golden-model emulation at delta thresholds {', '.join(f'{x}/{h}' for x, h in THRESHOLDS)}")
+        f"activations; golden-model emulation at delta thresholds {', '.join(f'{x}/{h}' for x, h in thresholds)}")
     calib = np.concatenate([u.features for u in a["calib"]])[None]
     qm = quantize(model, calib, wbits=a["wbits"], abits=a["abits"])
-    points = [evaluate_qmodel(qm, evalset, decoder, x, h) for x, h in THRESHOLDS]
-    chosen = next(p for p in points if (p["theta_x"], p["theta_h"]) == a["theta"]) \
-        if a["theta"] in THRESHOLDS else evaluate_qmodel(qm, evalset, decoder, *a["theta"])
+    points = [evaluate_qmodel(qm, evalset, decoder, x, h) for x, h in thresholds]
+    chosen = next(p for p in points if (p["theta_x"], p["theta_h"]) == a["theta"])
     float_kb = model_kb(model)
     out(_table(fl, float_kb, points, a["theta"]))
     plot = _plot(work / "per_vs_eliminated.png", fl, points, chosen)

@@ -96,8 +96,12 @@ def test_demo_runs(tmp_path):
     figures = run_demo(out=lines.append, work_dir=tmp_path, board_utterances=1, bitstream=FULL)
     assert [line[:3] for line in lines if line[:1].isdigit()] == ["1/5", "2/5", "3/5", "4/5"] + (["5/5"] if FULL else [])
     assert figures["float"]["per"] < 25 and figures["compression_pct"] > 85
-    shares = [p["eliminated_pct"] for p in figures["points"]]
-    assert shares == sorted(shares) and shares[-1] > shares[0]
+    from deltarnn.cli.demo import THRESHOLDS
+
+    diagonal = [p["eliminated_pct"] for p in figures["points"] if (p["theta_x"], p["theta_h"]) in THRESHOLDS]
+    assert len(diagonal) == len(THRESHOLDS) and diagonal == sorted(diagonal) and diagonal[-1] > diagonal[0]
+    assert figures["chosen"] in figures["points"]                  # the study's choice is in the table
+    assert any("(study's choice)" in line for line in lines)
     assert figures["board"]["equal"] and figures["board"]["cycles_per_step"] > 0
     assert (tmp_path / "per_vs_eliminated.png").stat().st_size > 10_000
     if FULL:

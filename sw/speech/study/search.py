@@ -398,6 +398,18 @@ def activation_candidates(cfg: StudyConfig, ev: Evaluations, r: CellResult) -> l
     return [w] + [q for q in wider if ev[q]["per"] - r.float_eval[SELECT]["per"] <= cfg.tol + 1e-9]
 
 
+class ActivationOption(NamedTuple):
+    """One activation width's threshold grid on the selection set: its QModel, grid, front and chosen point."""
+
+    point: QuantPoint
+    grid: list[dict]
+    front: list[dict]
+    chosen: dict | None
+
+    def eliminated(self) -> float:
+        return self.chosen["eliminated_pct"] if self.chosen else -1.0
+
+
 def select_thresholds(cfg: StudyConfig, ev: Evaluations, found: dict[str, CellResult],
                       log: Callable[[str], None] = lambda msg: None) -> None:
     """Step 4: the threshold grids of each cell's activation candidates, their fronts and chosen points.
@@ -417,16 +429,15 @@ def select_thresholds(cfg: StudyConfig, ev: Evaluations, found: dict[str, CellRe
         for q in cands[c]:
             points = [ev[p] for p in grid[c, q.abits]]
             front, chosen = front_and_choice(points, r.float_eval[SELECT]["per"], at_thetas(points, 0, 0)["fer"], cfg)
-            options.append((q, points, front, chosen))
-        q, points, front, chosen = max(options, key=lambda o: (o[3]["eliminated_pct"] if o[3] else -1.0,
-                                                              -o[0].abits))
+            options.append(ActivationOption(q, points, front, chosen))
+        q, points, front, chosen = max(options, key=lambda o: (o.eliminated(), -o.point.abits))
         if q != r.widths:
             r.widths = q
             r.selection["chosen"].update(abits=q.abits, select=ev.labelled(q))
         r.selection["activation_options"] = [
-            {"abits": o[0].abits, "per": ev[o[0]]["per"], "fer": ev[o[0]]["fer"],
-             "chosen_point": None if o[3] is None else
-             {k: o[3][k] for k in ("theta_x", "theta_h", "per", "fer", "eliminated_pct")}} for o in options]
+            {"abits": o.point.abits, "per": ev[o.point]["per"], "fer": ev[o.point]["fer"],
+             "chosen_point": None if o.chosen is None else
+             {k: o.chosen[k] for k in ("theta_x", "theta_h", "per", "fer", "eliminated_pct")}} for o in options]
         if chosen:
             log(f"{c}: thresholds chosen at a{q.abits}: ({chosen['theta_x']}, {chosen['theta_h']}), eliminated "
                 f"{chosen['eliminated_pct']:.1f} %, PER change {chosen['per'] - r.float_eval[SELECT]['per']:+.2f}")

@@ -390,12 +390,16 @@ def select_widths(cfg: StudyConfig, ev: Evaluations, base: dict, log: Callable[[
     return found
 
 
+def wider_activations(cfg: StudyConfig, point: QuantPoint) -> list[QuantPoint]:
+    """``point`` at every activation width of the configuration wider than its own, narrowest first."""
+    return [replace(point, abits=a) for a in sorted(cfg.abits) if a > point.abits]
+
+
 def activation_candidates(cfg: StudyConfig, ev: Evaluations, r: CellResult) -> list[QuantPoint]:
     """The chosen weights and skipped paths at the chosen activation width and every wider one whose
     threshold-0 PER (selection set, evaluated already) is within ``tol`` of the float model's."""
-    w = r.widths
-    wider = [replace(w, abits=a) for a in sorted(cfg.abits) if a > w.abits]
-    return [w] + [q for q in wider if ev[q]["per"] - r.float_eval[SELECT]["per"] <= cfg.tol + 1e-9]
+    return [r.widths] + [q for q in wider_activations(cfg, r.widths)
+                         if ev[q]["per"] - r.float_eval[SELECT]["per"] <= cfg.tol + 1e-9]
 
 
 class ActivationOption(NamedTuple):
@@ -419,8 +423,7 @@ def select_thresholds(cfg: StudyConfig, ev: Evaluations, found: dict[str, CellRe
     front and point are ``grid_select``, ``front_select`` and
     ``chosen_point_select``; ``activation_options`` records every candidate's.
     """
-    ev.fetch([replace(r.widths, abits=a) for r in found.values() for a in cfg.abits if a > r.widths.abits],
-             "wider activations")
+    ev.fetch([q for r in found.values() for q in wider_activations(cfg, r.widths)], "wider activations")
     cands = {c: activation_candidates(cfg, ev, r) for c, r in found.items()}
     grid = {(c, q.abits): threshold_grid(cfg, q, ev[q]["paths"]) for c in found for q in cands[c]}
     ev.fetch([q for g in grid.values() for q in g], "threshold grid")

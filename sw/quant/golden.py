@@ -28,6 +28,7 @@ hardware emits, one column of ``W`` per delta.
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -230,11 +231,10 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, v: np.ndarray, quant
     """
     layer = qm.layers[layer_index]
     act = layer.x_act
-    pack_x = qm.cell != "sru" and _packs(d.x, act)
-    ft = np.float64 if pack_x else exact_float(d.x.cols, d.x.wbits, C.qmax(act.bits))
-    refs = _encode(f"{layer_index}.x", d.x, v, act, quantize, dense, reverse, ft, stats, step_deltas)
+    form_x = _form(d.x, act, recurrent=qm.cell != "sru")
+    refs = _encode(f"{layer_index}.x", d.x, v, act, quantize, dense, reverse, form_x, stats, step_deltas)
     steps, bsz, n = refs.shape
-    w_x = _weights(d.x, ft, pack_x)
+    w_x = _weights(d.x, form_x)
     rq_x = kernels.requantization_exact(d.x, _bound(d.x, act))
     vec = {k: a.astype(np.float64) for k, a in d.vectors.items()}
     out = into[:, ::-1] if reverse else into  # in processing order
@@ -243,7 +243,7 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, v: np.ndarray, quant
         prod_x = (refs.reshape(-1, n) @ w_x).reshape(steps, bsz, d.x.rows)
         kernels.sru_sequence(prod_x, rq_x, refs, highway, vec["vf"], vec["vr"], vec["bias"], out)
     else:
-        emitted = _h_path(qm.cell, d, layer.h_act, refs, w_x, pack_x, rq_x, vec, dense, out)
+        emitted = _h_path(qm.cell, d, layer.h_act, refs, w_x, form_x == "packed", rq_x, vec, dense, out)
         # the deltas emitted at step t feed the product of step t + 1; h_{-1} = 0 is no work for any
         # implementation: steps 1..T-1 only
         per_step = np.zeros((bsz, steps), dtype=np.int64)
@@ -252,12 +252,28 @@ def _direction(qm: QModel, layer_index: int, d: QDirection, v: np.ndarray, quant
         stats[f"{layer_index}.h"].add(bsz * (steps - 1) * d.h.cols, int(per_step.sum()), d.h.rows)
 
 
-def _weights(m: QMatrix, ft: type, packed: bool = False) -> np.ndarray:
-    """``m``'s weights transposed ``(cols, rows)``, C-contiguous, as ``ft``: the right operand of its products;
-    ``packed``: three rows' weights in each float64 column (:func:`deltarnn.quant.kernels.pack_columns`)."""
-    if packed:
+def _form(m: QMatrix, act: QActivation, recurrent: bool) -> str | type:
+    """How the products of ``m`` (its inputs quantized by ``act``) are computed: ``"vnni"``, integer products
+    (:func:`deltarnn.quant.kernels.gemm_vnni`, where the CPU has them and they are exact), ``"packed"``
+    (:func:`_packs`), or BLAS in the narrowest exact float type (:func:`exact_float`). The first two only in
+    the compiled time loops (``recurrent``: the LSTM, GRU and LiGRU paths); the SRU's and the head's products,
+    one per sequence, are NumPy's."""
+    if recurrent and kernels.VNNI and kernels.vnni_fits(m.cols, m.wbits, act.bits):
+        return "vnni"
+    if recurrent and _packs(m, act):
+        return "packed"
+    return exact_float(m.cols, m.wbits, C.qmax(act.bits))
+
+
+def _weights(m: QMatrix, form: str | type) -> np.ndarray:
+    """``m``'s weights transposed ``(cols, rows)``, C-contiguous, the right operand of its products in ``form``
+    (:func:`_form`): as that float type, three rows' weights in each float64 column
+    (:func:`deltarnn.quant.kernels.pack_columns`), or bytes in int32 (:func:`deltarnn.quant.kernels.pack_vnni`)."""
+    if form == "vnni":
+        return kernels.pack_vnni(m.weights.T)
+    if form == "packed":
         return kernels.pack_columns(m.weights.T)
-    return np.ascontiguousarray(m.weights.T, dtype=ft)
+    return np.ascontiguousarray(m.weights.T, dtype=form)
 
 
 def _packs(m: QMatrix, act: QActivation) -> bool:
@@ -282,20 +298,25 @@ def _scaled(mult: int, shift: int, vmax: int, what: str) -> tuple[float, float]:
 
 
 def _encode(name: str, m: QMatrix, v: np.ndarray, act: QActivation, quantize: bool, dense: bool,
-            reverse: bool, ft: type, stats: dict[str, PathStats], step_deltas: dict[str, np.ndarray]) -> np.ndarray:
+            reverse: bool, form: str | type, stats: dict[str, PathStats],
+            step_deltas: dict[str, np.ndarray]) -> np.ndarray:
     """Quantize (``quantize``) and delta-encode path ``name``'s inputs ``v`` ``(B, T, N)`` (C-contiguous); count
     its work.
 
-    Returns the references ``(T, B, N)`` in processing order, as ``ft``: the
-    input of the path's product. ``dense`` bypasses delta encoding (the
+    Returns the references ``(T, B, N)`` in processing order, the input of
+    the path's product in ``form`` (:func:`_form`): as its float type, or
+    :func:`deltarnn.quant.kernels.gemm_vnni`'s bytes ``(T, B, 4G)``. ``dense`` bypasses delta encoding (the
     reference is the value itself; the per-step counts are its non-zero
     elements, the work every element).
     """
     bsz, steps, n = v.shape
-    refs = np.empty((steps, bsz, n), dtype=ft)
+    if form == "vnni":
+        refs = np.full((steps, bsz, kernels.vnni_width(n)), kernels.VNNI_OFFSET, dtype=np.uint8)
+    else:
+        refs = np.empty((steps, bsz, n), dtype=np.float64 if form == "packed" else form)
     counts = np.empty((bsz, steps), dtype=np.int64)
     kernels.encode_sequence(v, quantize, int(act.mult), int(act.shift), int(act.bits), int(act.theta), dense,
-                            reverse, refs, counts)
+                            reverse, refs, counts, float(kernels.VNNI_OFFSET if form == "vnni" else 0))
     elements = steps * bsz * n
     stats[name].add(elements, elements if dense else int(counts.sum()), m.rows)
     _per_step(step_deltas, name, counts)
@@ -327,14 +348,13 @@ def _h_path(cell: str, d: QDirection, act: QActivation, refs: np.ndarray, w_x: n
     :func:`emulate` run in parallel.
     """
     steps, bsz, _ = refs.shape
-    hs = d.h.cols
-    pack_h = _packs(d.h, act)
-    w_h = _weights(d.h, np.float64 if pack_h else exact_float(hs, d.h.wbits, C.qmax(act.bits)), pack_h)
+    form_h = _form(d.h, act, recurrent=True)
+    w_h = _weights(d.h, form_h)
     emitted = np.empty((steps, bsz), dtype=np.int64)
     rq_h = kernels.requantization_exact(d.h, _bound(d.h, act))
     quant = (*_scaled(act.mult, act.shift, -C.FX_MIN, "h activation"), float(C.qmax(act.bits)), float(act.theta))
     consts = kernels.step_constants(cell, rq_x, rq_h, vec["bias"], vec.get("bias_hn", vec["bias"]), quant, dense,
-                                    (pack_x, pack_h))
+                                    (pack_x, form_h == "packed"))
     kernels.recurrent_sequence(*consts, refs, w_x, w_h, X_CHUNK, _gemm(), out, emitted)
     return emitted
 
@@ -383,15 +403,27 @@ def _blas() -> ThreadpoolController:
     return _BLAS[0]
 
 
+def _workers(n: int) -> ThreadPoolExecutor:
+    """``n`` threads that run parts of a batch beside the caller's, started once per process: starting threads
+    at each call costs about a millisecond, a twentieth of an emulation of 32 sequences. (A forked child has
+    none of its parent's threads: it starts its own.)"""
+    return _process_workers(n, os.getpid())
+
+
+@functools.lru_cache(maxsize=None)
+def _process_workers(n: int, pid: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(n, thread_name_prefix="deltarnn-emulate")
+
+
 def emulate(qm: QModel, x: np.ndarray, dense: bool = False, threads: int | None = None) -> EmulationResult:
     """Run the QModel on float inputs ``x`` ``(batch, time, input_size)``.
 
     ``dense=True`` bypasses delta encoding (every path recomputes its full
     product each step): the reference the delta emulation must equal when
     all thresholds are 0. The sequences of a batch are independent: they are
-    split over ``threads`` threads (default :func:`default_threads`), each
-    writing its sequences' integers into the result's arrays, equal to one
-    thread's.
+    split over ``threads`` threads (default :func:`default_threads`: the
+    caller's and :func:`_workers`), each writing its sequences' integers into
+    the result's arrays, equal to one thread's.
     """
     x = check_input(qm, x)
     need = qm.accumulator_bits()
@@ -406,9 +438,9 @@ def emulate(qm: QModel, x: np.ndarray, dense: bool = False, threads: int | None 
             counts = [_emulate(qm, x, result, slice(None), dense)]
         else:
             bounds = np.cumsum([0] + [len(part) for part in np.array_split(x, threads)])
-            with ThreadPoolExecutor(threads) as pool:
-                counts = list(pool.map(lambda part: _emulate(qm, x, result, part, dense),
-                                       [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+            first, *rest = (slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]))
+            others = [_workers(threads - 1).submit(_emulate, qm, x, result, part, dense) for part in rest]
+            counts = [_emulate(qm, x, result, first, dense)] + [f.result() for f in others]
     return _join(qm, result, counts)
 
 
@@ -451,10 +483,10 @@ def _emulate(qm: QModel, x: np.ndarray, result: EmulationResult, part: slice, de
     if qm.head is None:
         return paths, step_deltas
     head = qm.head
-    ft = exact_float(head.matrix.cols, head.matrix.wbits, C.qmax(head.act.bits))
-    refs = _encode("head.x", head.matrix, values, head.act, True, dense, False, ft, paths, step_deltas)
+    form = _form(head.matrix, head.act, recurrent=False)
+    refs = _encode("head.x", head.matrix, values, head.act, True, dense, False, form, paths, step_deltas)
     steps, bsz, n = refs.shape
-    prod = (refs.reshape(-1, n) @ _weights(head.matrix, ft)).reshape(steps, bsz, head.matrix.rows)
+    prod = (refs.reshape(-1, n) @ _weights(head.matrix, form)).reshape(steps, bsz, head.matrix.rows)
     kernels.head_output(prod, kernels.requantization_exact(head.matrix, _bound(head.matrix, head.act)),
                         head.bias.astype(np.float64), result.outputs_fx[part])
     return paths, step_deltas

@@ -67,13 +67,17 @@ def test_chunked_x_products_match_literal_reference(cell, layers, bidir, chunk, 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers,bidir", [(2, False), (1, True)])
 @pytest.mark.parametrize("theta", [0, 2])
-@pytest.mark.parametrize("products", ["numpy-f32", "dot-f32", "numpy-f64", "dot-f64"])
+@pytest.mark.parametrize("products", ["numpy-f32", "dot-f32", "numpy-f64", "dot-f64", "vnni-int"])
 def test_compiled_loop_products_match_literal_reference(cell, layers, bidir, theta, products, monkeypatch):
     """The compiled time loops with either matrix product (NumPy's BLAS, numba's ``np.dot`` on scipy's) in
-    float32 or float64 == the literal reference."""
+    float32 or float64, or integer products on AVX-512 VNNI, == the literal reference."""
     gemm, ft = products.split("-")
     if gemm == "numpy" and not kernels.NUMPY_GEMM:
         pytest.skip("NumPy's BLAS is not callable from compiled code here")
+    if gemm == "vnni" and not kernels.VNNI:
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    if gemm != "vnni":
+        monkeypatch.setattr(kernels, "VNNI", False)
     if gemm == "dot":
         kernels.load_scipy_blas()
         monkeypatch.setattr(kernels, "NUMPY_GEMM", False)
@@ -84,6 +88,9 @@ def test_compiled_loop_products_match_literal_reference(cell, layers, bidir, the
     qm = quantize(m, x, 4, 8)
     qm.set_thresholds(theta, theta + 1)
     assert golden.exact_float(7, 4, 127) == (np.float64 if ft == "f64" else np.float32)
+    if cell != "sru":  # the SRU's products are NumPy's
+        layer = qm.layers[-1]
+        assert (golden._form(layer.directions[0].h, layer.h_act, recurrent=True) == "vnni") == (gemm == "vnni")
     np.testing.assert_array_equal(emulate(qm, x).outputs_fx, _reference(qm, x))
 
 
@@ -183,6 +190,23 @@ def test_threads_change_no_integer(cell):
             np.testing.assert_array_equal(r.step_deltas[name], one.step_deltas[name])
     with pytest.raises(EmulationError, match="threads must be at least 1"):
         emulate(qm, x, threads=0)
+
+
+def _emulate_in_child(qm, x):
+    return emulate(qm, x, threads=3).outputs_fx
+
+
+def test_threads_in_a_forked_child():
+    """A child forked after the parent's threads started runs its own (:func:`golden._workers`), not the
+    parent's, which it does not have: same integers, no wait."""
+    import multiprocessing
+
+    m = random_model("gru", 4, 6, 1, False, classes=3, seed=2)
+    x = random_input(5, 9, 4, seed=1)
+    qm = quantize(m, x, 4, 8)
+    want = emulate(qm, x, threads=3).outputs_fx  # the parent's worker threads exist now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        np.testing.assert_array_equal(pool.apply_async(_emulate_in_child, (qm, x)).get(timeout=120), want)
 
 
 def test_bad_inputs_are_refused_clearly():

@@ -91,16 +91,53 @@ def test_gemm_equals_matmul(gemm, dtype, m, k, n):
         GEMMS[gemm](a, b, np.empty((m + 1, n), dtype=dtype))
 
 
+needs_vnni = pytest.mark.skipif(not K.VNNI, reason="this CPU has no AVX-512 VNNI")
+
+
+@needs_vnni
+@pytest.mark.parametrize("m,k,n", [(16, 128, 512), (1, 7, 5), (5, 1, 1), (3, 0, 4), (0, 3, 4), (4, 3, 0), (7, 41, 129)])
+def test_gemm_vnni_equals_matmul(m, k, n):
+    rng = np.random.default_rng(m + k + n)
+    a, w = rng.integers(-127, 128, (m, k)), rng.integers(-127, 128, (k, n))
+    a[:, :2], w[:2, :] = 127, -127  # extremes
+    b = K.pack_vnni(w)
+    assert b.shape == (1 + -(-k // 4), -(-n // K.VNNI_COLUMNS) * K.VNNI_COLUMNS)
+    a8 = np.full((m, K.vnni_width(k)), 200, dtype=np.uint8)  # padding: any byte, its weights are 0
+    a8[:, :k] = a + K.VNNI_OFFSET
+    out = np.full((m, b.shape[1]), 5, dtype=np.int32)
+    K.gemm_vnni(a8, b, out)
+    np.testing.assert_array_equal(out[:, :n], a @ w)
+    with pytest.raises(ValueError):
+        K.gemm_vnni(a8, b, np.empty((m + 1, b.shape[1]), dtype=np.int32))
+
+
+@needs_vnni
+def test_gemm_vnni_exact_up_to_its_bound():
+    """The widest fan-in :func:`K.vnni_fits` admits for 8-bit weights and activations, every product at its
+    largest magnitude, both signs: exact in int32."""
+    k = 4 * max(g for g in range(1, 20000) if K.vnni_fits(4 * g, 8, 8))
+    assert not K.vnni_fits(k + 4, 8, 8) and K.vnni_fits(k, 8, 8) and not K.vnni_fits(8, 9, 8)
+    w = np.full((k, K.VNNI_COLUMNS), 127)
+    w[:, 1::2] = -127
+    a = np.array([[127] * k, [-127] * k])
+    out = np.empty((2, K.VNNI_COLUMNS), dtype=np.int32)
+    K.gemm_vnni((a + K.VNNI_OFFSET).astype(np.uint8), K.pack_vnni(w), out)
+    np.testing.assert_array_equal(out, a @ w)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "ligru"])
 @pytest.mark.parametrize("dense,theta", [(False, 0), (False, 2), (True, 0)])
-@pytest.mark.parametrize("types_", [(np.float32, np.float32), (np.float64, np.float32), (np.float32, np.float64),
-                                    ("packed", "packed"), (np.float32, "packed"), ("packed", np.float64)])
-@pytest.mark.parametrize("gemm", GEMMS)
+@pytest.mark.parametrize("types_,gemm", [
+    *((t, g) for t in [(np.float32, np.float32), (np.float64, np.float32), (np.float32, np.float64),
+                       ("packed", "packed"), (np.float32, "packed"), ("packed", np.float64)] for g in GEMMS),
+    # integer products with either path's other form (one BLAS: a compilation each, seconds)
+    *(pytest.param(t, "numpy", marks=needs_vnni) for t in [("vnni", "vnni"), ("vnni", "packed"), (np.float32, "vnni")])])
 @pytest.mark.parametrize("use_float", [True, False])
 def test_recurrent_sequence_equals_the_steps(cell, dense, theta, types_, gemm, use_float):
     """The compiled sequence loop == NumPy products of the references and :func:`K.recurrent_step` per step,
     with chunks of x products (a last, shorter one), both requantization forms, products of either path
-    packed (:func:`K.pack_columns`; rows not a multiple of 3 for LSTM and LiGRU), into a strided output."""
+    packed (:func:`K.pack_columns`; rows not a multiple of 3 for LSTM and LiGRU) or integer ones
+    (:func:`K.gemm_vnni`; rows and inputs not multiples of its blocks), into a strided output."""
     if gemm == "numpy" and not K.NUMPY_GEMM:
         pytest.skip("NumPy's BLAS is not callable from compiled code here")
     K.load_scipy_blas()
@@ -128,11 +165,15 @@ def test_recurrent_sequence_equals_the_steps(cell, dense, theta, types_, gemm, u
 
     packed = tuple(t == "packed" for t in types_)
     consts = K.step_constants(cell, rq_x, rq_h, bias, bias_hn, act, dense, packed)
-    wx, wh = (K.pack_columns(w) if p else w.astype(t) for w, t, p in ((w_x, fx, packed[0]), (w_h, fh, packed[1])))
+    forms = {"packed": K.pack_columns, "vnni": K.pack_vnni}
+    wx, wh = (forms[t](w) if t in forms else w.astype(t) for w, t in ((w_x, fx), (w_h, fh)))
+    if fx == "vnni":
+        refs = np.pad(refs + K.VNNI_OFFSET, ((0, 0), (0, 0), (0, K.vnni_width(n) - n)))
     layer = np.zeros((bsz, steps, 2 * hs), dtype=np.int64)  # the output: the second direction's half, reversed
     out = layer[:, ::-1, hs:]
     emitted = np.empty((steps, bsz), dtype=np.int64)
-    K.recurrent_sequence(*consts, refs.astype(wx.dtype), wx, wh, chunk, GEMMS[gemm], out, emitted)
+    K.recurrent_sequence(*consts, refs.astype(np.uint8 if fx == "vnni" else wx.dtype), wx, wh, chunk, GEMMS[gemm],
+                         out, emitted)
     np.testing.assert_array_equal(out.transpose(1, 0, 2), want)
     assert not layer[:, :, :hs].any()
     np.testing.assert_array_equal(emitted, want_emitted)
@@ -249,7 +290,9 @@ def test_delta_encode_equals_the_rule(theta):
 @pytest.mark.parametrize("quantize", [False, True])
 @pytest.mark.parametrize("theta,dense", [(0, False), (2, False), (0, True)])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_encode_sequence_equals_the_rule(quantize, theta, dense, reverse):
+@pytest.mark.parametrize("vnni", [False, True])
+def test_encode_sequence_equals_the_rule(quantize, theta, dense, reverse, vnni):
+    """The references in float32, or as :func:`K.gemm_vnni`'s bytes (offset, padded columns left as they are)."""
     rng = np.random.default_rng(theta + 3 * quantize + 7 * reverse)
     bsz, steps, n = 3, 13, 7
     mult, shift, bits = 3001, 13, 6
@@ -261,8 +304,14 @@ def test_encode_sequence_equals_the_rule(quantize, theta, dense, reverse):
     else:
         want_refs, fired = _delta_rule(q_proc, theta)
         want_counts = fired.sum(axis=-1)
-    refs = np.empty((steps, bsz, n), dtype=np.float32)
     counts = np.empty((bsz, steps), dtype=np.int64)
-    K.encode_sequence(v, quantize, mult, shift, bits, theta, dense, reverse, refs, counts)
+    if vnni:
+        refs = np.full((steps, bsz, K.vnni_width(n)), 7, dtype=np.uint8)
+        K.encode_sequence(v, quantize, mult, shift, bits, theta, dense, reverse, refs, counts, float(K.VNNI_OFFSET))
+        assert (refs[:, :, n:] == 7).all()
+        refs = refs[:, :, :n].astype(np.int64) - K.VNNI_OFFSET
+    else:
+        refs = np.empty((steps, bsz, n), dtype=np.float32)
+        K.encode_sequence(v, quantize, mult, shift, bits, theta, dense, reverse, refs, counts)
     np.testing.assert_array_equal(refs, want_refs.transpose(1, 0, 2))
     np.testing.assert_array_equal(counts, want_counts[:, ::-1] if reverse else want_counts)  # counts in time order

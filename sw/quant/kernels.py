@@ -200,8 +200,7 @@ VNNI_COLUMNS = 16 * _VNNI_NV
 def vnni_fits(fan_in: int, wbits: int, abits: int) -> bool:
     """Whether :func:`gemm_vnni` computes a matrix's products exactly: weights and activations of 8 bits or
     fewer, and every partial sum within int32 (``|a + 128| <= 255``; the start, ``-128 * sum(w)``)."""
-    groups = -(-fan_in // 4)
-    return wbits <= 8 and abits <= 8 and 383 * 4 * groups * C.qmax(wbits) < 1 << 31
+    return wbits <= 8 and abits <= 8 and 383 * vnni_width(fan_in) * C.qmax(wbits) < 1 << 31
 
 
 def vnni_width(fan_in: int) -> int:
@@ -219,7 +218,7 @@ def pack_vnni(w: np.ndarray) -> np.ndarray:
     0).
     """
     k, rows = w.shape
-    groups, width = -(-k // 4), -(-rows // VNNI_COLUMNS) * VNNI_COLUMNS
+    groups, width = vnni_width(k) // 4, -(-rows // VNNI_COLUMNS) * VNNI_COLUMNS
     quads = np.zeros((4 * groups, width), dtype=np.int8)
     quads[:k, :rows] = w
     body = np.ascontiguousarray(quads.reshape(groups, 4, width).transpose(0, 2, 1)).view(np.int32)

@@ -136,10 +136,12 @@ def dense_macs(qm: QModel) -> int:
 
 
 def old_step_cycles(qm: QModel, lanes: int, deltas: dict) -> int:
-    """The previous design's cycle model: the same phases, the sequential engine."""
+    """The previous design's cycle model: the same phases, the sequential engine, every encode a scan in a phase
+    of its own."""
     new = dict(CY.step_phases(qm.cell, lanes, qm.hidden_size, qm.num_classes, deltas,
                               [d.directions[0].highway is not None for d in qm.layers]))
     total = sum(new.values())
+    total += sum(CY.encode_cycles(qm.hidden_size) - c for name, c in new.items() if name.endswith(" encode"))
     for i in range(qm.num_layers):
         total += qm.hidden_size * OLD_PROGRAM_CYCLES[qm.cell] + 2 - new[f"{i} cell"]
     total += (qm.num_classes * OLD_HEAD_OUT if qm.num_classes else qm.hidden_size * OLD_H_OUT) + 2 - new["output"]

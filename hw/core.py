@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,8 +18,8 @@ from deltarnn.spec import contract as C
 from deltarnn.spec.memory_map import ADDR_BITS, DATA_BITS, H_BLOCKS, X_BLOCKS, DeviceParams, Error, LayerReg, Reg
 
 from deltarnn.hw.command import Op, Region, address_layout, command_layout
-from deltarnn.hw.encoder import DeltaEncoder
-from deltarnn.hw.engine import WIDE_LANES, CellEngine, Program
+from deltarnn.hw.encoder import CONCURRENT_LANES, DeltaEncoder
+from deltarnn.hw.engine import CELL_PROGRAMS, WIDE_LANES, CellEngine, Program, fuses_encoder
 from deltarnn.hw.mxv import DeltaMxV
 from deltarnn.hw.registers import RegisterFile
 
@@ -81,6 +81,16 @@ class _State:
         self.w_wr_any = Signal()      # w_wr_en.any(), without the reduction after the register
         self.is_h = self.path == Path.H
         self.is_head = self.path == Path.HEAD
+        # the encoder runs a layer's h path beside the MxV's x path (XH_WAIT): which path it encodes,
+        # and which of the two units has finished
+        self.enc_h = Signal()
+        # a cell update feeds the encoder its new h, for the next layer's x path or the head (a cell whose
+        # program leaves the reference memory free: fuses_encoder); fused: this update does
+        self.enc_next = Signal()
+        self.fused = Signal()
+        self.mxv_fin = Signal()
+        self.eng_fin = Signal()
+        self.enc_fin = Signal()
 
 
 class Core(wiring.Component):
@@ -147,6 +157,27 @@ class Core(wiring.Component):
         return max(self.clear_depth, p.weight_depth, p.acc_depth * p.lanes, p.vec_depth)
 
     @property
+    def overlaps_encodes(self) -> bool:
+        """Whether a layer's h path is encoded beside its x path's MxV (above
+        :data:`~deltarnn.hw.encoder.CONCURRENT_LANES` lanes, a cell with an h path)."""
+        return self.p.lanes > CONCURRENT_LANES and H_BLOCKS[self.p.cell] != 0
+
+    @property
+    def feeds_encoder(self) -> bool:
+        """Whether the cell update feeds the encoder the input of the next layer's x path or of the head
+        (above :data:`~deltarnn.hw.encoder.CONCURRENT_LANES` lanes, :func:`~deltarnn.hw.engine.fuses_encoder`)."""
+        return self.p.lanes > CONCURRENT_LANES and fuses_encoder(CELL_PROGRAMS[self.p.cell])
+
+    @property
+    def dbuf_depth(self) -> int:
+        """Entries of the delta buffer. Where the encodes overlap (:attr:`overlaps_encodes`) it has two
+        halves of ``2**ceil(log2(max_cols))``: the x path's deltas in the low one, the h path's in the high
+        one (the encoder writes a layer's h deltas while the MxV reads its x deltas); else one of
+        ``max_cols``."""
+        p = self.p
+        return 2 << _addr_bits(p.dbuf_depth) if self.overlaps_encodes else p.dbuf_depth
+
+    @property
     def index_bits(self) -> int:
         """Width of a delta's element index (in the delta buffer and in a DELTA's ``addr``)."""
         return _addr_bits(self.p.max_cols + 1)
@@ -171,7 +202,7 @@ class Core(wiring.Component):
                        words_bits=_addr_bits(max(p.x_words, p.h_words, p.head_words) + 1), max_slices=p.max_slices)
         enc = DeltaEncoder(max_length=p.max_hidden, abits_max=p.abits, delta_bits=p.delta_bits,
                            src_addr_bits=_addr_bits(p.state_depth), ref_addr_bits=_addr_bits(p.ref_depth),
-                           dbuf_depth=p.dbuf_depth, index_bits=self.index_bits)
+                           dbuf_depth=p.dbuf_depth, index_bits=self.index_bits, streams=self.feeds_encoder)
         return _Units(mxv, enc, CellEngine(p, broken_lane=self.broken_lane))
 
     def _memories(self, m, dbuf_layout) -> dict[str, _Ports]:
@@ -190,7 +221,7 @@ class Core(wiring.Component):
             "h": (signed(C.FX_BITS), p.state_depth, ()),
             "c": (signed(C.FX_BITS), p.state_depth, ()),
             "ref": (signed(p.abits), p.ref_depth, ()),
-            "dbuf": (dbuf_layout, p.dbuf_depth, ()),
+            "dbuf": (dbuf_layout, self.dbuf_depth, ()),
         }
         ports = {}
         for name, (shape, depth, words) in memories.items():
@@ -210,15 +241,28 @@ class Core(wiring.Component):
         def lf(field):
             return regs.layer[field][layer]
 
-        def per_path(x, h, head):
-            return Mux(is_head, head, Mux(is_h, h, x))
+        def per_path(x, h, head, h_path=is_h):
+            return Mux(is_head, head, Mux(h_path, h, x))
+
+        # The path the encoder works on: the layer's h path beside its x path's MxV (enc_h), the next
+        # layer's x path or the head while a cell update feeds it (enc_next), else the path being run.
+        enc_layer, enc_head = layer, is_head
+        if self.feeds_encoder:
+            enc_layer, enc_head = Signal(range(p.max_layers + 1)), Signal()
+            m.d.comb += [enc_layer.eq(Mux(st.enc_next, layer + 1, layer)),
+                         enc_head.eq(Mux(st.enc_next, layer + 1 == regs.layers, is_head)),
+                         enc.feed_valid.eq(eng.h_wr_en), enc.feed_data.eq(eng.h_wr_data)]
+
+        def enc_path(x, h, head):
+            """The field ``x``, ``h`` (a per-layer register) or ``head`` of the path the encoder works on."""
+            return Mux(enc_head, head, Mux(st.enc_h, regs.layer[h][enc_layer], regs.layer[x][enc_layer]))
 
         def ceil_lanes(rows):
             return (rows + (p.lanes - 1)) >> lanes_log2
 
-        def base(of, stride, path=None):
+        def base(of, stride, path=None, h_path=is_h):
             """The spec's ``of(layer, path)`` at run time (it is ``layer * stride + of(0, path)``)."""
-            offset = Mux(is_h, of(0, "h"), of(0, "x")) if path is None else of(0, path)
+            offset = Mux(h_path, of(0, "h"), of(0, "x")) if path is None else of(0, path)
             return layer * stride + offset
 
         prev = Signal(range(p.max_layers))
@@ -229,15 +273,20 @@ class Core(wiring.Component):
         head_acc = p.acc_base(p.max_layers, "x")
         theta = Signal(range(1 << 17), name="theta")
         theta_max = (1 << len(enc.theta)) - 1
-        m.d.comb += theta.eq(per_path(lf(LayerReg.XA_THETA), lf(LayerReg.HA_THETA), regs.head[Reg.HEAD_THETA]))
+        m.d.comb += theta.eq(enc_path(LayerReg.XA_THETA, LayerReg.HA_THETA, regs.head[Reg.HEAD_THETA]))
 
-        m.d.comb += [
-            enc.length.eq(regs.hidden),
-            enc.mult.eq(per_path(lf(LayerReg.XA_MULT), lf(LayerReg.HA_MULT), regs.head[Reg.HEAD_A_MULT])),
-            enc.shift.eq(per_path(lf(LayerReg.XA_SHIFT), lf(LayerReg.HA_SHIFT), regs.head[Reg.HEAD_A_SHIFT])),
-            enc.bits.eq(per_path(lf(LayerReg.XA_BITS), lf(LayerReg.HA_BITS), regs.head[Reg.HEAD_A_BITS])),
+        # The encoder's quantizer and threshold: registered where a cell update feeds the encoder (the next
+        # layer's registers, selected by layer + 1, would lie on the path into its multiplier), in the cycle
+        # after its start, before it first uses them; combinational in a narrow core (CONCURRENT_LANES).
+        m.d["sync" if self.feeds_encoder else "comb"] += [
+            enc.mult.eq(enc_path(LayerReg.XA_MULT, LayerReg.HA_MULT, regs.head[Reg.HEAD_A_MULT])),
+            enc.shift.eq(enc_path(LayerReg.XA_SHIFT, LayerReg.HA_SHIFT, regs.head[Reg.HEAD_A_SHIFT])),
+            enc.bits.eq(enc_path(LayerReg.XA_BITS, LayerReg.HA_BITS, regs.head[Reg.HEAD_A_BITS])),
             # a threshold beyond the widest delta suppresses every delta: saturated to the encoder's width
             enc.theta.eq(Mux(theta >= theta_max, theta_max, theta)),
+        ]
+        m.d.comb += [
+            enc.length.eq(regs.hidden),
             mxv.count.eq(st.dcount),
             eng.hidden.eq(regs.hidden),
             eng.shift_x.eq(Mux(is_head, regs.head[Reg.HEAD_SHIFT], lf(LayerReg.X_SHIFT))),
@@ -249,8 +298,9 @@ class Core(wiring.Component):
         # stays off the paths to the memories. They change the cycle after the layer or path does,
         # before the GO cycle's successor, in which either unit first uses them.
         m.d.sync += [
-            enc.src_base.eq(Mux(is_h, p.state_base(layer), p.state_base(prev))),
-            enc.ref_base.eq(Mux(is_head, p.ref_base(p.max_layers, "x"), base(p.ref_base, p.layer_ref_words))),
+            enc.src_base.eq(Mux(st.enc_h, p.state_base(layer), p.state_base(prev))),
+            enc.ref_base.eq(Mux(enc_head, p.ref_base(p.max_layers, "x"),
+                                enc_layer * p.layer_ref_words + Mux(st.enc_h, p.ref_base(0, "h"), p.ref_base(0, "x")))),
             eng.acc_base_x.eq(Mux(is_head, head_acc, base(p.acc_base, p.layer_acc_words, "x"))),
             eng.acc_base_h.eq(base(p.acc_base, p.layer_acc_words, "h")),
             eng.vec_base.eq(Mux(is_head, p.vec_base(p.max_layers), p.vec_base(layer))),
@@ -296,8 +346,10 @@ class Core(wiring.Component):
             w.rd.addr.eq(Mux(st.w_wr_any, st.w_wr_addr, mxv.w_addr)), w.wr.addr.eq(w.rd.addr),
             w.wr.data.eq(st.w_wr_data), w.wr.en.eq(st.w_wr_en),
             w.rd.en.eq(mxv.w_en & ~w.wr.en.any()), mxv.w_data.eq(w.rd.data),
-            dbuf.rd.addr.eq(mxv.dbuf_addr), dbuf.rd.en.eq(mxv.dbuf_en), mxv.dbuf_data.eq(dbuf.rd.data),
-            dbuf.wr.addr.eq(Mux(enc.dbuf_wr_en, enc.dbuf_wr_addr, st.host_count)),
+            dbuf.rd.addr.eq(self._dbuf_addr(mxv.dbuf_addr, st.is_h)), dbuf.rd.en.eq(mxv.dbuf_en),
+            mxv.dbuf_data.eq(dbuf.rd.data),
+            dbuf.wr.addr.eq(Mux(enc.dbuf_wr_en, self._dbuf_addr(enc.dbuf_wr_addr, st.enc_h),
+                                self._dbuf_addr(st.host_count, Const(0, 1)))),
             dbuf.wr.data.eq(enc.dbuf_wr_data), dbuf.wr.en.eq(enc.dbuf_wr_en),
             acc.rd.addr.eq(Mux(mxv.acc_rd_en, mxv.acc_rd_addr, eng.acc_addr)),
             acc.rd.en.eq(mxv.acc_rd_en | eng.acc_en),
@@ -337,6 +389,14 @@ class Core(wiring.Component):
         with m.Else():
             m.d.comb += [ref.wr.addr.eq(enc.ref_wr_addr), ref.wr.data.eq(enc.ref_wr_data),
                          ref.wr.en.eq(enc.ref_wr_en)]
+
+    def _dbuf_addr(self, entry, h_half):
+        """Delta buffer address of ``entry`` of the x path's half, or of the h path's (``h_half``; one buffer
+        for both where the encodes do not overlap)."""
+        if not self.overlaps_encodes:
+            return entry
+        bits = _addr_bits(self.p.dbuf_depth)
+        return Cat(entry[:bits], Const(0, bits)[len(entry):], h_half)
 
     def _delta_ref(self):
         """Reference address of the element of a DELTA command (in layer 0's x path)."""
@@ -382,6 +442,9 @@ class Core(wiring.Component):
         mxv, enc, eng = units
         cmd = self.cmd.payload
         dbuf = ports["dbuf"]
+        overlap, fused = self.overlaps_encodes, self.feeds_encoder
+        if not overlap:
+            m.d.comb += st.enc_h.eq(st.is_h)       # the h path is encoded in its own phase
         delta_in = Signal(signed(p.delta_bits))
         delta_fits = Signal()      # the DELTA's 32-bit signed value fits a delta
         read_addr = Signal(ADDR_BITS)
@@ -464,39 +527,80 @@ class Core(wiring.Component):
                     regs.clear(m)
                     m.next = "IDLE"
 
-            with m.State("ENC_GO"):
-                m.d.comb += enc.start.eq(1)
-                m.next = "ENC_WAIT"
-            with m.State("ENC_WAIT"):
-                with m.If(enc.done):
-                    m.d.sync += st.dcount.eq(enc.count)
-                    m.next = "MXV_GO"
+            if not (fused and overlap):     # (else every encode runs beside another unit)
+                with m.State("ENC_GO"):
+                    m.d.comb += enc.start.eq(1)
+                    m.next = "ENC_WAIT"
+                with m.State("ENC_WAIT"):
+                    with m.If(enc.done):
+                        m.d.sync += st.dcount.eq(enc.count)
+                        m.next = "MXV_GO"
             with m.State("MXV_GO"):
                 m.d.comb += mxv.start.eq(1)
-                m.next = "MXV_WAIT"
+                if overlap:
+                    # a layer's x path: its h path's encode starts with the MxV (it reads the layer's
+                    # state of the previous step, which no phase before the cell update changes)
+                    with m.If(st.path == Path.X):
+                        m.d.comb += [enc.start.eq(1), st.enc_h.eq(1)]
+                        m.d.sync += [st.mxv_fin.eq(0), st.enc_fin.eq(0)]
+                        m.next = "XH_WAIT"
+                    with m.Else():
+                        m.next = "MXV_WAIT"
+                else:
+                    m.next = "MXV_WAIT"
+            if overlap:
+                with m.State("XH_WAIT"):
+                    m.d.comb += st.enc_h.eq(1)
+                    with m.If(mxv.done):
+                        m.d.sync += st.mxv_fin.eq(1)
+                    with m.If(enc.done):
+                        m.d.sync += st.enc_fin.eq(1)
+                    with m.If((mxv.done | st.mxv_fin) & (enc.done | st.enc_fin)):
+                        m.d.sync += [st.path.eq(Path.H), st.dcount.eq(enc.count)]
+                        m.next = "MXV_GO"
             with m.State("MXV_WAIT"):
                 with m.If(mxv.done):
                     with m.If(st.is_head):
                         m.next = "OUT_GO"
-                    with m.Elif(~st.is_h & (H_BLOCKS[p.cell] != 0)):
-                        m.d.sync += st.path.eq(Path.H)
-                        m.next = "ENC_GO"
+                    if H_BLOCKS[p.cell] and not overlap:
+                        with m.Elif(~st.is_h):
+                            m.d.sync += st.path.eq(Path.H)
+                            m.next = "ENC_GO"
                     with m.Else():
                         m.next = "CELL_GO"
+            # the next path's deltas: encoded as the update makes them, or by a scan after it
+            after_cell = "MXV_GO" if fused else "ENC_GO"
             with m.State("CELL_GO"):
                 m.d.comb += [eng.start.eq(1), eng.program.eq(Program.CELL), eng.count.eq(regs.hidden)]
+                if fused:
+                    m.d.sync += [st.eng_fin.eq(0), st.enc_fin.eq(0)]
+                    with m.If((st.layer + 1 != regs.layers) | out_head):
+                        m.d.comb += [enc.start.eq(1), enc.stream.eq(1), st.enc_next.eq(1)]
+                        m.d.sync += st.fused.eq(1)
+                    with m.Else():
+                        m.d.sync += st.fused.eq(0)
                 m.next = "CELL_WAIT"
             with m.State("CELL_WAIT"):
-                with m.If(eng.done):
+                finished = eng.done
+                if fused:
+                    m.d.comb += st.enc_next.eq(st.fused)
+                    with m.If(eng.done):
+                        m.d.sync += st.eng_fin.eq(1)
+                    with m.If(enc.done):
+                        m.d.sync += st.enc_fin.eq(1)
+                    finished = (eng.done | st.eng_fin) & (~st.fused | enc.done | st.enc_fin)
+                    with m.If(finished):
+                        m.d.sync += st.dcount.eq(enc.count)
+                with m.If(finished):
                     m.d.sync += [st.layer.eq(st.layer + 1), st.path.eq(Path.X)]
                     with m.If(st.layer + 1 == regs.layers):
                         m.d.sync += st.path.eq(Path.HEAD)
                         with m.If(out_head):
-                            m.next = "ENC_GO"
+                            m.next = after_cell
                         with m.Else():
                             m.next = "OUT_GO"
                     with m.Else():
-                        m.next = "ENC_GO"
+                        m.next = after_cell
             with m.State("OUT_GO"):
                 m.d.comb += [eng.start.eq(1), eng.program.eq(Mux(out_head, Program.HEAD_OUT, Program.H_OUT)),
                              eng.count.eq(Mux(out_head, regs.classes, regs.hidden))]

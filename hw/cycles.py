@@ -7,14 +7,23 @@ which the sequencer sees its ``done``:
 ==============  ============================================================  ====================
 phase           cycles                                                        when
 ==============  ============================================================  ====================
-encode          ``n + DeltaEncoder.LATENCY + 1``                              x path of layers > 0, every h path, the head
+encode          ``n + DeltaEncoder.LATENCY + 1`` (SRU),                       x path of layers > 0, the head
+                :func:`fused_encode_cycles` (the others)
 MxV             ``deltas * S * pass(ceil(rows / P)) + DeltaMxV.LATENCY + 1``  every path
+h encode        ``max(0, encode - MxV)`` of the same layer's x path           every h path
 cell update     ``run_cycles(cell, H, P) + CellEngine.LATENCY + 1``           every layer
 output          ``run_cycles(HEAD_OUT, K, P) + CellEngine.LATENCY + 1``       with a head of K classes,
                 ``run_cycles(H_OUT, H, P) + CellEngine.LATENCY + 1``          without
 ==============  ============================================================  ====================
 
-with ``n`` the vector length the encoder scans (H), ``rows`` the rows of
+A layer's h path is encoded while its x path's MxV runs (both start in the
+MxV's GO cycle, and the h path's MxV starts after both are done): its
+phase is only what the encode takes beyond the MxV. Where the cell's
+program leaves the reference memory to the encoder
+(:func:`deltarnn.hw.engine.fuses_encoder`: not the SRU), the input of the next
+layer's x path, or of the head, is encoded as the cell update writes it:
+its phase is only the encoder's latency after the update's last write. ``n`` is
+the vector length the encoder scans (H), ``rows`` the rows of
 the path's matrix, ``pass`` :func:`deltarnn.hw.mxv.pass_cycles` (the words, but 4 for 2
 or 3), ``S`` its weight slices
 (:func:`deltarnn.spec.memory_map.weight_slices`: 1 unless its weights are wider than the
@@ -27,8 +36,8 @@ from __future__ import annotations
 
 from deltarnn.spec.memory_map import H_BLOCKS, X_BLOCKS, ceil_div, weight_slices
 
-from deltarnn.hw.encoder import DeltaEncoder
-from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, run_cycles, schedule
+from deltarnn.hw.encoder import CONCURRENT_LANES, DeltaEncoder
+from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, fuses_encoder, run_cycles, schedule
 from deltarnn.hw.mxv import DeltaMxV, pass_cycles
 
 ACCEPT = 1
@@ -44,6 +53,14 @@ def mxv_cycles(deltas: int, rows: int, lanes: int, slices: int = 1) -> int:
 
 def engine_cycles(items: int, program, lanes: int) -> int:
     return run_cycles(program, items, lanes) + CellEngine.LATENCY + 1
+
+
+def fused_encode_cycles(cell: str, lanes: int) -> int:
+    """Cycles an encode fed by a cell update adds to it: the encoder's latency after the run's last ``h``
+    write, beyond the run's own end."""
+    sch = schedule(CELL_PROGRAMS[cell], lanes)
+    last_h = max(sl.write for sl in sch.slots if sl.ins[:2] == ("st", "h"))
+    return max(0, last_h + DeltaEncoder.LATENCY - sch.depth)
 
 
 def output_timing(classes: int, hidden: int, lanes: int) -> tuple[int, int]:
@@ -78,19 +95,25 @@ def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[s
     slices = slices or {}
     layers = 1 + max(int(k.split(".")[0]) for k in deltas if k[0].isdigit())
     phases = [("accept", ACCEPT)]
+    # the x path of a layer > 0 and the head: encoded as the cell update before them makes their input, or
+    # by a scan after it
+    concurrent = lanes > CONCURRENT_LANES
+    fused = concurrent and fuses_encoder(CELL_PROGRAMS[cell])
+    next_encode = fused_encode_cycles(cell, lanes) if fused else encode_cycles(hidden)
     for i in range(layers):
         if i > 0:
-            phases.append((f"{i}.x encode", encode_cycles(hidden)))
+            phases.append((f"{i}.x encode", next_encode))
         ident = bool(sru_identity[i]) if sru_identity else False
-        phases.append((f"{i}.x MxV", mxv_cycles(deltas[f"{i}.x"], x_rows(cell, hidden, ident), lanes,
-                                                slices.get(f"{i}.x", 1))))
+        x_mxv = mxv_cycles(deltas[f"{i}.x"], x_rows(cell, hidden, ident), lanes, slices.get(f"{i}.x", 1))
+        phases.append((f"{i}.x MxV", x_mxv))
         if H_BLOCKS[cell]:
-            phases.append((f"{i}.h encode", encode_cycles(hidden)))
+            phases.append((f"{i}.h encode", max(0, encode_cycles(hidden) - x_mxv) if concurrent
+                           else encode_cycles(hidden)))
             phases.append((f"{i}.h MxV", mxv_cycles(deltas[f"{i}.h"], H_BLOCKS[cell] * hidden, lanes,
                                                     slices.get(f"{i}.h", 1))))
         phases.append((f"{i} cell", engine_cycles(hidden, CELL_PROGRAMS[cell], lanes)))
     if classes:
-        phases.append(("head encode", encode_cycles(hidden)))
+        phases.append(("head encode", next_encode))
         phases.append(("head MxV", mxv_cycles(deltas["head.x"], classes, lanes, slices.get("head.x", 1))))
         phases.append(("output", engine_cycles(classes, HEAD_OUT, lanes)))
     else:

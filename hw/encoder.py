@@ -24,7 +24,14 @@ from deltarnn.spec.memory_map import SHIFT_BITS
 
 from deltarnn.hw.mxv import delta_layout
 
-__all__ = ["DeltaEncoder"]
+__all__ = ["CONCURRENT_LANES", "DeltaEncoder"]
+
+#: A core of more lanes than this runs its encoder beside the other units: a layer's h path beside its
+#: x path's MxV, and the next path's input as the cell update writes it (a stream scan). There a scan
+#: of H cycles is a large part of a step (an MxV pass takes ``ceil(rows / P)`` cycles a delta). A core
+#: of this many lanes or fewer scans between the other phases, and saves the logic that running
+#: concurrently costs (about 110 logic cells of an iCE40 UP5K, whose smallest board build has 44 free).
+CONCURRENT_LANES = 2
 
 
 # |h * mult| is below 2**_PROD_MAG_BITS for every 16-bit h and MULT_BITS-bit mult.
@@ -58,6 +65,13 @@ class DeltaEncoder(wiring.Component):
     ``k + LATENCY``; ``done`` is high in cycle ``length + LATENCY``, the cycle
     after the last possible write.
 
+    With ``stream`` high in the ``start`` cycle the elements come from
+    ``feed`` instead of the source memory: element ``k`` is issued in the
+    cycle of the ``k``-th ``feed.valid`` (its value ``feed.data``, the
+    reference read in that cycle), and ``done`` is high ``LATENCY`` cycles
+    after the last one's; the core feeds the cell engine's writes of a new
+    ``h``, so that a layer's new state is encoded as the engine makes it.
+
     Latency and throughput: one element per cycle, a scan takes exactly
     ``length + LATENCY`` cycles from ``start`` to ``done`` whatever the data
     (``length = 0`` included). ``busy`` is high in cycles ``1 ..
@@ -85,6 +99,9 @@ class DeltaEncoder(wiring.Component):
         emit a delta).
     index_bits : int
         Width of the entry's index field; must hold ``max_length - 1``.
+    streams : bool
+        Whether the encoder has stream scans (``stream``, ``feed_*``; without,
+        those inputs are ignored).
 
     Attributes
     ----------
@@ -99,6 +116,11 @@ class DeltaEncoder(wiring.Component):
     -------
     start : In(1)
         One-cycle pulse that starts a scan; ignored while ``busy`` is high.
+    stream : In(1)
+        Sampled with ``start``: the scan takes its elements from ``feed``.
+    feed_valid, feed_data : In(1), In(signed(FX_BITS))
+        In a stream scan, the next element (one per cycle at most; ``length``
+        of them).
     length : In(range(max_length + 1))
         Number of elements to scan.
     src_base : In(src_addr_bits)
@@ -176,7 +198,7 @@ class DeltaEncoder(wiring.Component):
 
     def __init__(self, *, max_length: int, abits_max: int, delta_bits: int,
                  src_addr_bits: int, ref_addr_bits: int, dbuf_depth: int,
-                 index_bits: int):
+                 index_bits: int, streams: bool = False):
         try:
             self._check(max_length=max_length, abits_max=abits_max, delta_bits=delta_bits,
                         src_addr_bits=src_addr_bits, ref_addr_bits=ref_addr_bits,
@@ -192,10 +214,14 @@ class DeltaEncoder(wiring.Component):
         self.ref_addr_bits = ref_addr_bits
         self.dbuf_depth = dbuf_depth
         self.index_bits = index_bits
+        self.streams = streams
         self.dbuf_layout = delta_layout(index_bits, delta_bits)
 
         super().__init__({
             "start": In(1),
+            "stream": In(1),
+            "feed_valid": In(1),
+            "feed_data": In(signed(C.FX_BITS)),
             "length": In(range(max_length + 1)),
             "src_base": In(src_addr_bits),
             "ref_base": In(ref_addr_bits),
@@ -241,14 +267,15 @@ class DeltaEncoder(wiring.Component):
 
         # --- control and issue stage (cycle 1 + k reads element k).
         issuing = Signal()
+        streaming = Signal() if self.streams else Const(0)     # a stream scan: elements come from feed
         k = Signal(idx_shape)
         issue_valid = Signal()
         issue_end = Signal()
         m.d.comb += [
-            issue_valid.eq(issuing & (k != self.length)),
+            issue_valid.eq(issuing & (k != self.length) & (~streaming | self.feed_valid)),
             issue_end.eq(issuing & (k == self.length)),
             self.src_addr.eq(self.src_base + k),
-            self.src_en.eq(issue_valid),
+            self.src_en.eq(issue_valid & ~streaming),
             self.ref_rd_addr.eq(self.ref_base + k),
             self.ref_rd_en.eq(issue_valid),
         ]
@@ -267,9 +294,14 @@ class DeltaEncoder(wiring.Component):
 
         # stage 0 (cycle k + 2): the memory data arrives and is registered (the multiplier
         # sees a register, not the block RAM's output).
+        # (a fed element waits a cycle in feed0, as a read one does in the memory)
         h1 = Signal(signed(C.FX_BITS))
         ref1 = Signal(signed(ab))
-        m.d.sync += [h1.eq(self.src_data), ref1.eq(self.ref_rd_data)]
+        feed0 = Signal(signed(C.FX_BITS))
+        m.d.sync += [h1.eq(Mux(streaming, feed0, self.src_data) if self.streams else self.src_data),
+                     ref1.eq(self.ref_rd_data)]
+        if self.streams:
+            m.d.sync += feed0.eq(self.feed_data)
         # stage 1 (cycle k + 3): full-width signed product.
         prod = Signal(signed(_PROD_MAG_BITS + 1))   # |h * mult| < 2**30
         ref2 = Signal(signed(ab))
@@ -316,6 +348,9 @@ class DeltaEncoder(wiring.Component):
         with m.If(e[4]):
             m.d.sync += self.busy.eq(0)
 
+        if self.streams:
+            with m.If(self.start & ~self.busy):
+                m.d.sync += streaming.eq(self.stream)
         # start (taken only when idle); placed last so it wins.
         with m.If(self.start & ~self.busy):
             m.d.sync += [

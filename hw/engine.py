@@ -86,6 +86,15 @@ SRU = [  # vec blocks: 0 bias_f, 1 bias_r, 2 vf, 3 vr; x blocks: 0 x~, 1 f, 2 r,
     ("hw", 0), ("mul", 1, 4, 5), ("omin", 2, 4), ("mul", 2, 2, 0), ("add", 1, 1, 2), ("st", "h", 1),
 ]
 CELL_PROGRAMS = {"lstm": LSTM, "gru": GRU, "ligru": LIGRU, "sru": SRU}
+
+
+def fuses_encoder(program) -> bool:
+    """Whether the core encodes a run's new ``h`` as the engine writes it (the
+    :class:`~deltarnn.hw.encoder.DeltaEncoder`'s stream scan, beside the run): the program writes
+    ``h`` and leaves the reference memory's read port to the encoder (the SRU's highway reads it)."""
+    return any(ins[:2] == ("st", "h") for ins in program) and not any(ins[0] == "hw" for ins in program)
+
+
 #: Output of a head: requantized accumulator plus bias, per class.
 HEAD_OUT = [("rq", 0, "x", 0), ("vec", 1, 0), ("add", 0, 0, 1), ("out", 0)]
 #: Output without a head: the last layer's h.

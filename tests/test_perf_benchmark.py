@@ -18,14 +18,17 @@ _spec.loader.exec_module(perf)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "ligru", "sru"])
-def test_previous_design_differs_only_in_the_engine_phases(cell):
+def test_previous_design_differs_only_in_the_engine_and_encode_phases(cell):
     qm = quantize(random_model(cell, 6, 16, 2, False, classes=5, seed=1), random_input(2, 8, 6), 4, 8)
     deltas = {p: 3 for p in perf.path_rows(qm)}
     identity = [layer.directions[0].highway is not None for layer in qm.layers]
     new = dict(CY.step_phases(cell, 4, 16, 5, deltas, identity))
     old = perf.old_step_cycles(qm, 4, deltas)
+    encodes = [name for name in new if name.endswith(" encode")]
     want = sum(new.values()) - new["0 cell"] - new["1 cell"] - new["output"] \
-        + 2 * (16 * perf.OLD_PROGRAM_CYCLES[cell] + 2) + 5 * perf.OLD_HEAD_OUT + 2
+        + 2 * (16 * perf.OLD_PROGRAM_CYCLES[cell] + 2) + 5 * perf.OLD_HEAD_OUT + 2 \
+        + sum(CY.encode_cycles(16) - new[name] for name in encodes)
+    assert len(encodes) == (2 if cell == "sru" else 4)      # 1.x, head (and 0.h, 1.h)
     assert old == want > sum(new.values())
 
 

@@ -7,13 +7,17 @@ formulas (docs/gateware.md), their sum, and how the total grows with deltas.
 
 import pytest
 
-from deltarnn.hw.cycles import encode_cycles, engine_cycles, mxv_cycles, step_cycles, step_phases
-from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT
+from deltarnn.hw.cycles import (encode_cycles, engine_cycles, fused_encode_cycles, mxv_cycles, step_cycles,
+                                 step_phases)
+from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, fuses_encoder
 from deltarnn.spec.memory_map import H_BLOCKS
 
 
 def test_phase_formulas():
     assert encode_cycles(8) == 8 + 7 + 1
+    # an encode fed by the cell update: the encoder's 7 cycles after the update's last write (of h), its last cycle
+    assert [fused_encode_cycles(cell, lanes) for cell in ("lstm", "gru", "ligru") for lanes in (4, 32)] == [6] * 6
+    assert [fuses_encoder(CELL_PROGRAMS[cell]) for cell in ("lstm", "gru", "ligru", "sru")] == [True] * 3 + [False]
     assert mxv_cycles(5, 24, 4) == 5 * 6 + 8 + 1
     assert mxv_cycles(0, 24, 4) == 9
     assert mxv_cycles(3, 9, 2) == 3 * 5 + 9          # ceil(9 / 2) words per column
@@ -37,14 +41,16 @@ def test_gru_with_head_by_hand():
     assert step_phases("gru", 4, 8, 3, deltas) == [
         ("accept", 1),
         ("0.x MxV", 2 * 6 + 9),          # 3*8 rows: 6 words of 4 lanes
-        ("0.h encode", 8 + 8),
+        ("0.h encode", 0),               # (8 + 8 cycles, beside the x path's MxV)
         ("0.h MxV", 5 * 6 + 9),
         ("0 cell", 7 * 6 + 20 + 2),
-        ("head encode", 8 + 8),
+        ("head encode", 6),              # fed by the cell update: the encoder's latency after its last h
         ("head MxV", 4 * 1 + 9),         # 3 classes: one word
         ("output", 2 * 2 + 8 + 2),
     ]
-    assert step_cycles("gru", 4, 8, 3, deltas) == 184
+    assert step_cycles("gru", 4, 8, 3, deltas) == 158
+    # an x path shorter than the h path's encode: the encode's excess is its phase
+    assert dict(step_phases("gru", 4, 8, 3, {**deltas, "0.x": 0}))["0.h encode"] == 16 - 9
 
 
 def test_sru_without_head_by_hand():
@@ -72,7 +78,9 @@ def test_documented_example():
     assert phases["0 cell"] == phases["1 cell"] == 255 * 6 + 21 + 2 == 1553
     # 40 classes are two words of 32 lanes: each column's pass is padded to 4 cycles
     assert phases["head MxV"] == 256 * 4 + 9 == 1033 and phases["output"] == 39 * 2 + 9 + 2
-    assert step_cycles("gru", 32, 256, 40, deltas) == 24713
+    assert phases["0.h encode"] == phases["1.h encode"] == 0      # beside the x paths' MxVs
+    assert phases["1.x encode"] == phases["head encode"] == 6        # fed by the cell updates
+    assert step_cycles("gru", 32, 256, 40, deltas) == 23669
 
 
 @pytest.mark.parametrize("cell", sorted(CELL_PROGRAMS))
@@ -93,7 +101,10 @@ def test_total_is_the_sum_and_grows_by_one_column_per_delta(cell, classes):
         words = (mxv - mxv_cycles(0, 1, 1)) // deltas[path]       # the phase's words per column
         more = step_cycles(cell, lanes, hidden, classes, {**deltas, path: deltas[path] + 2})
         assert more == base + 2 * words and words >= 1
-        assert step_cycles(cell, lanes, hidden, classes, {**deltas, path: 0}) == base - 3 * words
+        fewer = base - 3 * words
+        if path[0].isdigit() and path.endswith(".x") and H_BLOCKS[cell]:   # its h path's encode runs beside it
+            fewer += max(0, encode_cycles(hidden) - mxv_cycles(0, 1, 1))
+        assert step_cycles(cell, lanes, hidden, classes, {**deltas, path: 0}) == fewer
 
 
 def test_more_lanes_never_cost_more():

@@ -22,11 +22,11 @@ REF_ADDR_BITS = 6
 class Harness(Elaboratable):
     """The encoder wired to a source memory, a reference memory and a delta buffer."""
 
-    def __init__(self, max_length, abits_max):
+    def __init__(self, max_length, abits_max, streams=False):
         self.dut = DeltaEncoder(
             max_length=max_length, abits_max=abits_max, delta_bits=C.delta_bits(abits_max),
             src_addr_bits=SRC_ADDR_BITS, ref_addr_bits=REF_ADDR_BITS, dbuf_depth=max_length,
-            index_bits=max(1, (max_length - 1).bit_length()))
+            index_bits=max(1, (max_length - 1).bit_length()), streams=streams)
         self.src = Memory(shape=self.dut.src_data.shape(), depth=1 << SRC_ADDR_BITS, init=[])
         self.ref = Memory(shape=self.dut.ref_rd_data.shape(), depth=1 << REF_ADDR_BITS, init=[])
         self.dbuf = Memory(shape=self.dut.dbuf_layout, depth=max_length, init=[])
@@ -280,3 +280,62 @@ def test_verilog_conversion():
     assert "module delta_encoder" in text
     for port in ("src_addr", "ref_wr_data", "dbuf_wr_data", "done", "count"):
         assert port in text
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stream_scan_takes_the_fed_elements(seed):
+    """A stream scan: the elements come from feed, with gaps between them, and never from the source memory;
+    the same deltas and references as a scan of them, done LATENCY cycles after the last one is fed."""
+    rng = np.random.default_rng(seed)
+    n, abits, ref_base = 11, 8, 5
+    h = rng.integers(C.FX_MIN, C.FX_MAX + 1, n)
+    ref = rng.integers(-C.qmax(abits), C.qmax(abits) + 1, n)
+    mult, shift, bits, theta = int(rng.integers(1, 1 << 14)), int(rng.integers(10, 18)), abits, int(seed)
+    gaps = rng.integers(0, 4, n)
+    hn = Harness(n, abits, streams=True)
+    dut = hn.dut
+    seen = {}
+
+    async def tb(ctx):
+        for j in range(1 << SRC_ADDR_BITS):
+            ctx.set(hn.src.data[j], C.FX_MAX)           # garbage a stream scan must not read
+        for j, r in enumerate(ref):
+            ctx.set(hn.ref.data[ref_base + j], int(r))
+        for name, value in (("mult", mult), ("shift", shift), ("bits", bits), ("theta", theta),
+                            ("src_base", 0), ("ref_base", ref_base), ("length", n)):
+            ctx.set(getattr(dut, name), value)
+        ctx.set(dut.start, 1)
+        ctx.set(dut.stream, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        ctx.set(dut.stream, 0)
+        cycle = 1
+        for x, gap in zip(h, gaps):
+            for _ in range(gap):
+                assert not ctx.get(dut.done)
+                await ctx.tick()
+                cycle += 1
+            ctx.set(dut.feed_valid, 1)
+            ctx.set(dut.feed_data, int(x))
+            await ctx.tick()
+            ctx.set(dut.feed_valid, 0)
+            ctx.set(dut.feed_data, 0)
+            last_fed = cycle
+            cycle += 1
+        while not ctx.get(dut.done):
+            assert cycle < last_fed + 50, "no done"
+            await ctx.tick()
+            cycle += 1
+        seen["latency"] = cycle - last_fed
+        seen["entries"] = [(int(e.index), int(e.delta)) for e in
+                           (ctx.get(hn.dbuf.data[a]) for a in range(ctx.get(dut.count)))]
+        seen["ref"] = [ctx.get(hn.ref.data[ref_base + j]) for j in range(n)]
+
+    sim = Simulator(hn)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    new_ref, entries = model_scan(h, ref, mult, shift, bits, theta)
+    assert seen["latency"] == DeltaEncoder.LATENCY
+    assert seen["entries"] == entries and len(entries) > 0
+    assert seen["ref"] == [int(r) for r in new_ref]

@@ -84,8 +84,8 @@ class _State:
         # the encoder runs a layer's h path beside the MxV's x path (XH_WAIT): which path it encodes,
         # and which of the two units has finished
         self.enc_h = Signal()
-        # a cell update feeds the encoder its new h, for the next layer's x path or the head (a cell whose
-        # program leaves the reference memory free: fuses_encoder); fused: this update does
+        # a cell update feeds the encoder its new h, for the next layer's x path or the head (where the
+        # program's own reference reads leave it room: fuses_encoder); fused: this update does
         self.enc_next = Signal()
         self.fused = Signal()
         self.mxv_fin = Signal()
@@ -166,7 +166,7 @@ class Core(wiring.Component):
     def feeds_encoder(self) -> bool:
         """Whether the cell update feeds the encoder the input of the next layer's x path or of the head
         (above :data:`~deltarnn.hw.encoder.CONCURRENT_LANES` lanes, :func:`~deltarnn.hw.engine.fuses_encoder`)."""
-        return self.p.lanes > CONCURRENT_LANES and fuses_encoder(CELL_PROGRAMS[self.p.cell])
+        return self.p.lanes > CONCURRENT_LANES and fuses_encoder(CELL_PROGRAMS[self.p.cell], self.p.lanes)
 
     @property
     def dbuf_depth(self) -> int:
@@ -527,7 +527,7 @@ class Core(wiring.Component):
                     regs.clear(m)
                     m.next = "IDLE"
 
-            if not (fused and overlap):     # (else every encode runs beside another unit)
+            if not fused:     # (else every encode runs beside another unit)
                 with m.State("ENC_GO"):
                     m.d.comb += enc.start.eq(1)
                     m.next = "ENC_WAIT"

@@ -7,22 +7,24 @@ which the sequencer sees its ``done``:
 ==============  ============================================================  ====================
 phase           cycles                                                        when
 ==============  ============================================================  ====================
-encode          ``n + DeltaEncoder.LATENCY + 1`` (SRU),                       x path of layers > 0, the head
-                :func:`fused_encode_cycles` (the others)
+encode          :func:`fused_encode_cycles`, or ``n + DeltaEncoder.LATENCY    x path of layers > 0, the head
+                + 1`` at 2 lanes or fewer
 MxV             ``deltas * S * pass(ceil(rows / P)) + DeltaMxV.LATENCY + 1``  every path
-h encode        ``max(0, encode - MxV)`` of the same layer's x path           every h path
+h encode        ``max(0, encode - MxV)`` of the same layer's x path, or       every h path
+                ``n + DeltaEncoder.LATENCY + 1`` at 2 lanes or fewer
 cell update     ``run_cycles(cell, H, P) + CellEngine.LATENCY + 1``           every layer
 output          ``run_cycles(HEAD_OUT, K, P) + CellEngine.LATENCY + 1``       with a head of K classes,
                 ``run_cycles(H_OUT, H, P) + CellEngine.LATENCY + 1``          without
 ==============  ============================================================  ====================
 
-A layer's h path is encoded while its x path's MxV runs (both start in the
-MxV's GO cycle, and the h path's MxV starts after both are done): its
-phase is only what the encode takes beyond the MxV. Where the cell's
-program leaves the reference memory to the encoder
-(:func:`deltarnn.hw.engine.fuses_encoder`: not the SRU), the input of the next
-layer's x path, or of the head, is encoded as the cell update writes it:
-its phase is only the encoder's latency after the update's last write. ``n`` is
+Above :data:`~deltarnn.hw.encoder.CONCURRENT_LANES` lanes a layer's h path is
+encoded while its x path's MxV runs (both start in the MxV's GO cycle, and
+the h path's MxV starts after both are done): its phase is only what the
+encode takes beyond the MxV; and where the cell's program leaves the encoder
+room on the reference memory (:func:`deltarnn.hw.engine.fuses_encoder`: every
+cell now), the input of the next layer's x path, or of the head, is encoded as
+the cell update writes it: its phase is only the encoder's latency after the
+update's last write. ``n`` is
 the vector length the encoder scans (H), ``rows`` the rows of
 the path's matrix, ``pass`` :func:`deltarnn.hw.mxv.pass_cycles` (the words, but 4 for 2
 or 3), ``S`` its weight slices
@@ -98,7 +100,7 @@ def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[s
     # the x path of a layer > 0 and the head: encoded as the cell update before them makes their input, or
     # by a scan after it
     concurrent = lanes > CONCURRENT_LANES
-    fused = concurrent and fuses_encoder(CELL_PROGRAMS[cell])
+    fused = concurrent and fuses_encoder(CELL_PROGRAMS[cell], lanes)
     next_encode = fused_encode_cycles(cell, lanes) if fused else encode_cycles(hidden)
     for i in range(layers):
         if i > 0:

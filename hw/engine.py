@@ -88,11 +88,16 @@ SRU = [  # vec blocks: 0 bias_f, 1 bias_r, 2 vf, 3 vr; x blocks: 0 x~, 1 f, 2 r,
 CELL_PROGRAMS = {"lstm": LSTM, "gru": GRU, "ligru": LIGRU, "sru": SRU}
 
 
-def fuses_encoder(program) -> bool:
-    """Whether the core encodes a run's new ``h`` as the engine writes it (the
-    :class:`~deltarnn.hw.encoder.DeltaEncoder`'s stream scan, beside the run): the program writes
-    ``h`` and leaves the reference memory's read port to the encoder (the SRU's highway reads it)."""
-    return any(ins[:2] == ("st", "h") for ins in program) and not any(ins[0] == "hw" for ins in program)
+def fuses_encoder(program, lanes: int) -> bool:
+    """Whether the core can encode a run's new ``h`` as the engine writes it (the
+    :class:`~deltarnn.hw.encoder.DeltaEncoder`'s stream scan, beside the run), in a core of ``lanes``
+    lanes: the program writes ``h``, and the encoder's reference read, in the cycle of each ``h``
+    write, never falls in a cycle in which the program reads the reference memory itself (the SRU's
+    highway, a cycle after its request, :meth:`CellEngine._ports`) in the run's ``ii``."""
+    sch = schedule(program, lanes)
+    writes = {sl.start % sch.ii for sl in sch.slots if sl.ins[:2] == ("st", "h")}
+    reads = {(sl.start + 1) % sch.ii for sl in sch.slots if "ref" in _ports(sl.ins)}
+    return bool(writes) and not writes & reads
 
 
 #: Output of a head: requantized accumulator plus bias, per class.

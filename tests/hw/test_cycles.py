@@ -16,8 +16,11 @@ from deltarnn.spec.memory_map import H_BLOCKS
 def test_phase_formulas():
     assert encode_cycles(8) == 8 + 7 + 1
     # an encode fed by the cell update: the encoder's 7 cycles after the update's last write (of h), its last cycle
-    assert [fused_encode_cycles(cell, lanes) for cell in ("lstm", "gru", "ligru") for lanes in (4, 32)] == [6] * 6
-    assert [fuses_encoder(CELL_PROGRAMS[cell]) for cell in ("lstm", "gru", "ligru", "sru")] == [True] * 3 + [False]
+    assert [fused_encode_cycles(cell, lanes) for cell in CELL_PROGRAMS for lanes in (4, 32)] == [6] * 8
+    # the SRU's highway reads the references a cycle after its request, in another cycle of its ii than the h write
+    assert all(fuses_encoder(CELL_PROGRAMS[cell], lanes) for cell in CELL_PROGRAMS for lanes in (1, 4, 32))
+    assert not fuses_encoder([("hw", 0), ("st", "h", 0)], 4)        # a read in the cycle of the write: no
+    assert not fuses_encoder(H_OUT, 4)                               # no h write
     assert mxv_cycles(5, 24, 4) == 5 * 6 + 8 + 1
     assert mxv_cycles(0, 24, 4) == 9
     assert mxv_cycles(3, 9, 2) == 3 * 5 + 9          # ceil(9 / 2) words per column

@@ -67,7 +67,7 @@ class DeltaEncoder(wiring.Component):
 
     With ``stream`` high in the ``start`` cycle the elements come from
     ``feed`` instead of the source memory: element ``k`` is issued in the
-    cycle of the ``k``-th ``feed.valid`` (its value ``feed.data``, the
+    cycle of the ``k``-th ``feed_valid`` (its value ``feed_data``, the
     reference read in that cycle), and ``done`` is high ``LATENCY`` cycles
     after the last one's; the core feeds the cell engine's writes of a new
     ``h``, so that a layer's new state is encoded as the engine makes it.
@@ -76,8 +76,8 @@ class DeltaEncoder(wiring.Component):
     ``length + LATENCY`` cycles from ``start`` to ``done`` whatever the data
     (``length = 0`` included). ``busy`` is high in cycles ``1 ..
     length + LATENCY - 1`` and low in the ``done`` cycle, so the next
-    ``start`` may coincide with ``done``. Nothing is sampled in the ``start``
-    cycle: the run-time inputs (``length`` .. ``theta``) must be valid from
+    ``start`` may coincide with ``done``. Nothing but ``stream`` is sampled in
+    the ``start`` cycle: the run-time inputs (``length`` .. ``theta``) must be valid from
     the first ``busy`` cycle on and held stable while ``busy`` is high.
 
     Parameters

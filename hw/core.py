@@ -23,7 +23,7 @@ from deltarnn.hw.engine import CELL_PROGRAMS, WIDE_LANES, CellEngine, Program, f
 from deltarnn.hw.mxv import DeltaMxV
 from deltarnn.hw.registers import RegisterFile
 
-__all__ = ["Core", "Path", "command_layout"]
+__all__ = ["Core", "Path", "command_layout", "feeds_encoder", "overlaps_encodes"]
 
 
 class Path(enum.Enum, shape=2):
@@ -81,16 +81,28 @@ class _State:
         self.w_wr_any = Signal()      # w_wr_en.any(), without the reduction after the register
         self.is_h = self.path == Path.H
         self.is_head = self.path == Path.HEAD
-        # the encoder runs a layer's h path beside the MxV's x path (XH_WAIT): which path it encodes,
-        # and which of the two units has finished
+        # the encoder runs a layer's h path beside the MxV's x path (XH_WAIT): which path it encodes
         self.enc_h = Signal()
         # a cell update feeds the encoder its new h, for the next layer's x path or the head (where the
         # program's own reference reads leave it room: fuses_encoder); fused: this update does
         self.enc_next = Signal()
         self.fused = Signal()
-        self.mxv_fin = Signal()
-        self.eng_fin = Signal()
+        # which of the two units running side by side (the MxV or the engine, and the encoder) has finished
+        self.unit_fin = Signal()
         self.enc_fin = Signal()
+
+
+def overlaps_encodes(cell: str, lanes: int) -> bool:
+    """Whether a core encodes a layer's h path beside its x path's MxV: above
+    :data:`~deltarnn.hw.encoder.CONCURRENT_LANES` lanes, a cell with an h path."""
+    return lanes > CONCURRENT_LANES and H_BLOCKS[cell] != 0
+
+
+def feeds_encoder(cell: str, lanes: int) -> bool:
+    """Whether a core's cell update feeds the encoder the input of the next layer's x path or of the
+    head: above :data:`~deltarnn.hw.encoder.CONCURRENT_LANES` lanes, where
+    :func:`~deltarnn.hw.engine.fuses_encoder` allows it."""
+    return lanes > CONCURRENT_LANES and fuses_encoder(CELL_PROGRAMS[cell], lanes)
 
 
 class Core(wiring.Component):
@@ -158,15 +170,13 @@ class Core(wiring.Component):
 
     @property
     def overlaps_encodes(self) -> bool:
-        """Whether a layer's h path is encoded beside its x path's MxV (above
-        :data:`~deltarnn.hw.encoder.CONCURRENT_LANES` lanes, a cell with an h path)."""
-        return self.p.lanes > CONCURRENT_LANES and H_BLOCKS[self.p.cell] != 0
+        """:func:`overlaps_encodes` of this core."""
+        return overlaps_encodes(self.p.cell, self.p.lanes)
 
     @property
     def feeds_encoder(self) -> bool:
-        """Whether the cell update feeds the encoder the input of the next layer's x path or of the head
-        (above :data:`~deltarnn.hw.encoder.CONCURRENT_LANES` lanes, :func:`~deltarnn.hw.engine.fuses_encoder`)."""
-        return self.p.lanes > CONCURRENT_LANES and fuses_encoder(CELL_PROGRAMS[self.p.cell], self.p.lanes)
+        """:func:`feeds_encoder` of this core."""
+        return feeds_encoder(self.p.cell, self.p.lanes)
 
     @property
     def dbuf_depth(self) -> int:
@@ -241,8 +251,8 @@ class Core(wiring.Component):
         def lf(field):
             return regs.layer[field][layer]
 
-        def per_path(x, h, head, h_path=is_h):
-            return Mux(is_head, head, Mux(h_path, h, x))
+        def per_path(x, h, head):
+            return Mux(is_head, head, Mux(is_h, h, x))
 
         # The path the encoder works on: the layer's h path beside its x path's MxV (enc_h), the next
         # layer's x path or the head while a cell update feeds it (enc_next), else the path being run.
@@ -260,10 +270,11 @@ class Core(wiring.Component):
         def ceil_lanes(rows):
             return (rows + (p.lanes - 1)) >> lanes_log2
 
-        def base(of, stride, path=None, h_path=is_h):
-            """The spec's ``of(layer, path)`` at run time (it is ``layer * stride + of(0, path)``)."""
+        def base(of, stride, path=None, at=layer, h_path=is_h):
+            """The spec's ``of(at, path)`` at run time (it is ``at * stride + of(0, path)``; the path: ``path``,
+            or h where ``h_path``)."""
             offset = Mux(h_path, of(0, "h"), of(0, "x")) if path is None else of(0, path)
-            return layer * stride + offset
+            return at * stride + offset
 
         prev = Signal(range(p.max_layers))
         last = Signal(range(p.max_layers))
@@ -300,7 +311,7 @@ class Core(wiring.Component):
         m.d.sync += [
             enc.src_base.eq(Mux(st.enc_h, p.state_base(layer), p.state_base(prev))),
             enc.ref_base.eq(Mux(enc_head, p.ref_base(p.max_layers, "x"),
-                                enc_layer * p.layer_ref_words + Mux(st.enc_h, p.ref_base(0, "h"), p.ref_base(0, "x")))),
+                                base(p.ref_base, p.layer_ref_words, at=enc_layer, h_path=st.enc_h))),
             eng.acc_base_x.eq(Mux(is_head, head_acc, base(p.acc_base, p.layer_acc_words, "x"))),
             eng.acc_base_h.eq(base(p.acc_base, p.layer_acc_words, "h")),
             eng.vec_base.eq(Mux(is_head, p.vec_base(p.max_layers), p.vec_base(layer))),
@@ -389,6 +400,16 @@ class Core(wiring.Component):
         with m.Else():
             m.d.comb += [ref.wr.addr.eq(enc.ref_wr_addr), ref.wr.data.eq(enc.ref_wr_data),
                          ref.wr.en.eq(enc.ref_wr_en)]
+
+    @staticmethod
+    def _joined(m, st: _State, unit_done, enc_done):
+        """In a state that waits for a unit and the encoder, started together (``st.unit_fin`` and
+        ``st.enc_fin`` cleared): whether both are done, in this cycle or before."""
+        with m.If(unit_done):
+            m.d.sync += st.unit_fin.eq(1)
+        with m.If(enc_done):
+            m.d.sync += st.enc_fin.eq(1)
+        return (unit_done | st.unit_fin) & (enc_done | st.enc_fin)
 
     def _dbuf_addr(self, entry, h_half):
         """Delta buffer address of ``entry`` of the x path's half, or of the h path's (``h_half``; one buffer
@@ -542,7 +563,7 @@ class Core(wiring.Component):
                     # state of the previous step, which no phase before the cell update changes)
                     with m.If(st.path == Path.X):
                         m.d.comb += [enc.start.eq(1), st.enc_h.eq(1)]
-                        m.d.sync += [st.mxv_fin.eq(0), st.enc_fin.eq(0)]
+                        m.d.sync += [st.unit_fin.eq(0), st.enc_fin.eq(0)]
                         m.next = "XH_WAIT"
                     with m.Else():
                         m.next = "MXV_WAIT"
@@ -551,11 +572,7 @@ class Core(wiring.Component):
             if overlap:
                 with m.State("XH_WAIT"):
                     m.d.comb += st.enc_h.eq(1)
-                    with m.If(mxv.done):
-                        m.d.sync += st.mxv_fin.eq(1)
-                    with m.If(enc.done):
-                        m.d.sync += st.enc_fin.eq(1)
-                    with m.If((mxv.done | st.mxv_fin) & (enc.done | st.enc_fin)):
+                    with m.If(self._joined(m, st, mxv.done, enc.done)):
                         m.d.sync += [st.path.eq(Path.H), st.dcount.eq(enc.count)]
                         m.next = "MXV_GO"
             with m.State("MXV_WAIT"):
@@ -573,7 +590,7 @@ class Core(wiring.Component):
             with m.State("CELL_GO"):
                 m.d.comb += [eng.start.eq(1), eng.program.eq(Program.CELL), eng.count.eq(regs.hidden)]
                 if fused:
-                    m.d.sync += [st.eng_fin.eq(0), st.enc_fin.eq(0)]
+                    m.d.sync += [st.unit_fin.eq(0), st.enc_fin.eq(0)]
                     with m.If((st.layer + 1 != regs.layers) | out_head):
                         m.d.comb += [enc.start.eq(1), enc.stream.eq(1), st.enc_next.eq(1)]
                         m.d.sync += st.fused.eq(1)
@@ -584,11 +601,7 @@ class Core(wiring.Component):
                 finished = eng.done
                 if fused:
                     m.d.comb += st.enc_next.eq(st.fused)
-                    with m.If(eng.done):
-                        m.d.sync += st.eng_fin.eq(1)
-                    with m.If(enc.done):
-                        m.d.sync += st.enc_fin.eq(1)
-                    finished = (eng.done | st.eng_fin) & (~st.fused | enc.done | st.enc_fin)
+                    finished = self._joined(m, st, eng.done, enc.done | ~st.fused)
                     with m.If(finished):
                         m.d.sync += st.dcount.eq(enc.count)
                 with m.If(finished):

@@ -38,8 +38,9 @@ from __future__ import annotations
 
 from deltarnn.spec.memory_map import H_BLOCKS, X_BLOCKS, ceil_div, weight_slices
 
-from deltarnn.hw.encoder import CONCURRENT_LANES, DeltaEncoder
-from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, fuses_encoder, run_cycles, schedule
+from deltarnn.hw.core import feeds_encoder, overlaps_encodes
+from deltarnn.hw.encoder import DeltaEncoder
+from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, run_cycles, schedule
 from deltarnn.hw.mxv import DeltaMxV, pass_cycles
 
 ACCEPT = 1
@@ -99,9 +100,7 @@ def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[s
     phases = [("accept", ACCEPT)]
     # the x path of a layer > 0 and the head: encoded as the cell update before them makes their input, or
     # by a scan after it
-    concurrent = lanes > CONCURRENT_LANES
-    fused = concurrent and fuses_encoder(CELL_PROGRAMS[cell], lanes)
-    next_encode = fused_encode_cycles(cell, lanes) if fused else encode_cycles(hidden)
+    next_encode = fused_encode_cycles(cell, lanes) if feeds_encoder(cell, lanes) else encode_cycles(hidden)
     for i in range(layers):
         if i > 0:
             phases.append((f"{i}.x encode", next_encode))
@@ -109,7 +108,7 @@ def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[s
         x_mxv = mxv_cycles(deltas[f"{i}.x"], x_rows(cell, hidden, ident), lanes, slices.get(f"{i}.x", 1))
         phases.append((f"{i}.x MxV", x_mxv))
         if H_BLOCKS[cell]:
-            phases.append((f"{i}.h encode", max(0, encode_cycles(hidden) - x_mxv) if concurrent
+            phases.append((f"{i}.h encode", max(0, encode_cycles(hidden) - x_mxv) if overlaps_encodes(cell, lanes)
                            else encode_cycles(hidden)))
             phases.append((f"{i}.h MxV", mxv_cycles(deltas[f"{i}.h"], H_BLOCKS[cell] * hidden, lanes,
                                                     slices.get(f"{i}.h", 1))))

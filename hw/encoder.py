@@ -30,7 +30,7 @@ __all__ = ["CONCURRENT_LANES", "DeltaEncoder"]
 #: x path's MxV, and the next path's input as the cell update writes it (a stream scan). There a scan
 #: of H cycles is a large part of a step (an MxV pass takes ``ceil(rows / P)`` cycles a delta). A core
 #: of this many lanes or fewer scans between the other phases, and saves the logic that running
-#: concurrently costs (about 110 logic cells of an iCE40 UP5K, whose smallest board build has 44 free).
+#: concurrently costs (about 110 logic cells of an iCE40 UP5K, more than its smallest board build has free).
 CONCURRENT_LANES = 2
 
 

@@ -6,7 +6,7 @@ model indexes, so both compute the same integers by construction.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -28,6 +28,9 @@ class Activation(wiring.Component):
     Parameters
     ----------
     kind : {"sigmoid", "tanh", "relu"}
+    registered : bool
+        Register the input before the table's address arithmetic (latency 2): in a wide core the
+        unit's input multiplexer and the address's clamp in one cycle were an ECP5's critical path.
 
     Members
     -------
@@ -36,27 +39,31 @@ class Activation(wiring.Component):
     y : Out(signed(16))
         ``f(x)`` of the input one cycle earlier.
 
-    Latency 1 cycle, throughput one value per cycle. sigmoid and tanh read a
-    1024-entry ROM (``deltarnn.spec.contract.table(kind)``); ReLU is ``max(x, 0)``,
-    registered to keep the same latency.
+    Latency :attr:`latency` cycles (1, or 2 when ``registered``), throughput one value per cycle.
+    sigmoid and tanh read a 1024-entry ROM (``deltarnn.spec.contract.table(kind)``); ReLU is
+    ``max(x, 0)``, registered to keep the same latency.
     """
 
-    LATENCY = 1
-
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, registered: bool = False):
         if kind not in KINDS:
             self._MustUse__silence = True   # no "created but never used" warning
             raise ValueError(f"unknown activation {kind!r}; choose one of {', '.join(KINDS)}")
         self.kind = kind
+        self.registered = registered
+        self.latency = 1 + int(registered)
         super().__init__({"x": In(signed(C.FX_BITS)), "y": Out(signed(C.FX_BITS))})
 
     def elaborate(self, platform):
         m = Module()
+        x = self.x
+        if self.registered:
+            x = Signal.like(self.x, name="x_reg")
+            m.d.sync += x.eq(self.x)
         if self.kind == "relu":
-            m.d.sync += self.y.eq(Mux(self.x < 0, 0, self.x))
+            m.d.sync += self.y.eq(Mux(x < 0, 0, x))
             return m
         m.submodules.rom = rom = memory.Memory(shape=signed(C.FX_BITS), depth=1 << C.LUT_ADDR_BITS,
                                                init=[int(v) for v in C.table(self.kind)])
         port = rom.read_port()
-        m.d.comb += [port.addr.eq(lut_address(self.x, self.kind)), port.en.eq(1), self.y.eq(port.data)]
+        m.d.comb += [port.addr.eq(lut_address(x, self.kind)), port.en.eq(1), self.y.eq(port.data)]
         return m

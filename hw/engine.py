@@ -26,8 +26,8 @@ instruction                 latency  effect
 ``("mul", d, a, b)``        2        ``R[d] = fx_mul(R[a], R[b])``
 ``("omin", d, a)``          1        ``R[d] = ONE - R[a]``
 ``("relu", d, a)``          1        ``R[d] = max(R[a], 0)``
-``("sig", d, a)``           2        ``R[d] = sigmoid(R[a])`` (ROM)
-``("tanh", d, a)``          2        ``R[d] = tanh(R[a])`` (ROM)
+``("sig", d, a)``           2 (3)    ``R[d] = sigmoid(R[a])`` (ROM)
+``("tanh", d, a)``          2 (3)    ``R[d] = tanh(R[a])`` (ROM)
 ``("st", s, a)``            1        ``state s [k] = R[a]``
 ``("out", a)``              1        emit ``R[a]`` on ``out`` (the engine waits while ``out.ready`` is low)
 ==========================  =======  ==================================================
@@ -208,9 +208,10 @@ def _defines(ins) -> int | None:
 
 def latency_of(lanes: int) -> dict[str, int]:
     """:data:`LATENCY_OF` in a core of ``lanes`` lanes: above :data:`WIDE_LANES` the requantizer registers
-    the memories' outputs before its lane select, a cycle more."""
+    the memories' outputs before its lane select, and the activation tables their inputs before the
+    address's clamp, a cycle more each."""
     extra = int(lanes > WIDE_LANES)
-    return {**LATENCY_OF, "rq": LATENCY_OF["rq"] + extra, "hw": LATENCY_OF["hw"] + extra}
+    return {**LATENCY_OF, **{op: LATENCY_OF[op] + extra for op in ("rq", "hw", "sig", "tanh")}}
 
 
 def schedule(program, lanes: int) -> Schedule:
@@ -506,7 +507,8 @@ class CellEngine(wiring.Component):
         :data:`WIDE_LANES` lanes the memories' outputs are registered as they
         are before stage 2, a stage more); ``mul``: fixed-point
         multipliers (product, then round and saturate); ``sig``, ``tanh``:
-        activation tables (address, then value).
+        activation tables (address, then value; above :data:`WIDE_LANES` lanes the input registered
+        first).
         """
         p = self.p
 
@@ -577,7 +579,7 @@ class CellEngine(wiring.Component):
         for unit, kind in (("sig", "sigmoid"), ("tanh", "tanh")):
             units[unit] = []
             for u in range(copies(unit)):
-                act = m.submodules[f"{kind}{u}"] = Activation(kind)
+                act = m.submodules[f"{kind}{u}"] = Activation(kind, registered=p.lanes > WIDE_LANES)
                 units[unit].append(dict(x=act.x, result=act.y))
         return units
 

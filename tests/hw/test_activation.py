@@ -10,9 +10,11 @@ from deltarnn.spec import contract as C
 from tests.conftest import FULL
 
 
+@pytest.mark.parametrize("registered", [False, True])
 @pytest.mark.parametrize("kind", ["sigmoid", "tanh", "relu"])
-def test_activation_matches_contract_on_every_input(kind):
-    dut = Activation(kind)
+def test_activation_matches_contract_on_every_input(kind, registered):
+    dut = Activation(kind, registered=registered)
+    assert dut.latency == 1 + registered
     if FULL or kind == "relu":
         xs = np.arange(C.FX_MIN, C.FX_MAX + 1, 1 if kind != "relu" else 97)
     else:  # both sides of every table entry's boundary, and the extremes
@@ -23,10 +25,13 @@ def test_activation_matches_contract_on_every_input(kind):
     got = np.empty_like(xs)
 
     async def tb(ctx):
-        for i, v in enumerate(xs):
-            ctx.set(dut.x, int(v))
+        # a new input every cycle; each output dut.latency cycles after its input
+        for i in range(len(xs) + dut.latency - 1):
+            if i < len(xs):
+                ctx.set(dut.x, int(xs[i]))
             await ctx.tick()
-            got[i] = ctx.get(dut.y)          # one cycle of latency
+            if i >= dut.latency - 1:
+                got[i - dut.latency + 1] = ctx.get(dut.y)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

@@ -26,9 +26,9 @@ VEC_SIZES = {"lstm": {"bias": 4}, "gru": {"bias": 3, "bias_hn": 1}, "ligru": {"b
              "sru": {"bias": 2, "vf": 1, "vr": 1}}
 STEPS = cells.STEPS
 #: Cycles between neurons and of one neuron's program, per program (docs/gateware.md), at most WIDE_LANES
-#: lanes and above (the requantizer a cycle longer).
+#: lanes and above (the requantizer and the activation tables a cycle longer).
 SCHEDULES = {"lstm": (8, 22), "gru": (6, 20), "ligru": (4, 17), "sru": (4, 18), "head": (2, 8), "h_out": (2, 4)}
-WIDE_SCHEDULES = {"lstm": (8, 23), "gru": (6, 21), "ligru": (4, 18), "sru": (4, 18), "head": (2, 9), "h_out": (2, 4)}
+WIDE_SCHEDULES = {"lstm": (8, 26), "gru": (6, 23), "ligru": (4, 19), "sru": (4, 20), "head": (2, 9), "h_out": (2, 4)}
 
 HIDDEN = 5        # run-time H, below max_hidden: block strides are H, not the maximum
 LAYER = 1         # bases of layer 1, none of them 0

@@ -72,9 +72,8 @@ class _State:
         self.rmw = Signal()                                  # DELTA: add the delta to its reference
         self.rmw_addr = Signal(range(p.ref_depth))
         self.rmw_delta = Signal(signed(p.delta_bits))
-        # the weight memory's writes (the host's and CLEAR's): registers before the many blocks of a
-        # wide memory, the command's own decoding in a narrow one (WIDE_LANES)
-        self.w_wr_domain = "sync" if p.lanes > WIDE_LANES else "comb"
+        # the weight memory's writes (the host's and CLEAR's), registered: the command's decoding stays off
+        # the paths into the memory's blocks (in a narrow core the iCE40's SPRAM: the board's critical path)
         self.w_wr_addr = Signal(p.waddr_bits)
         self.w_wr_data = Signal(p.lanes * p.wmem_bits)
         self.w_wr_en = Signal(p.lanes)
@@ -348,11 +347,9 @@ class Core(wiring.Component):
         # while written (the host writes in IDLE, the MxV reads during a STEP), so Yosys can merge
         # the two into the single port of a RAM without a second port (the iCE40 UP5K's SPRAM, whose
         # read data holds during a write): the read enable is gated by the write enables only to show
-        # Yosys that. Above WIDE_LANES lanes writes reach the memory from registers (st.w_wr_*), a
-        # cycle after the command or CLEAR's counter: no decoding before the write enables of its
-        # many blocks.
-        if st.w_wr_domain == "sync":
-            m.d.sync += [st.w_wr_en.eq(0), st.w_wr_any.eq(0)]
+        # Yosys that. Writes reach the memory from registers (st.w_wr_*), a cycle after the command or
+        # CLEAR's counter: no decoding before the write enables of its blocks.
+        m.d.sync += [st.w_wr_en.eq(0), st.w_wr_any.eq(0)]
         m.d.comb += [
             w.rd.addr.eq(Mux(st.w_wr_any, st.w_wr_addr, mxv.w_addr)), w.wr.addr.eq(w.rd.addr),
             w.wr.data.eq(st.w_wr_data), w.wr.en.eq(st.w_wr_en),
@@ -381,7 +378,7 @@ class Core(wiring.Component):
 
         with m.If(st.wiping):
             lanes = (1 << p.lanes) - 1
-            m.d[st.w_wr_domain] += [st.w_wr_addr.eq(clr), st.w_wr_data.eq(0),
+            m.d.sync += [st.w_wr_addr.eq(clr), st.w_wr_data.eq(0),
                                     st.w_wr_en.eq(Mux(clr < p.weight_depth, lanes, 0)),
                                     st.w_wr_any.eq(clr < p.weight_depth)]
             m.d.comb += [mult.wr.addr.eq(clr), mult.wr.data.eq(0), mult.wr.en.eq(clr < p.acc_depth * p.lanes),
@@ -424,7 +421,7 @@ class Core(wiring.Component):
         return self.p.ref_base(0, "x") + self.cmd.payload.addr[:self.index_bits]
 
     def _host_write(self, m, regs: RegisterFile, st: _State, ports: dict[str, _Ports], errors) -> None:
-        """WRITE: a register, or one element of the weight (``st.w_wr_*``: a cycle later in a wide core),
+        """WRITE: a register, or one element of the weight (``st.w_wr_*``: a cycle later),
         multiplier or vector memory; refused (``errors``) for an address of nothing or a register value out
         of its range."""
         p = self.p
@@ -439,7 +436,7 @@ class Core(wiring.Component):
             with m.Case(Region.WEIGHT):
                 lane = offset[:lanes_log2] if lanes_log2 else Const(0, 1)
                 with m.If(offset < p.weight_depth * p.lanes):
-                    m.d[st.w_wr_domain] += [st.w_wr_addr.eq(offset >> lanes_log2),
+                    m.d.sync += [st.w_wr_addr.eq(offset >> lanes_log2),
                                             st.w_wr_data.eq(cmd.data[:p.wmem_bits].replicate(p.lanes)),
                                             st.w_wr_en.eq(Const(1, p.lanes) << lane), st.w_wr_any.eq(1)]
                 with m.Else():

@@ -18,7 +18,9 @@ from deltarnn.spec.memory_map import CELL_CODES, REGION_SHIFT, DeviceParams, Op,
 
 from deltarnn.hw.command import command_layout
 from deltarnn.hw.core import Core
+from deltarnn.hw.engine import WIDE_LANES
 from deltarnn.hw.frame import FrameReceiver, crc16_byte
+from deltarnn.hw.pipe import StreamRegister
 
 __all__ = ["CommandExecutor", "Link", "identity"]
 
@@ -382,7 +384,14 @@ class Link(wiring.Component):
         m.submodules.core = core = Core(self.p)
         wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
         wiring.connect(m, ex.tx, wiring.flipped(self.tx))
-        wiring.connect(m, ex.cmd, core.cmd)
+        if self.p.lanes > WIDE_LANES:
+            # the executor's command decoding and the core's in two cycles (an ECP5's critical path); an
+            # iCE40 core (at most WIDE_LANES lanes) has no logic cells for the register
+            m.submodules.cmd_reg = cmd_reg = StreamRegister(command_layout())
+            wiring.connect(m, ex.cmd, cmd_reg.i)
+            wiring.connect(m, cmd_reg.o, core.cmd)
+        else:
+            wiring.connect(m, ex.cmd, core.cmd)
         wiring.connect(m, core.rsp, ex.rsp)
         m.d.comb += [ex.valid.eq(rcv.valid), ex.code.eq(rcv.code), ex.seq.eq(rcv.seq), ex.length.eq(rcv.length),
                      ex.crc_ok.eq(rcv.crc_ok), rcv.ack.eq(ex.ack), rcv.buf_addr.eq(ex.buf_addr),

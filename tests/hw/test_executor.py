@@ -4,9 +4,13 @@ A model is loaded with CLEAR, WRITE_REGS and BURST_WRITE, run with STEP frames
 and compared with the golden model; every error status is provoked once.
 """
 
+from dataclasses import replace
+
+import pytest
 from amaranth.sim import Simulator
 
 from deltarnn.device.image import input_deltas, pack
+from deltarnn.hw.engine import WIDE_LANES
 from deltarnn.hw.executor import Link, identity
 from deltarnn.quant.golden import emulate
 from deltarnn.quant.quantizer import quantize
@@ -17,12 +21,14 @@ from tests.helpers import random_input, random_model
 
 PARAMS = DeviceParams("gru", lanes=4, max_input=8, max_hidden=12, max_layers=2, max_classes=4, wmem_bits=8,
                       abits=8, acc_bits=32)
+#: above WIDE_LANES lanes the executor's commands reach the core through a register (StreamRegister)
+WIDE = replace(PARAMS, lanes=WIDE_LANES * 2)
 CLOCK, BAUD = 12_000_000, 1_000_000
 
 
-def converse(requests: list[bytes], max_cycles: int = 3_000_000) -> list[P.Frame]:
+def converse(requests: list[bytes], max_cycles: int = 3_000_000, params: DeviceParams = PARAMS) -> list[P.Frame]:
     """Send each request, wait for its reply; return the replies."""
-    dut = Link(PARAMS, CLOCK, BAUD, max_payload=1024, timeout=200)
+    dut = Link(params, CLOCK, BAUD, max_payload=1024, timeout=200)
     parser = P.FrameParser(P.REPLY_SYNC)
     replies = []
 
@@ -51,15 +57,15 @@ def converse(requests: list[bytes], max_cycles: int = 3_000_000) -> list[P.Frame
     return replies
 
 
-def load_requests(qm, seq0=10):
+def load_requests(qm, seq0=10, params: DeviceParams = PARAMS):
     """CLEAR, the registers, and every memory in bursts of whole words; the CRC each burst should answer."""
-    img = pack(qm, PARAMS)
+    img = pack(qm, params)
     reqs = [P.request(P.Command.CLEAR, seq0)]
     pairs = sorted(img.regs.items())
     for i in range(0, len(pairs), 100):
         reqs.append(P.request(P.Command.WRITE_REGS, seq0 + 1, P.write_regs_payload(pairs[i:i + 100])))
     crcs = []
-    for region, values, bits in ((Region.WEIGHT, img.weights.reshape(-1), PARAMS.wmem_bits),
+    for region, values, bits in ((Region.WEIGHT, img.weights.reshape(-1), params.wmem_bits),
                                  (Region.MULT, img.mult, 15), (Region.VEC, img.vec, 16)):
         for i in range(0, len(values), 500):
             chunk = [int(v) for v in values[i:i + 500]]
@@ -68,17 +74,19 @@ def load_requests(qm, seq0=10):
     return reqs, crcs
 
 
-def test_a_model_runs_over_the_protocol():
+@pytest.mark.parametrize("params", [PARAMS, WIDE], ids=["narrow", "wide"])
+def test_a_model_runs_over_the_protocol(params):
     qm = quantize(random_model("gru", 6, 10, 2, False, 3, seed=1), random_input(4, 20, 6, seed=2), 6, 8)
     qm.set_thresholds(1, 1)
     x = random_input(1, 3, 6, seed=3)
     gold = emulate(qm, x).outputs_fx[0]
-    load, crcs = load_requests(qm)
+    load, crcs = load_requests(qm, params=params)
     steps = [P.request(P.Command.STEP, 40 + t, P.step_payload(d)) for t, d in enumerate(input_deltas(qm, x[0]))]
     replies = converse([P.request(P.Command.IDENTIFY, 1)] + load + [P.request(P.Command.SOFT_RESET, 30)] + steps
-                       + [P.request(P.Command.READ_OUTPUTS, 50), P.request(P.Command.READ_COUNTERS, 51)])
+                       + [P.request(P.Command.READ_OUTPUTS, 50), P.request(P.Command.READ_COUNTERS, 51)],
+                       params=params)
     assert all(r.code == P.Status.OK for r in replies), [(r.code, r.seq) for r in replies]
-    assert P.Identity.unpack(replies[0].payload) == identity(PARAMS, CLOCK, BAUD, 1024)
+    assert P.Identity.unpack(replies[0].payload) == identity(params, CLOCK, BAUD, 1024)
     bursts = [r for r in replies if r.seq == 12]
     assert [int.from_bytes(r.payload, "little") for r in bursts] == crcs
     steps = [P.unpack_step(r.payload) for r in replies if 40 <= r.seq < 50]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+import numpy as np
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -159,13 +160,13 @@ class Core(wiring.Component):
     def clear_depth(self) -> int:
         """Words RESET clears: the deepest of the accumulator, reference and state memories."""
         p = self.p
-        return max(p.acc_depth, p.ref_depth, p.state_depth)
+        return max(p.acc_depth, p.ref_depth, p.state_words)
 
     @property
     def wipe_depth(self) -> int:
         """Words CLEAR zeroes: also the weight, multiplier and vector memories."""
         p = self.p
-        return max(self.clear_depth, p.weight_depth, p.acc_depth * p.lanes, p.vec_depth)
+        return max(self.clear_depth, p.weight_depth, p.mult_words, p.vec_words)
 
     @property
     def overlaps_encodes(self) -> bool:
@@ -218,26 +219,34 @@ class Core(wiring.Component):
         """The memories, submodules of ``m`` itself (the co-simulation and synthesis find them by name)."""
         p = self.p
 
-        def init(values):
-            return () if values is None else [int(v) for v in values]
+        e = p.engine_width
 
+        def init(values, depth):
+            """Element ``i`` of ``values`` in lane ``i mod E`` of word ``i // E``."""
+            if values is None:
+                return ()
+            lanes = np.zeros(depth * e, dtype=np.int64)
+            lanes[:len(values)] = values
+            return [[int(v) for v in word] for word in lanes.reshape(depth, e)]
+
+        fx = data.ArrayLayout(signed(C.FX_BITS), e)
         memories = {
             "weights": (unsigned(p.lanes * p.wmem_bits), p.weight_depth,
                         () if self.init_weights is None else _packed_words(self.init_weights, p.wmem_bits)),
             "acc": (unsigned(p.lanes * p.acc_bits), p.acc_depth, ()),
-            "mult": (unsigned(C.MULT_BITS), p.acc_depth * p.lanes, init(self.init_mult)),
-            "vec": (signed(C.FX_BITS), p.vec_depth, init(self.init_vec)),
-            "h": (signed(C.FX_BITS), p.state_depth, ()),
-            "c": (signed(C.FX_BITS), p.state_depth, ()),
+            "mult": (data.ArrayLayout(C.MULT_BITS, e), p.mult_words, init(self.init_mult, p.mult_words)),
+            "vec": (fx, p.vec_words, init(self.init_vec, p.vec_words)),
+            "h": (fx, p.state_words, ()),
+            "c": (fx, p.state_words, ()),
             "ref": (signed(p.abits), p.ref_depth, ()),
             "dbuf": (dbuf_layout, self.dbuf_depth, ()),
         }
+        # per-element write enables: the weights' lanes, and the host's multipliers and vectors
+        granularity = {"weights": p.wmem_bits, "mult": 1, "vec": 1}
         ports = {}
         for name, (shape, depth, words) in memories.items():
             mem = m.submodules[name] = memory.Memory(shape=shape, depth=depth, init=words)
-            # The weight memory's write enables are per lane.
-            wr = mem.write_port(granularity=p.wmem_bits if name == "weights" else None)
-            ports[name] = _Ports(wr, mem.read_port())
+            ports[name] = _Ports(mem.write_port(granularity=granularity.get(name)), mem.read_port())
         return ports
 
     def _path_inputs(self, m, regs: RegisterFile, st: _State, units: _Units) -> None:
@@ -259,8 +268,8 @@ class Core(wiring.Component):
         if self.feeds_encoder:
             enc_layer, enc_head = Signal(range(p.max_layers + 1)), Signal()
             m.d.comb += [enc_layer.eq(Mux(st.enc_next, layer + 1, layer)),
-                         enc_head.eq(Mux(st.enc_next, layer + 1 == regs.layers, is_head)),
-                         enc.feed_valid.eq(eng.h_wr_en), enc.feed_data.eq(eng.h_wr_data)]
+                         enc_head.eq(Mux(st.enc_next, layer + 1 == regs.layers, is_head))]
+            self._feed(m, enc, eng)
 
         def enc_path(x, h, head):
             """The field ``x``, ``h`` (a per-layer register) or ``head`` of the path the encoder works on."""
@@ -343,6 +352,11 @@ class Core(wiring.Component):
         w, acc, mult, vec, h, c, ref, dbuf = (ports[n] for n in ("weights", "acc", "mult", "vec", "h", "c", "ref",
                                                                   "dbuf"))
         clearing, clr = st.clearing, st.clr
+        e_log2 = (p.engine_width - 1).bit_length()
+        # the encoder reads one element of a state word: its lane, when the memory reads (and holds)
+        src_lane = Signal(max(1, e_log2))
+        with m.If(enc.src_en):
+            m.d.sync += src_lane.eq(enc.src_addr[:e_log2] if e_log2 else 0)
         # The weight memory's write port takes the read port's address, and the memory is never read
         # while written (the host writes in IDLE, the MxV reads during a STEP), so Yosys can merge
         # the two into the single port of a RAM without a second port (the iCE40 UP5K's SPRAM, whose
@@ -364,16 +378,17 @@ class Core(wiring.Component):
             mxv.acc_rd_data.eq(acc.rd.data), eng.acc_data.eq(acc.rd.data),
             mult.rd.addr.eq(eng.mult_addr), mult.rd.en.eq(eng.mult_en), eng.mult_data.eq(mult.rd.data),
             vec.rd.addr.eq(eng.vec_addr), vec.rd.en.eq(eng.vec_en), eng.vec_data.eq(vec.rd.data),
-            h.rd.addr.eq(Mux(enc.src_en, enc.src_addr, eng.h_rd_addr)), h.rd.en.eq(enc.src_en | eng.h_rd_en),
-            enc.src_data.eq(h.rd.data), eng.h_rd_data.eq(h.rd.data),
+            h.rd.addr.eq(Mux(enc.src_en, enc.src_addr >> e_log2, eng.h_rd_addr)),
+            h.rd.en.eq(enc.src_en | eng.h_rd_en),
+            enc.src_data.eq(h.rd.data[src_lane] if e_log2 else h.rd.data[0]), eng.h_rd_data.eq(h.rd.data),
             c.rd.addr.eq(eng.c_rd_addr), c.rd.en.eq(eng.c_rd_en), eng.c_rd_data.eq(c.rd.data),
             enc.ref_rd_data.eq(ref.rd.data), eng.ref_data.eq(ref.rd.data),
         ]
         for port, depth, (addr, wdata, en) in (
                 (acc, p.acc_depth, (mxv.acc_wr_addr, mxv.acc_wr_data, mxv.acc_wr_en)),
-                (h, p.state_depth, (eng.h_wr_addr, eng.h_wr_data, eng.h_wr_en)),
-                (c, p.state_depth, (eng.c_wr_addr, eng.c_wr_data, eng.c_wr_en))):
-            m.d.comb += [port.wr.addr.eq(Mux(clearing, clr, addr)), port.wr.data.eq(Mux(clearing, 0, wdata)),
+                (h, p.state_words, (eng.h_wr_addr, eng.h_wr_data.as_value(), eng.h_wr_en)),
+                (c, p.state_words, (eng.c_wr_addr, eng.c_wr_data.as_value(), eng.c_wr_en))):
+            m.d.comb += [port.wr.addr.eq(Mux(clearing, clr, addr)), Value.cast(port.wr.data).eq(Mux(clearing, 0, wdata)),
                          port.wr.en.eq(en | (clearing & (clr < depth)))]
 
         with m.If(st.wiping):
@@ -381,8 +396,10 @@ class Core(wiring.Component):
             m.d.sync += [st.w_wr_addr.eq(clr), st.w_wr_data.eq(0),
                                     st.w_wr_en.eq(Mux(clr < p.weight_depth, lanes, 0)),
                                     st.w_wr_any.eq(clr < p.weight_depth)]
-            m.d.comb += [mult.wr.addr.eq(clr), mult.wr.data.eq(0), mult.wr.en.eq(clr < p.acc_depth * p.lanes),
-                         vec.wr.addr.eq(clr), vec.wr.data.eq(0), vec.wr.en.eq(clr < p.vec_depth)]
+            every = (1 << p.engine_width) - 1
+            m.d.comb += [mult.wr.addr.eq(clr), mult.wr.data.as_value().eq(0),
+                         mult.wr.en.eq(Mux(clr < p.mult_words, every, 0)),
+                         vec.wr.addr.eq(clr), vec.wr.data.as_value().eq(0), vec.wr.en.eq(Mux(clr < p.vec_words, every, 0))]
 
         with m.If(enc.ref_rd_en):
             m.d.comb += [ref.rd.addr.eq(enc.ref_rd_addr), ref.rd.en.eq(1)]
@@ -397,6 +414,21 @@ class Core(wiring.Component):
         with m.Else():
             m.d.comb += [ref.wr.addr.eq(enc.ref_wr_addr), ref.wr.data.eq(enc.ref_wr_data),
                          ref.wr.en.eq(enc.ref_wr_en)]
+
+    def _feed(self, m, enc: DeltaEncoder, eng: CellEngine) -> None:
+        """The encoder's stream: each of the engine's ``h`` writes, an item's ``E`` new values, one per
+        cycle from the write's (the engine writes at most every ``E`` cycles, :class:`CellEngine`)."""
+        e = self.p.engine_width
+        m.d.comb += [enc.feed_valid.eq(eng.h_wr_en), enc.feed_data.eq(eng.h_wr_data[0])]
+        if e == 1:
+            return
+        rest = Signal(data.ArrayLayout(signed(C.FX_BITS), e - 1))     # the write's lanes 1 .. E-1, in turn
+        left = Signal(range(e))
+        with m.If(eng.h_wr_en):
+            m.d.sync += [rest.as_value().eq(eng.h_wr_data.as_value()[C.FX_BITS:]), left.eq(e - 1)]
+        with m.Elif(left != 0):
+            m.d.comb += [enc.feed_valid.eq(1), enc.feed_data.eq(rest[0])]
+            m.d.sync += [rest.as_value().eq(rest.as_value() >> C.FX_BITS), left.eq(left - 1)]
 
     @staticmethod
     def _joined(m, st: _State, unit_done, enc_done):
@@ -441,16 +473,18 @@ class Core(wiring.Component):
                                             st.w_wr_en.eq(Const(1, p.lanes) << lane), st.w_wr_any.eq(1)]
                 with m.Else():
                     m.d.comb += errors.eq(Error.BAD_ADDR)
-            with m.Case(Region.MULT):
-                with m.If(offset < p.acc_depth * p.lanes):
-                    m.d.comb += [mult.wr.addr.eq(offset), mult.wr.data.eq(cmd.data), mult.wr.en.eq(1)]
-                with m.Else():
-                    m.d.comb += errors.eq(Error.BAD_ADDR)
-            with m.Case(Region.VEC):
-                with m.If(offset < p.vec_depth):
-                    m.d.comb += [vec.wr.addr.eq(offset), vec.wr.data.eq(cmd.data), vec.wr.en.eq(1)]
-                with m.Else():
-                    m.d.comb += errors.eq(Error.BAD_ADDR)
+            # multipliers and vectors: element i in lane i mod E of word i // E
+            e_log2 = (p.engine_width - 1).bit_length()
+            element = Const(1, p.engine_width) << (offset[:e_log2] if e_log2 else 0)
+            for region, port, depth, bits in ((Region.MULT, mult, p.acc_depth * p.lanes, C.MULT_BITS),
+                                              (Region.VEC, vec, p.vec_depth, C.FX_BITS)):
+                with m.Case(region):
+                    with m.If(offset < depth):
+                        m.d.comb += [port.wr.addr.eq(offset >> e_log2),
+                                     port.wr.data.as_value().eq(cmd.data[:bits].replicate(p.engine_width)),
+                                     port.wr.en.eq(element)]
+                    with m.Else():
+                        m.d.comb += errors.eq(Error.BAD_ADDR)
             with m.Default():
                 m.d.comb += errors.eq(Error.BAD_ADDR)
 
@@ -585,7 +619,8 @@ class Core(wiring.Component):
             # the next path's deltas: encoded as the update makes them, or by a scan after it
             after_cell = "MXV_GO" if fused else "ENC_GO"
             with m.State("CELL_GO"):
-                m.d.comb += [eng.start.eq(1), eng.program.eq(Program.CELL), eng.count.eq(regs.hidden)]
+                m.d.comb += [eng.start.eq(1), eng.program.eq(Program.CELL),
+                             eng.count.eq(regs.hidden >> (p.engine_width - 1).bit_length())]
                 if fused:
                     m.d.sync += [st.unit_fin.eq(0), st.enc_fin.eq(0)]
                     with m.If((st.layer + 1 != regs.layers) | out_head):

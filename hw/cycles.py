@@ -12,7 +12,7 @@ encode          :func:`fused_encode_cycles`, or ``n + DeltaEncoder.LATENCY    x 
 MxV             ``deltas * S * pass(ceil(rows / P)) + DeltaMxV.LATENCY + 1``  every path
 h encode        ``max(0, encode - MxV)`` of the same layer's x path, or       every h path
                 ``n + DeltaEncoder.LATENCY + 1`` at 2 lanes or fewer
-cell update     ``run_cycles(cell, H, P) + CellEngine.LATENCY + 1``           every layer
+cell update     ``run_cycles(cell, H / E, P) + CellEngine.LATENCY + 1``       every layer
 output          ``run_cycles(HEAD_OUT, K, P) + CellEngine.LATENCY + 1``       with a head of K classes,
                 ``run_cycles(H_OUT, H, P) + CellEngine.LATENCY + 1``          without
 ==============  ============================================================  ====================
@@ -30,7 +30,9 @@ the path's matrix, ``pass`` :func:`deltarnn.hw.mxv.pass_cycles` (the words, but 
 or 3), ``S`` its weight slices
 (:func:`deltarnn.spec.memory_map.weight_slices`: 1 unless its weights are wider than the
 core's slots), and :func:`deltarnn.hw.engine.run_cycles` ``(n - 1) * ii + depth``
-for ``n`` items of a program's schedule at ``P`` lanes. The output phase assumes the response stream is always
+for ``n`` items of a program's schedule at ``P`` lanes; the cell update's items are ``E`` neurons each (the
+engine's lanes, :attr:`~deltarnn.spec.memory_map.DeviceParams.engine_width`), and a fused encode takes the last
+item's ``E`` values one per cycle. The output phase assumes the response stream is always
 ready. ``STEP_CYCLES`` (a core register) measures the same quantity.
 """
 
@@ -58,12 +60,12 @@ def engine_cycles(items: int, program, lanes: int) -> int:
     return run_cycles(program, items, lanes) + CellEngine.LATENCY + 1
 
 
-def fused_encode_cycles(cell: str, lanes: int) -> int:
-    """Cycles an encode fed by a cell update adds to it: the encoder's latency after the run's last ``h``
-    write, beyond the run's own end."""
+def fused_encode_cycles(cell: str, lanes: int, width: int = 1) -> int:
+    """Cycles an encode fed by a cell update of ``width`` engine lanes adds to it: the encoder's latency after
+    the last element of the run's last ``h`` write (``width`` elements, one per cycle), beyond the run's own end."""
     sch = schedule(CELL_PROGRAMS[cell], lanes)
     last_h = max(sl.write for sl in sch.slots if sl.ins[:2] == ("st", "h"))
-    return max(0, last_h + DeltaEncoder.LATENCY - sch.depth)
+    return max(0, last_h + width - 1 + DeltaEncoder.LATENCY - sch.depth)
 
 
 def output_timing(classes: int, hidden: int, lanes: int) -> tuple[int, int]:
@@ -87,20 +89,21 @@ def x_rows(cell: str, hidden: int, sru_identity: bool) -> int:
 
 
 def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[str, int],
-                sru_identity: list[bool] | None = None, slices: dict[str, int] | None = None
+                sru_identity: list[bool] | None = None, slices: dict[str, int] | None = None, width: int = 1
                 ) -> list[tuple[str, int]]:
     """Phases of one STEP and their cycles, in order.
 
     ``deltas`` maps each path (``"0.x"``, ``"0.h"``, ..., ``"head.x"``) to
     the deltas it processes in this step; its layer paths give the layer
     count. ``slices`` maps a path to its matrix's weight slices (default 1).
+    ``width``: the engine's lanes ``E`` (``hidden`` a multiple of it).
     """
     slices = slices or {}
     layers = 1 + max(int(k.split(".")[0]) for k in deltas if k[0].isdigit())
     phases = [("accept", ACCEPT)]
     # the x path of a layer > 0 and the head: encoded as the cell update before them makes their input, or
     # by a scan after it
-    next_encode = fused_encode_cycles(cell, lanes) if feeds_encoder(cell, lanes) else encode_cycles(hidden)
+    next_encode = fused_encode_cycles(cell, lanes, width) if feeds_encoder(cell, lanes) else encode_cycles(hidden)
     for i in range(layers):
         if i > 0:
             phases.append((f"{i}.x encode", next_encode))
@@ -112,7 +115,7 @@ def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[s
                            else encode_cycles(hidden)))
             phases.append((f"{i}.h MxV", mxv_cycles(deltas[f"{i}.h"], H_BLOCKS[cell] * hidden, lanes,
                                                     slices.get(f"{i}.h", 1))))
-        phases.append((f"{i} cell", engine_cycles(hidden, CELL_PROGRAMS[cell], lanes)))
+        phases.append((f"{i} cell", engine_cycles(hidden // width, CELL_PROGRAMS[cell], lanes)))
     if classes:
         phases.append(("head encode", next_encode))
         phases.append(("head MxV", mxv_cycles(deltas["head.x"], classes, lanes, slices.get("head.x", 1))))
@@ -140,4 +143,5 @@ def model_step_cycles(qm, params, step_deltas: dict, seq: int = 0) -> list[int]:
     lanes = params.lanes
     steps = next(iter(step_deltas.values())).shape[1]
     return [step_cycles(qm.cell, lanes, qm.hidden_size, qm.num_classes,
-                        {k: int(v[seq, t]) for k, v in step_deltas.items()}, ident, slices) for t in range(steps)]
+                        {k: int(v[seq, t]) for k, v in step_deltas.items()}, ident, slices, params.engine_width)
+            for t in range(steps)]

@@ -34,6 +34,14 @@ instruction                 latency  effect
 
 (in brackets: above :data:`WIDE_LANES` lanes, :func:`latency_of`)
 
+The cell program runs on ``E`` neurons at once (the core's
+:attr:`~deltarnn.spec.memory_map.DeviceParams.engine_width`): an item is
+``E`` consecutive neurons, every instruction runs in ``E`` lanes, and the
+multiplier, vector and state memories hold ``E`` elements per word (the
+accumulator word, ``P`` lanes, holds ``P / E`` items). A run of ``H``
+neurons is ``H / E`` items. The output programs run on one element per
+item, the lane of each word selected after its read.
+
 Every memory read takes its address from a register (computed in the
 instruction's first cycle, read in the next, data in the one after): no
 address arithmetic lies between a register and the memories' address pins.
@@ -49,7 +57,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import enum, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import contract as C
@@ -328,18 +336,20 @@ class CellEngine(wiring.Component):
     Parameters
     ----------
     params : deltarnn.spec.memory_map.DeviceParams
-        Cell type (selects the CELL program), sizes and widths.
+        Cell type (selects the CELL program), sizes, widths and the engine's lanes ``E``
+        (:attr:`~deltarnn.spec.memory_map.DeviceParams.engine_width`).
     broken_lane : int, optional
         Test-only fault injection (see :class:`deltarnn.hw.core.Core`).
 
     Members
     -------
     start : In(1)
-        Pulse: run ``program`` for items ``k = 0 .. count-1``.
+        Pulse: run ``program`` for items ``k = 0 .. count-1`` (a cell program's item ``k`` is neurons
+        ``k*E .. k*E + E - 1``, an output program's element ``k``).
     program : In(Program)
         The program to run (sampled with ``start``).
     count : In(range(max_hidden + 1))
-        Number of items (neurons or outputs; sampled with ``start``).
+        Number of items (``H / E`` for the cell program, outputs for the others; sampled with ``start``).
     hidden : In(range(max_hidden + 1))
         H: block stride of accumulator rows and vectors.
     acc_base_x, acc_base_h : In(range(acc_depth))
@@ -355,9 +365,11 @@ class CellEngine(wiring.Component):
     acc_addr, acc_en, acc_data; mult_addr, mult_en, mult_data; vec_addr, vec_en, vec_data;
     h_rd_addr, h_rd_en, h_rd_data; c_rd_addr, c_rd_en, c_rd_data; ref_addr, ref_en, ref_data
         Synchronous read ports (data one cycle after the address; a port
-        whose enable is low holds its data).
+        whose enable is low holds its data). The multiplier, vector and
+        state ports' words hold ``E`` elements (``ArrayLayout``), element
+        ``i`` of a memory in lane ``i mod E`` of word ``i // E``.
     h_wr_addr, h_wr_en, h_wr_data; c_wr_addr, c_wr_en, c_wr_data
-        State write ports.
+        State write ports (whole words: an item's ``E`` neurons).
     out : Out(stream.Signature(signed(FX_BITS)))
         Outputs of the output programs.
 
@@ -374,6 +386,9 @@ class CellEngine(wiring.Component):
         self.broken_lane = broken_lane
         p = params
         self.cell_program = CELL_PROGRAMS[p.cell]
+        # an item every ii cycles, ii >= MAX_ENGINE_LANES: the fused encoder takes an item's E new h in turn
+        self.width = e = p.engine_width
+        fx = data.ArrayLayout(signed(C.FX_BITS), e)
         super().__init__({
             "start": In(1), "program": In(Program),
             "count": In(range(p.max_hidden + 1)), "hidden": In(range(p.max_hidden + 1)),
@@ -384,13 +399,14 @@ class CellEngine(wiring.Component):
             "hw_mult": In(C.MULT_BITS), "hw_shift": In(SHIFT_BITS), "hw_identity": In(1),
             "busy": Out(1), "done": Out(1),
             "acc_addr": Out(range(p.acc_depth)), "acc_en": Out(1), "acc_data": In(p.lanes * p.acc_bits),
-            "mult_addr": Out(range(p.acc_depth * p.lanes)), "mult_en": Out(1), "mult_data": In(C.MULT_BITS),
-            "vec_addr": Out(range(p.vec_depth)), "vec_en": Out(1), "vec_data": In(signed(C.FX_BITS)),
-            "h_rd_addr": Out(range(p.state_depth)), "h_rd_en": Out(1), "h_rd_data": In(signed(C.FX_BITS)),
-            "c_rd_addr": Out(range(p.state_depth)), "c_rd_en": Out(1), "c_rd_data": In(signed(C.FX_BITS)),
+            "mult_addr": Out(range(p.mult_words)), "mult_en": Out(1),
+            "mult_data": In(data.ArrayLayout(C.MULT_BITS, e)),
+            "vec_addr": Out(range(p.vec_words)), "vec_en": Out(1), "vec_data": In(fx),
+            "h_rd_addr": Out(range(p.state_words)), "h_rd_en": Out(1), "h_rd_data": In(fx),
+            "c_rd_addr": Out(range(p.state_words)), "c_rd_en": Out(1), "c_rd_data": In(fx),
             "ref_addr": Out(range(p.ref_depth)), "ref_en": Out(1), "ref_data": In(signed(p.abits)),
-            "h_wr_addr": Out(range(p.state_depth)), "h_wr_en": Out(1), "h_wr_data": Out(signed(C.FX_BITS)),
-            "c_wr_addr": Out(range(p.state_depth)), "c_wr_en": Out(1), "c_wr_data": Out(signed(C.FX_BITS)),
+            "h_wr_addr": Out(range(p.state_words)), "h_wr_en": Out(1), "h_wr_data": Out(fx),
+            "c_wr_addr": Out(range(p.state_words)), "c_wr_en": Out(1), "c_wr_data": Out(fx),
             "out": Out(stream.Signature(signed(C.FX_BITS))),
         })
 
@@ -424,7 +440,7 @@ class CellEngine(wiring.Component):
             neuron[back] = (k, live[back])
         # one register pool for every program's values (one program runs at a time)
         pool_size = max(len(s.slots) for s in schedules.values())
-        pool = [[Signal(signed(C.FX_BITS), name=f"v{i}_{j}")
+        pool = [[[Signal(signed(C.FX_BITS), name=f"v{i}_{j}_{e}") for e in range(self.width)]
                  for j in range(max((s.chain[i] for s in schedules.values() if i < len(s.slots)), default=1))]
                 for i in range(pool_size)]
         ports = self._ports(m)
@@ -443,8 +459,8 @@ class CellEngine(wiring.Component):
                 with m.Switch(program):
                     for code, sch in schedules.items():
                         with m.Case(code):
-                            self._pipeline(m, sch, units, ports, neuron, pool, phase, issued, live, n, run,
-                                           stall)
+                            self._pipeline(m, sch, self.width if code == Program.CELL else 1, units, ports,
+                                           neuron, pool, phase, issued, live, n, run, stall)
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
@@ -454,13 +470,17 @@ class CellEngine(wiring.Component):
         """The memory ports' requests (set by the running program's instructions) and their address arithmetic.
 
         Every port computes its address once, from the request of the
-        instruction whose cycle it is: ``en``, the neuron ``k``, and for the
-        accumulator and vector ports the row block (and the path). Read
-        addresses and enables are registered (the read one cycle after the
-        request); write addresses are not.
+        instruction whose cycle it is: ``en``, the element ``k`` (an item's
+        first neuron), and for the accumulator and vector ports the row block
+        (and the path). Read addresses and enables are registered (the read
+        one cycle after the request); write addresses are not. Each read
+        port's ``sel`` is the data's element ``k mod E`` (an output program's
+        element; 0 in a cell program's items): its lane registered with the
+        address and again with the read, as the memory holds its data.
         """
         p = self.p
         lanes_log2 = (p.lanes - 1).bit_length()
+        e_log2 = (self.width - 1).bit_length()
         hidden = self.hidden
         hidden3 = Signal(range(3 * p.max_hidden + 1))
         m.d.comb += hidden3.eq(hidden + (hidden << 1))
@@ -469,48 +489,67 @@ class CellEngine(wiring.Component):
             """``hidden * block`` for a block 0..3."""
             return Mux(block[1], Mux(block[0], hidden3, hidden << 1), Mux(block[0], hidden, 0))
 
+        def low(value, bits):
+            return value[:bits] if bits else Const(0, 1)
+
         req = {}
         for port in ("acc", "vec", "ref", "h_rd", "c_rd", "h_wr", "c_wr"):
             req[port] = dict(en=Signal(name=f"{port}_req"), k=Signal(range(p.max_hidden + 1), name=f"{port}_k"))
         for port in ("acc", "vec"):
             req[port]["block"] = Signal(2, name=f"{port}_block")
         req["acc"]["h"] = Signal(name="acc_h")
-        req["h_wr"]["data"] = Signal(signed(C.FX_BITS), name="h_wr_req_data")
-        req["c_wr"]["data"] = Signal(signed(C.FX_BITS), name="c_wr_req_data")
+        req["h_wr"]["data"] = [Signal(signed(C.FX_BITS), name=f"h_wr_req_data{e}") for e in range(self.width)]
+        req["c_wr"]["data"] = [Signal(signed(C.FX_BITS), name=f"c_wr_req_data{e}") for e in range(self.width)]
 
         acc = req["acc"]
         row = Signal(range(4 * p.max_hidden + 1))
         base = Signal(range(p.acc_depth))
         m.d.comb += [row.eq(block_rows(acc["block"]) + acc["k"]),
                      base.eq(Mux(acc["h"], self.acc_base_h, self.acc_base_x))]
-        req["acc"]["lane"] = row[:lanes_log2] if lanes_log2 else Const(0, 1)
+        req["acc"]["lane"] = low(row, lanes_log2)
         vec = req["vec"]
+        vec_el = Signal(range(p.vec_depth + 4 * p.max_hidden))
+        m.d.comb += vec_el.eq(self.vec_base + block_rows(vec["block"]) + vec["k"])
         m.d.sync += [self.acc_addr.eq(base + (row >> lanes_log2)), self.acc_en.eq(acc["en"]),
-                     self.mult_addr.eq((base << lanes_log2) + row), self.mult_en.eq(acc["en"]),
-                     self.vec_addr.eq(self.vec_base + block_rows(vec["block"]) + vec["k"]), self.vec_en.eq(vec["en"]),
+                     self.mult_addr.eq(((base << lanes_log2) + row) >> e_log2), self.mult_en.eq(acc["en"]),
+                     self.vec_addr.eq(vec_el >> e_log2), self.vec_en.eq(vec["en"]),
                      self.ref_addr.eq(self.ref_base + req["ref"]["k"]), self.ref_en.eq(req["ref"]["en"])]
+        reads = {"vec": (vec_el, self.vec_en, self.vec_data)}
         for port in ("h_rd", "c_rd"):
-            m.d.sync += [getattr(self, f"{port}_addr").eq(self.state_base + req[port]["k"]),
+            el = Signal(range(p.state_depth + p.max_hidden + 1), name=f"{port}_el")
+            m.d.comb += el.eq(self.state_base + req[port]["k"])
+            m.d.sync += [getattr(self, f"{port}_addr").eq(el >> e_log2),
                          getattr(self, f"{port}_en").eq(req[port]["en"])]
+            reads[port] = (el, getattr(self, f"{port}_en"), getattr(self, f"{port}_data"))
+        for port, (el, en, rd_data) in reads.items():
+            at_addr, at_data = Signal(max(1, e_log2), name=f"{port}_lane"), Signal(max(1, e_log2), name=f"{port}_sel")
+            m.d.sync += at_addr.eq(low(el, e_log2))
+            with m.If(en):
+                m.d.sync += at_data.eq(at_addr)
+            req[port]["sel"] = rd_data[at_data] if e_log2 else rd_data[0]
         for port in ("h_wr", "c_wr"):
-            m.d.comb += [getattr(self, f"{port}_addr").eq(self.state_base + req[port]["k"]),
-                         getattr(self, f"{port}_en").eq(req[port]["en"])]
-        m.d.comb += [self.h_wr_data.eq(req["h_wr"]["data"]), self.c_wr_data.eq(req["c_wr"]["data"])]
+            m.d.comb += [getattr(self, f"{port}_addr").eq((self.state_base + req[port]["k"]) >> e_log2),
+                         getattr(self, f"{port}_en").eq(req[port]["en"]),
+                         getattr(self, f"{port}_data").as_value().eq(Cat(*req[port]["data"]))]
         return req
 
     def _units(self, m, schedules: dict, run) -> dict:
-        """The shared units, as many copies as the most demanding program needs.
+        """The shared units, as many copies as the most demanding program needs, each in ``E`` lanes
+        (``units[unit][copy][lane]``; the output programs use lane 0).
 
         ``rq``: the requantizer (stage 0: addresses, 1: the read, 2: the
-        lane (or the reference) and its multiplier registered, 3: product,
+        lane's accumulator (or the reference) and its multiplier registered, 3: product,
         4: shifted by ``shift - 1``, 5: rounded and saturated; above
         :data:`WIDE_LANES` lanes the memories' outputs are registered as they
-        are before stage 2, a stage more); ``mul``: fixed-point
+        are before stage 2, a stage more); lane ``e`` takes accumulator lane
+        ``lane + e``; ``mul``: fixed-point
         multipliers (product, then round and saturate); ``sig``, ``tanh``:
         activation tables (address, then value; above :data:`WIDE_LANES` lanes the input registered
         first).
         """
         p = self.p
+        width = self.width
+        e_log2 = (width - 1).bit_length()
 
         def copies(unit):
             return max((s.units.get(unit, 0) for s in schedules.values()), default=0)
@@ -532,88 +571,113 @@ class CellEngine(wiring.Component):
             # selected a cycle later: no logic follows the block RAM's slow output. A narrow core
             # selects its lane at once (a LUT level): the stage would cost logic cells for nothing.
             wide = p.lanes > WIDE_LANES
-            word, refd, lane_s, shift_s, ref_s = self.acc_data, self.ref_data, lane1, shift1, ref1
-            mult_s = Mux(ref1, self.hw_mult, self.mult_data)
+            word, refd, mults, lane_s, shift_s, ref_s = self.acc_data, self.ref_data, self.mult_data, lane1, shift1, ref1
             if wide:
                 word, refd = Signal.like(self.acc_data, name="rq_word"), Signal.like(self.ref_data, name="rq_refd")
+                mults = Signal(self.mult_data.shape(), name="rq_mults")
                 lane_s, shift_s, ref_s = Signal.like(lane), Signal.like(shift), Signal()
-                mult_w = Signal(C.MULT_BITS, name="rq_mult_word")
                 with m.If(run):
-                    m.d.sync += [word.eq(self.acc_data), refd.eq(self.ref_data), mult_w.eq(mult_s),
+                    m.d.sync += [word.eq(self.acc_data), refd.eq(self.ref_data), mults.eq(self.mult_data),
                                  lane_s.eq(lane1), shift_s.eq(shift1), ref_s.eq(ref1)]
-                mult_s = mult_w
-            operand = Signal(signed(max(p.acc_bits, p.abits + 1)), name="rq_operand")   # the lane, or the reference
-            mult = Signal(C.MULT_BITS, name="rq_mult")
             shift_o = Signal.like(shift)
             less, zero = Signal.like(shift), Signal()             # shift - 1, shift == 0
-            prod = Signal(signed(p.acc_bits + C.MULT_BITS + 1), name="rq_prod")
-            half = Signal(signed(p.acc_bits + C.MULT_BITS + 2), name="rq_half")   # prod / 2**(shift-1), floored
-            # round half up: floor((v + 2**(s-1)) / 2**s) == (floor(v / 2**(s-1)) + 1) >> 1, and v itself for
-            # s = 0 (as (2v + 1) >> 1): no adder or constant as wide as the shift range
             with m.If(run):
-                m.d.sync += [operand.eq(Mux(ref_s, refd, word.word_select(lane_s, p.acc_bits).as_signed())),
-                             mult.eq(mult_s), shift_o.eq(shift_s),
-                             prod.eq(operand * mult), less.eq(shift_o - 1), zero.eq(shift_o == 0),
-                             half.eq(Mux(zero, prod << 1, prod >> less))]
-            up = Const(1)
-            if self.broken_lane is not None:  # test-only fault: floor instead of round half up in one lane
-                floor = ~ref1 & (lane1 == self.broken_lane)
-                for i in range(3 + wide):     # from the cycle after the read to the half's register
-                    delayed = Signal(name=f"rq_floor{i}")
-                    with m.If(run):
-                        m.d.sync += delayed.eq(floor)
-                    floor = delayed
-                up = ~floor
-            result = Signal(signed(C.FX_BITS), name="rq_result")
-            m.d.comb += result.eq(sat16((half + up) >> 1))
-            units["rq"] = [dict(lane=lane, shift=shift, ref=ref, result=result)]
+                m.d.sync += [shift_o.eq(shift_s), less.eq(shift_o - 1), zero.eq(shift_o == 0)]
+            lanes = []
+            for e in range(width):
+                operand = Signal(signed(max(p.acc_bits, p.abits + 1)), name=f"rq{e}_operand")  # the lane, or the ref
+                mult = Signal(C.MULT_BITS, name=f"rq{e}_mult")
+                prod = Signal(signed(p.acc_bits + C.MULT_BITS + 1), name=f"rq{e}_prod")
+                half = Signal(signed(p.acc_bits + C.MULT_BITS + 2), name=f"rq{e}_half")  # prod / 2**(shift-1), floored
+                if e == 0:      # any accumulator lane (an output program's element), or the reference
+                    acc_e = word.word_select(lane_s, p.acc_bits).as_signed()
+                    operand_e = Mux(ref_s, refd, acc_e)
+                    mult_e = Mux(ref_s, self.hw_mult, mults[lane_s[:e_log2]] if e_log2 else mults[0])
+                else:           # lane e of the item at lane_s (a multiple of E)
+                    operand_e = word.word_select(lane_s[e_log2:], width * p.acc_bits) \
+                        .word_select(e, p.acc_bits).as_signed()
+                    mult_e = mults[e]
+                # round half up: floor((v + 2**(s-1)) / 2**s) == (floor(v / 2**(s-1)) + 1) >> 1, and v itself for
+                # s = 0 (as (2v + 1) >> 1): no adder or constant as wide as the shift range
+                with m.If(run):
+                    m.d.sync += [operand.eq(operand_e), mult.eq(mult_e), prod.eq(operand * mult),
+                                 half.eq(Mux(zero, prod << 1, prod >> less))]
+                up = Const(1)
+                if self.broken_lane is not None:  # test-only fault: floor instead of round half up in one lane
+                    floor = ~ref1 & (lane1 + e == self.broken_lane)
+                    for i in range(3 + wide):     # from the cycle after the read to the half's register
+                        delayed = Signal(name=f"rq{e}_floor{i}")
+                        with m.If(run):
+                            m.d.sync += delayed.eq(floor)
+                        floor = delayed
+                    up = ~floor
+                result = Signal(signed(C.FX_BITS), name=f"rq{e}_result")
+                m.d.comb += result.eq(sat16((half + up) >> 1))
+                lanes.append(dict(result=result))
+            units["rq"] = [dict(lane=lane, shift=shift, ref=ref, lanes=lanes)]
         units["mul"] = []
         for u in range(copies("mul")):
-            a, b = Signal(signed(C.FX_BITS), name=f"mul{u}_a"), Signal(signed(C.FX_BITS), name=f"mul{u}_b")
-            prod = Signal(signed(2 * C.FX_BITS), name=f"mul{u}_prod")
-            with m.If(run):
-                m.d.sync += prod.eq(a * b)
-            result = Signal(signed(C.FX_BITS), name=f"mul{u}_result")
-            m.d.comb += result.eq(sat16((prod + (1 << (C.FX_FRAC - 1))) >> C.FX_FRAC))
-            units["mul"].append(dict(a=a, b=b, result=result))
+            lanes = []
+            for e in range(width):
+                a, b = Signal(signed(C.FX_BITS), name=f"mul{u}_{e}_a"), Signal(signed(C.FX_BITS), name=f"mul{u}_{e}_b")
+                prod = Signal(signed(2 * C.FX_BITS), name=f"mul{u}_{e}_prod")
+                with m.If(run):
+                    m.d.sync += prod.eq(a * b)
+                result = Signal(signed(C.FX_BITS), name=f"mul{u}_{e}_result")
+                m.d.comb += result.eq(sat16((prod + (1 << (C.FX_FRAC - 1))) >> C.FX_FRAC))
+                lanes.append(dict(a=a, b=b, result=result))
+            units["mul"].append(lanes)
         for unit, kind in (("sig", "sigmoid"), ("tanh", "tanh")):
             units[unit] = []
             for u in range(copies(unit)):
-                act = m.submodules[f"{kind}{u}"] = Activation(kind, registered=p.lanes > WIDE_LANES)
-                units[unit].append(dict(x=act.x, result=act.y))
+                lanes = []
+                for e in range(width):
+                    act = m.submodules[f"{kind}{u}_{e}"] = Activation(kind, registered=p.lanes > WIDE_LANES)
+                    lanes.append(dict(x=act.x, result=act.y))
+                units[unit].append(lanes)
         return units
 
-    def _pipeline(self, m, sch: Schedule, units: dict, ports: dict, neuron: dict, pool: list, phase, issued,
-                  live, n, run, stall) -> None:
-        """One program's schedule in hardware; elaborated inside its case of the running program."""
+    def _pipeline(self, m, sch: Schedule, width: int, units: dict, ports: dict, neuron: dict, pool: list, phase,
+                  issued, live, n, run, stall) -> None:
+        """One program's schedule in hardware, in ``width`` lanes (the cell program's ``E``, an output
+        program's 1); elaborated inside its case of the running program."""
         ii = sch.ii
+        e_log2 = (width - 1).bit_length()
         with m.If(run):
             with m.If(phase[ii - 1]):
                 m.d.sync += [phase.eq(1), issued.eq(issued + 1), live.eq(Cat(issued + 1 < n, live[:-1]))]
             with m.Else():
                 m.d.sync += phase.eq(phase << 1)
-            # the last neuron's last cycle: (n - 1) * ii + depth - 1 cycles after the first
+            # the last item's last cycle: (n - 1) * ii + depth - 1 cycles after the first
             with m.If((issued == n + ((sch.depth - 1) // ii - 1)) & phase[(sch.depth - 1) % ii]):
                 m.next = "DONE"
 
-        def operand(sl, j):
+        def operand(sl, j, e):
             src, pos = sl.sources[j]
-            return pool[src][pos]
+            return pool[src][pos][e]
 
         def stage(sl, offset=0):
             return phase[(sl.start + offset) % ii]
+
+        def read(port, e):
+            """Lane ``e`` of a read port's data (lane 0: the element the request named)."""
+            return ports[port]["sel"] if e == 0 else getattr(self, f"{port}_data")[e]
 
         for i, sl in enumerate(sch.slots):
             op = sl.ins[0]
             k, valid = neuron[sl.start // ii]
             start = stage(sl)
-            issue = start & valid & run          # stage 0 of a real neuron, advancing
-            result = None                         # what the write stage stores (None: no value)
+            issue = start & valid & run          # stage 0 of a real item, advancing
+            results = None                        # per lane, what the write stage stores (None: no value)
 
             def request(port, **fields):
                 with m.If(start):
-                    m.d.comb += [ports[port]["k"].eq(k), ports[port]["en"].eq(issue)]
-                    m.d.comb += [ports[port][name].eq(v) for name, v in fields.items()]
+                    m.d.comb += [ports[port]["k"].eq(k << e_log2), ports[port]["en"].eq(issue)]
+                    for name, v in fields.items():
+                        if isinstance(v, list):
+                            m.d.comb += [a.eq(b) for a, b in zip(ports[port][name], v)]
+                        else:
+                            m.d.comb += ports[port][name].eq(v)
 
             if op in ("rq", "hw"):
                 unit = units["rq"][sl.unit]
@@ -627,42 +691,46 @@ class CellEngine(wiring.Component):
                             m.d.comb += [unit["ref"].eq(1), unit["shift"].eq(self.hw_shift)]
                 if op == "hw":
                     request("ref")
-                result = unit["result"]
+                results = [unit["lanes"][e]["result"] for e in range(width)]
             elif op == "vec":
                 request("vec", block=sl.ins[2])
-                result = self.vec_data
+                results = [read("vec", e) for e in range(width)]
             elif op == "ld":
                 port = "h_rd" if sl.ins[2] == "h" else "c_rd"
                 request(port)
-                result = getattr(self, f"{port}_data")
+                results = [read(port, e) for e in range(width)]
             elif op == "mul":
-                unit = units["mul"][sl.unit]
+                lanes = units["mul"][sl.unit]
                 with m.If(start):
-                    m.d.comb += [unit["a"].eq(operand(sl, 0)), unit["b"].eq(operand(sl, 1))]
-                result = unit["result"]
+                    m.d.comb += [x for e in range(width) for x in (lanes[e]["a"].eq(operand(sl, 0, e)),
+                                                                   lanes[e]["b"].eq(operand(sl, 1, e)))]
+                results = [lanes[e]["result"] for e in range(width)]
             elif op in ("sig", "tanh"):
-                unit = units[op][sl.unit]
+                lanes = units[op][sl.unit]
                 with m.If(start):
-                    m.d.comb += unit["x"].eq(operand(sl, 0))
-                result = unit["result"]
+                    m.d.comb += [lanes[e]["x"].eq(operand(sl, 0, e)) for e in range(width)]
+                results = [lanes[e]["result"] for e in range(width)]
             elif op == "add":
-                total = operand(sl, 0) + operand(sl, 1)
-                if len(sl.ins) == 5:
-                    total = total + operand(sl, 2)
-                result = Mux(total > C.FX_MAX, C.FX_MAX, Mux(total < C.FX_MIN, C.FX_MIN, total))
+                results = []
+                for e in range(width):
+                    total = operand(sl, 0, e) + operand(sl, 1, e)
+                    if len(sl.ins) == 5:
+                        total = total + operand(sl, 2, e)
+                    results.append(Mux(total > C.FX_MAX, C.FX_MAX, Mux(total < C.FX_MIN, C.FX_MIN, total)))
             elif op == "omin":
-                result = C.FX_ONE - operand(sl, 0)
+                results = [C.FX_ONE - operand(sl, 0, e) for e in range(width)]
             elif op == "relu":
-                result = Mux(operand(sl, 0) < 0, 0, operand(sl, 0))
+                results = [Mux(operand(sl, 0, e) < 0, 0, operand(sl, 0, e)) for e in range(width)]
             elif op == "st":
-                request("h_wr" if sl.ins[1] == "h" else "c_wr", data=operand(sl, 0))
+                request("h_wr" if sl.ins[1] == "h" else "c_wr", data=[operand(sl, 0, e) for e in range(width)])
             elif op == "out":
                 with m.If(start & valid):
-                    m.d.comb += [self.out.valid.eq(1), self.out.payload.eq(operand(sl, 0)),
+                    m.d.comb += [self.out.valid.eq(1), self.out.payload.eq(operand(sl, 0, 0)),
                                  stall.eq(~self.out.ready)]
 
-            if result is not None:
-                chain = pool[i][:sch.chain[i]]
+            if results is not None:
                 with m.If(run & stage(sl, sl.latency - 1)):
-                    m.d.sync += chain[0].eq(result)
-                    m.d.sync += [chain[j].eq(chain[j - 1]) for j in range(1, len(chain))]
+                    for e, result in enumerate(results):
+                        chain = [pool[i][j][e] for j in range(sch.chain[i])]
+                        m.d.sync += chain[0].eq(result)
+                        m.d.sync += [chain[j].eq(chain[j - 1]) for j in range(1, len(chain))]

@@ -42,7 +42,7 @@ def identity(p: DeviceParams, clock_hz: int, baud: int, max_payload: int = P.MAX
     """What a device built with ``p`` answers to IDENTIFY."""
     return P.Identity(P.VERSION, CELL_CODES[p.cell], p.lanes, p.max_input, p.max_hidden, p.max_layers,
                       p.max_classes, p.wmem_bits, p.widest_weight, p.abits, p.acc_bits, p.weight_depth,
-                      int(clock_hz), int(baud), int(max_payload))
+                      int(clock_hz), int(baud), int(max_payload), p.engine_width)
 
 
 class CommandExecutor(wiring.Component):

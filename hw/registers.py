@@ -70,6 +70,7 @@ class RegisterFile:
                 self.writable[layer_reg(i, f)] = arr[i]
 
         self.limits = p.reg_limits()
+        self.engine_width = p.engine_width
         self.cycles = Signal(2 * DATA_BITS)
         self.cycles_hi = Signal(DATA_BITS)
         self.errors = Signal(len(Error))
@@ -111,10 +112,13 @@ class RegisterFile:
             else:
                 m.d.comb += ok.eq(~above & (low >= lo) & (low <= hi))
             fits[lo, hi] = ok
+        # HIDDEN: a multiple of the engine's lanes too (its items are E neurons)
+        e_log2 = (self.engine_width - 1).bit_length()
+        ragged = data[:e_log2].any() if e_log2 else Const(0)
         with m.Switch(offset):
             for a, s in self.writable.items():
                 with m.Case(int(a)):
-                    with m.If(~fits[self.limits[int(a)]]):
+                    with m.If(~fits[self.limits[int(a)]] | (ragged if a == Reg.HIDDEN else 0)):
                         m.d.comb += refused.eq(Error.BAD_VALUE)
                     with m.Else():
                         m.d.sync += s.eq(data)

@@ -200,7 +200,8 @@ def device_params_for(qm, lanes: int = 4, round_to: int = 8):
     accumulator to a multiple of 8 bits (at most 48), so that similar models
     share one simulator build. The weight slots are as wide as the weights
     of most of the model's weights; a wider path (a skipped one) runs as
-    slices of them (``max_wbits``), with the weight memory deep enough.
+    slices of them (``max_wbits``), with the weight memory deep enough; the
+    engine's lanes the default's, or fewer, that divide the hidden size.
 
     Raises
     ------
@@ -230,7 +231,7 @@ def device_params_for(qm, lanes: int = 4, round_to: int = 8):
         max_hidden=_round_up(qm.hidden_size, round_to), max_layers=qm.num_layers,
         max_classes=_round_up(qm.num_classes, lanes) if qm.num_classes else lanes,
         wmem_bits=slot, abits=width(abits), max_wbits=widest if widest > slot else 0,
-        acc_bits=min(C.ACC_BITS, _round_up(qm.accumulator_bits(), 8)))
+        acc_bits=min(C.ACC_BITS, _round_up(qm.accumulator_bits(), 8))).engine_for(qm.hidden_size)
     if weight_words(qm, params) > params.weight_depth:
         params = replace(params, weight_words=_round_up(weight_words(qm, params), 256))
     check_fits(qm, params)
@@ -391,6 +392,7 @@ def prepare_data(qm, x: np.ndarray, params, path: Path, *, result_path: Path, pr
                       dtype=np.int64)
     cfg = {
         "layers": qm.num_layers, "hidden": qm.hidden_size, "state_stride": params.max_hidden,
+        "state_lanes": params.engine_width,
         "head": qm.head is not None, "check_state": check_state, "state_memory": state_memory,
         **dict(zip(("out_tail", "out_gap"), output_timing(qm.num_classes, qm.hidden_size, params.lanes))),
         "result": str(result_path), "progress": str(progress_path) if progress_path else None,

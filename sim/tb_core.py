@@ -87,9 +87,11 @@ class CoreTB:
         Clock period (only simulated time; it does not change any result).
     state_memory : str, optional
         Name of the ``h`` state memory in the top module (from the Verilog).
+    state_lanes : int
+        Elements per word of that memory (the engine's lanes: element ``i`` in lane ``i mod E`` of word ``i // E``).
     """
 
-    def __init__(self, dut, period_ns: int = 10, state_memory: str | None = None):
+    def __init__(self, dut, period_ns: int = 10, state_memory: str | None = None, state_lanes: int = 1):
         self.dut = dut
         self.period_ns = period_ns
         self.cycle = 0
@@ -105,6 +107,7 @@ class CoreTB:
         self._rsp_payload = dut.rsp__payload
         self._state = getattr(dut, state_memory) if state_memory else None
         self._state_cells: dict[int, object] = {}
+        self._state_lanes = state_lanes
 
     # --- time -------------------------------------------------------------------------------
 
@@ -208,11 +211,13 @@ class CoreTB:
         if self._state is None:
             raise RuntimeError("no state memory name given")
         out = []
+        lanes = self._state_lanes
         for i in range(base, base + n):
-            cell = self._state_cells.get(i)
+            word = i // lanes
+            cell = self._state_cells.get(word)
             if cell is None:
-                cell = self._state_cells[i] = self._state[i]
-            out.append(_to_signed(_int(cell, f"h[{i}]"), 16))
+                cell = self._state_cells[word] = self._state[word]
+            out.append(_to_signed(_int(cell, f"h[{word}]") >> (16 * (i % lanes)) & 0xFFFF, 16))
         return out
 
 
@@ -270,7 +275,7 @@ async def cosim_core(dut):
     out_tail, out_gap = cfg["out_tail"], cfg["out_gap"]
     max_details = cfg.get("max_details", 20)
 
-    tb = CoreTB(dut, cfg.get("period_ns", 10), cfg["state_memory"] if check_state else None)
+    tb = CoreTB(dut, cfg.get("period_ns", 10), cfg["state_memory"] if check_state else None, cfg.get("state_lanes", 1))
     progress = _Progress(cfg.get("progress"), bsz * steps)
     result = {"timesteps": 0, "sequences": 0, "output_mismatches": 0, "state_mismatches": 0,
               "cycle_model_mismatches": 0, "first_divergence": None, "first_output_mismatch": None,

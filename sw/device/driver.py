@@ -69,7 +69,7 @@ def params_of(ident: P.Identity) -> DeviceParams:
                         max_hidden=ident.max_hidden, max_layers=ident.max_layers, max_classes=ident.max_classes,
                         wmem_bits=ident.wmem_bits, abits=ident.abits, acc_bits=ident.acc_bits,
                         max_wbits=ident.max_wbits if ident.max_wbits > ident.wmem_bits else 0,
-                        weight_words=ident.weight_words)
+                        weight_words=ident.weight_words, engine_lanes=ident.engine_lanes)
 
 
 @dataclass

@@ -63,6 +63,9 @@ def check_fits(qm: QModel, params: DeviceParams) -> None:
         problems.append(f"input size {qm.input_size} > the core's {params.max_input}")
     if qm.hidden_size > params.max_hidden:
         problems.append(f"hidden size {qm.hidden_size} > the core's {params.max_hidden}")
+    if qm.hidden_size % params.engine_width:
+        problems.append(f"hidden size {qm.hidden_size} is not a multiple of the {params.engine_width} neurons the "
+                        f"core's engine updates at once (build the core for the model: deltarnn build --for)")
     if qm.num_classes > params.max_classes:
         problems.append(f"{qm.num_classes} classes > the core's {params.max_classes}")
     for name, act in qm.paths().items():

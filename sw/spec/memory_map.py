@@ -13,7 +13,7 @@ are 32-bit words. See ``docs/gateware.md`` for the protocol.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import IntEnum
 
 import numpy as np
@@ -30,6 +30,13 @@ VEC_BLOCKS = {"lstm": 4, "gru": 4, "ligru": 2, "sru": 4}
 #: projection of a layer whose input and hidden sizes differ.
 X_BLOCKS = {cell: X_GATES[cell] + (cell == "sru") for cell in CELLS}
 H_BLOCKS = dict(H_GATES)
+
+#: The most neurons a cell engine updates at once (:attr:`DeviceParams.engine_width`): the fewest
+#: cycles between two items of any cell program (LiGRU's and SRU's four accumulator reads), in which
+#: the delta encoder fused to the update takes an item's new h one per cycle.
+MAX_ENGINE_LANES = 4
+#: MAC lanes per engine lane in a core built without ``engine_lanes`` (P = 8 or fewer: one neuron at a time).
+LANES_PER_ENGINE_LANE = 8
 
 #: Command address: a region (:class:`Region`) above a ``REGION_SHIFT``-bit offset, which must
 #: hold every element address of the largest core (:meth:`DeviceParams.region_sizes`).
@@ -56,7 +63,8 @@ class Error(IntEnum):
 
     BAD_OP = 1 << 0      #: an opcode that is no :class:`Op`
     BAD_ADDR = 1 << 1    #: WRITE / READ of no register, a read-only one, no region, or beyond a memory
-    BAD_VALUE = 1 << 2   #: a register value outside its range (:meth:`DeviceParams.reg_limits`), a delta
+    BAD_VALUE = 1 << 2   #: a register value outside its range (:meth:`DeviceParams.reg_limits`; ``HIDDEN``
+                         #: also a multiple of :attr:`DeviceParams.engine_width`), a delta
                          #: wider than the core's deltas
     BAD_INDEX = 1 << 3   #: a DELTA whose element index is not below ``INPUT``
     OVERFLOW = 1 << 4    #: a DELTA beyond the delta buffer's room
@@ -212,6 +220,10 @@ class DeviceParams:
     than the slots is stored and run as :func:`weight_slices` slices, so a
     16-bit skipped path costs extra only on that path. ``weight_words`` (0:
     :attr:`largest_model_words`) is the depth of the weight memory.
+    ``engine_lanes`` (0: :meth:`default_engine_lanes`) is how many neurons the
+    cell engine updates at once (:attr:`engine_width`): a power of two that
+    divides ``lanes`` and ``max_hidden``, at most :data:`MAX_ENGINE_LANES`, 1
+    for SRU; a model runs when its hidden size is a multiple of it.
     """
 
     cell: str
@@ -225,6 +237,7 @@ class DeviceParams:
     acc_bits: int = 48
     max_wbits: int = 0
     weight_words: int = 0
+    engine_lanes: int = 0
 
     def __post_init__(self):
         if self.cell not in CELL_CODES:
@@ -242,6 +255,14 @@ class DeviceParams:
         C.check_bits("abits", self.abits)
         if not 2 <= self.acc_bits <= C.ACC_BITS:
             raise ValueError(f"acc_bits must be 2..{C.ACC_BITS}")
+        if self.engine_lanes:
+            e = self.engine_lanes
+            if e & (e - 1) or e > min(MAX_ENGINE_LANES, self.lanes) or self.lanes % e or self.max_hidden % e:
+                raise ValueError(f"engine_lanes must be a power of two of at most {MAX_ENGINE_LANES} that divides "
+                                 f"lanes ({self.lanes}) and max_hidden ({self.max_hidden}), got {e}")
+            if e > 1 and self.cell == "sru":
+                raise ValueError("an SRU core's engine updates one neuron at a time (engine_lanes 1): its highway "
+                                 "reads the references one by one")
         for region, size in self.region_sizes().items():
             if size > 1 << REGION_SHIFT:
                 raise ValueError(f"a core of these sizes needs {size} addresses in its {region.name} region, more "
@@ -257,6 +278,46 @@ class DeviceParams:
         return asdict(self)
 
     # --- derived sizes -----------------------------------------------------------------
+
+    def default_engine_lanes(self) -> int:
+        """The engine width of a core built without ``engine_lanes``: one neuron per
+        :data:`LANES_PER_ENGINE_LANE` MAC lanes, at most :data:`MAX_ENGINE_LANES`, a power of two that
+        divides ``max_hidden``; 1 for SRU."""
+        if self.cell == "sru":
+            return 1
+        e = min(MAX_ENGINE_LANES, max(1, self.lanes // LANES_PER_ENGINE_LANE))
+        while self.max_hidden % e:
+            e //= 2
+        return e
+
+    @property
+    def engine_width(self) -> int:
+        """Neurons the cell engine updates at once: the width, in elements, of a word of the multiplier,
+        vector and state memories (``engine_lanes``, or :meth:`default_engine_lanes`)."""
+        return self.engine_lanes or self.default_engine_lanes()
+
+    def engine_for(self, hidden: int) -> "DeviceParams":
+        """This core with the most engine lanes, at most :attr:`engine_width`, that divide ``hidden`` (a model's
+        hidden size must be a multiple of them)."""
+        e = self.engine_width
+        while hidden % e:
+            e //= 2
+        return self if e == self.engine_width else replace(self, engine_lanes=e)
+
+    @property
+    def mult_words(self) -> int:
+        """Words of the multiplier memory (:attr:`engine_width` multipliers each)."""
+        return ceil_div(self.acc_depth * self.lanes, self.engine_width)
+
+    @property
+    def vec_words(self) -> int:
+        """Words of the vector memory (:attr:`engine_width` elements each)."""
+        return ceil_div(self.vec_depth, self.engine_width)
+
+    @property
+    def state_words(self) -> int:
+        """Words of each state memory, ``h`` and ``c`` (:attr:`engine_width` elements each)."""
+        return ceil_div(self.state_depth, self.engine_width)
 
     @property
     def delta_bits(self) -> int:

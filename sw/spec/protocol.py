@@ -29,7 +29,7 @@ HEADER_BYTES, TRAILER_BYTES = 5, 2
 #: The longest payload a device takes or sends.
 MAX_PAYLOAD = 1024
 #: The protocol's version, the first byte of IDENTIFY's reply.
-VERSION = 1
+VERSION = 2
 
 
 class Command(IntEnum):
@@ -155,7 +155,7 @@ class FrameParser:
 # --- payloads ---------------------------------------------------------------------------------------
 
 #: IDENTIFY's reply: version, cell code, lanes, maxima, widths, weight words, clock and baud rate, longest payload.
-IDENTITY_FORMAT = "<BBHHHBHBBBBIIIH"
+IDENTITY_FORMAT = "<BBHHHBHBBBBIIIHB"
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,7 @@ class Identity:
     clock_hz: int
     baud: int
     max_payload: int     #: the longest request payload the device takes
+    engine_lanes: int    #: neurons the cell engine updates at once (the memory map's word width)
 
     def pack(self) -> bytes:
         return struct.pack(IDENTITY_FORMAT, *(getattr(self, f) for f in self.__dataclass_fields__))

@@ -64,6 +64,35 @@ def test_lane_counts(lanes):
     assert run.step_cycles == model_step_cycles(qm, DeviceParams(qm.cell, **{**PARAMS, "lanes": lanes}), gold.step_deltas)
 
 
+# (cell, lanes, engine lanes, hidden, classes): the engine on E neurons at once, its encodes scanned (P = 4) or fed
+# by the update (P = 8, 16), with a head and without
+ENGINE_CASES = [("gru", 4, 2, 12, 3), ("lstm", 8, 4, 12, 3), ("ligru", 16, 4, 24, 5), ("gru", 16, 4, 20, 0)]
+
+
+@pytest.mark.parametrize("cell, lanes, engine_lanes, hidden, classes", ENGINE_CASES,
+                         ids=[f"{c[0]}-P{c[1]}-E{c[2]}" for c in ENGINE_CASES])
+def test_engine_lanes(cell, lanes, engine_lanes, hidden, classes):
+    model = random_model(cell, 7, hidden, 2, False, classes, seed=1)
+    x = np.repeat(random_input(1, 3, 7, seed=2), 2, axis=1)
+    qm = quantize(model, random_input(4, 20, 7, seed=3), 4, 8)
+    qm.set_thresholds(1, 1)
+    params = DeviceParams(cell, **{**PARAMS, "lanes": lanes, "engine_lanes": engine_lanes})
+    gold = emulate(qm, x)
+    run = run_core(Core(params, **pack(qm, params).core_init()), input_deltas(qm, x[0]), qm.output_size)
+    np.testing.assert_array_equal(run.outputs, gold.outputs_fx[0])
+    assert run.step_cycles == model_step_cycles(qm, params, gold.step_deltas)
+    narrow = model_step_cycles(qm, DeviceParams(cell, **{**PARAMS, "lanes": lanes, "engine_lanes": 1}),
+                               gold.step_deltas)
+    assert all(w < n for w, n in zip(run.step_cycles, narrow))
+
+
+def test_a_hidden_size_the_engine_lanes_do_not_divide_is_refused():
+    params = DeviceParams("gru", **{**PARAMS, "lanes": 8, "engine_lanes": 4})
+    qm = quantize(random_model("gru", 5, 6, 1, False, 0), random_input(2, 4, 5), 4, 8)
+    with pytest.raises(DeviceFitError, match="hidden size 6 is not a multiple of the 4 neurons.*--for"):
+        pack(qm, params)
+
+
 def test_loading_by_write_commands_and_counters():
     """The host path: an empty core loaded with WRITE commands; the step cycles match the cycle model (whose input is
     every path's delta count)."""

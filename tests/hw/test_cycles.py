@@ -85,6 +85,11 @@ def test_documented_example():
     assert phases["0.h encode"] == phases["1.h encode"] == 0      # beside the x paths' MxVs
     assert phases["1.x encode"] == phases["head encode"] == 6        # fed by the cell updates
     assert step_cycles("gru", 32, 256, 40, deltas) == 23673
+    # the default engine of 32 lanes: 4 neurons at once, the fused encodes take the last 4 values in turn
+    wide = dict(step_phases("gru", 32, 256, 40, deltas, width=4))
+    assert wide["0 cell"] == wide["1 cell"] == 63 * 6 + 23 + 2 == 403
+    assert wide["1.x encode"] == wide["head encode"] == 6 + 3
+    assert step_cycles("gru", 32, 256, 40, deltas, width=4) == 21375
 
 
 @pytest.mark.parametrize("cell", sorted(CELL_PROGRAMS))

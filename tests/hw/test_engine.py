@@ -34,22 +34,29 @@ HIDDEN = 5        # run-time H, below max_hidden: block strides are H, not the m
 LAYER = 1         # bases of layer 1, none of them 0
 
 
-def params(cell, lanes):
-    return DeviceParams(cell, lanes=lanes, max_input=6, max_hidden=7, max_layers=2, max_classes=5,
-                        wmem_bits=8, abits=8, acc_bits=32)
+def params(cell, lanes, engine_lanes=1):
+    """A core of ``engine_lanes`` E: its maximum hidden size 7, or 3 E above one lane."""
+    return DeviceParams(cell, lanes=lanes, max_input=6, max_hidden=7 if engine_lanes == 1 else 3 * engine_lanes,
+                        max_layers=2, max_classes=5, wmem_bits=8, abits=8, acc_bits=32, engine_lanes=engine_lanes)
+
+
+def hidden_of(p):
+    """The run-time H of the tests on ``p``: HIDDEN, or 2 E (a multiple of the engine's lanes, below the maximum)."""
+    return HIDDEN if p.engine_width == 1 else 2 * p.engine_width
 
 
 class Harness(Elaboratable):
-    """The engine wired to its memories as in the core (synchronous read ports)."""
+    """The engine wired to its memories as in the core (synchronous read ports; E elements per word of the
+    multiplier, vector and state memories)."""
 
     def __init__(self, p, init, broken_lane=None):
         self.dut = CellEngine(p, broken_lane=broken_lane)
         self.mems = {
             "acc": Memory(shape=p.lanes * p.acc_bits, depth=p.acc_depth, init=init["acc"]),
-            "mult": Memory(shape=C.MULT_BITS, depth=p.acc_depth * p.lanes, init=init["mult"]),
-            "vec": Memory(shape=self.dut.vec_data.shape(), depth=p.vec_depth, init=init["vec"]),
-            "h": Memory(shape=self.dut.h_rd_data.shape(), depth=p.state_depth, init=init["h"]),
-            "c": Memory(shape=self.dut.c_rd_data.shape(), depth=p.state_depth, init=init["c"]),
+            "mult": Memory(shape=self.dut.mult_data.shape(), depth=p.mult_words, init=init["mult"]),
+            "vec": Memory(shape=self.dut.vec_data.shape(), depth=p.vec_words, init=init["vec"]),
+            "h": Memory(shape=self.dut.h_rd_data.shape(), depth=p.state_words, init=init["h"]),
+            "c": Memory(shape=self.dut.c_rd_data.shape(), depth=p.state_words, init=init["c"]),
             "ref": Memory(shape=self.dut.ref_data.shape(), depth=p.ref_depth, init=init["ref"]),
         }
 
@@ -91,7 +98,14 @@ def random_contents(rng, p):
 def memory_init(p, contents):
     words = contents["acc"].reshape(p.acc_depth, p.lanes)
     acc = [sum((int(v) & ((1 << p.acc_bits) - 1)) << (i * p.acc_bits) for i, v in enumerate(w)) for w in words]
-    return {"acc": acc, **{k: [int(v) for v in a] for k, a in contents.items() if k != "acc"}}
+    e = p.engine_width
+
+    def lanes(a):     # element i in lane i mod E of word i // E
+        a = np.concatenate([a, np.zeros(-len(a) % e, dtype=np.int64)])
+        return [[int(v) for v in w] for w in a.reshape(-1, e)]
+
+    return {"acc": acc, "ref": [int(v) for v in contents["ref"]],
+            **{k: lanes(contents[k]) for k in ("mult", "vec", "h", "c")}}
 
 
 def run(p, contents, program, count, inputs, ready_prob=1.0, broken_lane=None, seed=0):
@@ -125,8 +139,8 @@ def run(p, contents, program, count, inputs, ready_prob=1.0, broken_lane=None, s
         assert not ctx.get(dut.busy)
         await ctx.tick()
         assert not ctx.get(dut.done), "done is a one-cycle pulse"
-        result["mems"] = {name: [ctx.get(mem.data[i]) for i in range(mem.depth)] for name, mem in hn.mems.items()
-                          if name in ("h", "c")}
+        result["mems"] = {name: [int(ctx.get(mem.data[i])[e]) for i in range(mem.depth)
+                                 for e in range(p.engine_width)] for name, mem in hn.mems.items() if name in ("h", "c")}
         result.update(outs=outs, cycles=cycles, stalls=stalls)
 
     sim = Simulator(hn)
@@ -137,14 +151,15 @@ def run(p, contents, program, count, inputs, ready_prob=1.0, broken_lane=None, s
 
 
 def layer_inputs(p, identity=False):
-    return dict(hidden=HIDDEN, acc_base_x=p.acc_base(LAYER, "x"), acc_base_h=p.acc_base(LAYER, "h"),
+    return dict(hidden=hidden_of(p), acc_base_x=p.acc_base(LAYER, "x"), acc_base_h=p.acc_base(LAYER, "h"),
                 shift_x=16, shift_h=15, vec_base=p.vec_base(LAYER), state_base=p.state_base(LAYER),
                 ref_base=p.ref_base(LAYER, "x"), hw_mult=20000, hw_shift=10, hw_identity=int(identity))
 
 
-def requantized(p, contents, base, block, shift, rows=HIDDEN, round_down_lane=None):
-    """Rows ``block*H .. block*H + rows - 1`` of the accumulator block at ``base``, requantized."""
-    r = base * p.lanes + block * HIDDEN + np.arange(rows)
+def requantized(p, contents, base, block, shift, rows=None, round_down_lane=None):
+    """Rows ``block*H .. block*H + rows - 1`` (default H) of the accumulator block at ``base``, requantized."""
+    hidden = hidden_of(p)
+    r = base * p.lanes + block * hidden + np.arange(hidden if rows is None else rows)
     v = contents["acc"][r] * contents["mult"][r]
     out = C.saturate(C.round_shift(v, shift), C.FX_BITS)
     if round_down_lane is not None:
@@ -155,7 +170,8 @@ def requantized(p, contents, base, block, shift, rows=HIDDEN, round_down_lane=No
 def expected_cell(p, contents, inputs):
     """The golden model's update of neurons 0 .. H-1 from the engine's memory contents."""
     cell = p.cell
-    k = np.arange(HIDDEN)
+    hidden = hidden_of(p)
+    k = np.arange(hidden)
     identity = cell == "sru" and inputs["hw_identity"]
     x_blocks = X_BLOCKS[cell] - identity
     rqx = np.concatenate([requantized(p, contents, inputs["acc_base_x"], b, inputs["shift_x"])
@@ -164,7 +180,7 @@ def expected_cell(p, contents, inputs):
                           for b in range(H_BLOCKS[cell])] or [np.zeros(0, dtype=np.int64)])
     vec, at = {}, inputs["vec_base"]
     for name in VECTOR_ORDER[cell]:
-        n = VEC_SIZES[cell][name] * HIDDEN
+        n = VEC_SIZES[cell][name] * hidden
         vec[name] = contents["vec"][at:at + n]
         at += n
     h = contents["h"][inputs["state_base"] + k]
@@ -217,35 +233,41 @@ def test_bad_programs_are_refused():
         schedule([("add", 0, 3, 3)], 4)
 
 
-CELL_CASES = [("lstm", 4, False), ("gru", 4, False), ("ligru", 4, False), ("sru", 4, False), ("sru", 4, True),
-              ("gru", 1, False), ("lstm", 8, False), ("gru", 8, False), ("sru", 8, True)]   # P = 8: the wide select
+# (cell, lanes, SRU identity highway, engine lanes); P = 8: the wide select
+CELL_CASES = [("lstm", 4, False, 1), ("gru", 4, False, 1), ("ligru", 4, False, 1), ("sru", 4, False, 1),
+              ("sru", 4, True, 1), ("gru", 1, False, 1), ("lstm", 8, False, 1), ("gru", 8, False, 1),
+              ("sru", 8, True, 1), ("gru", 4, False, 2), ("lstm", 8, False, 4), ("gru", 16, False, 4),
+              ("ligru", 8, False, 4)]
 
 
-@pytest.mark.parametrize("cell, lanes, identity", CELL_CASES,
-                         ids=[f"{c}-P{n}{'-identity' if i else ''}" for c, n, i in CELL_CASES])
-def test_cell_program_equals_golden_step(cell, lanes, identity):
-    p = params(cell, lanes)
-    contents = random_contents(np.random.default_rng(100 + CELL_CASES.index((cell, lanes, identity))), p)
+@pytest.mark.parametrize("cell, lanes, identity, engine_lanes", CELL_CASES,
+                         ids=[f"{c}-P{n}{'-identity' if i else ''}{f'-E{e}' if e > 1 else ''}"
+                              for c, n, i, e in CELL_CASES])
+def test_cell_program_equals_golden_step(cell, lanes, identity, engine_lanes):
+    p = params(cell, lanes, engine_lanes)
+    hidden = hidden_of(p)
+    contents = random_contents(np.random.default_rng(100 + CELL_CASES.index((cell, lanes, identity, engine_lanes))), p)
     inputs = layer_inputs(p, identity)
-    res = run(p, contents, Program.CELL, HIDDEN, inputs)
+    res = run(p, contents, Program.CELL, hidden // engine_lanes, inputs)
     h, c = expected_cell(p, contents, inputs)
     base = inputs["state_base"]
     want_h, want_c = contents["h"].copy(), contents["c"].copy()     # nothing else of the state is written
-    want_h[base:base + HIDDEN] = h
+    want_h[base:base + hidden] = h
     if c is not None:
-        want_c[base:base + HIDDEN] = c
+        want_c[base:base + hidden] = c
     np.testing.assert_array_equal(res["mems"]["h"], want_h)
     np.testing.assert_array_equal(res["mems"]["c"], want_c)
     assert res["outs"] == []
-    assert res["cycles"] == run_cycles(CELL_PROGRAMS[cell], HIDDEN, lanes) + CellEngine.LATENCY
+    assert res["cycles"] == run_cycles(CELL_PROGRAMS[cell], hidden // engine_lanes, lanes) + CellEngine.LATENCY
 
 
-@pytest.mark.parametrize("lanes", [4, 8])
+@pytest.mark.parametrize("lanes, engine_lanes", [(4, 1), (8, 1), (16, 4)])
 @pytest.mark.parametrize("ready_prob", [1.0, 0.4])
-def test_head_output_program(ready_prob, lanes):
+def test_head_output_program(ready_prob, lanes, engine_lanes):
     """HEAD_OUT: requantized head accumulators plus the head bias, one output per class; stalls hold
-    both forms of the requantizer's first stages (lanes <= WIDE_LANES and above)."""
-    p = params("gru", lanes)
+    both forms of the requantizer's first stages (lanes <= WIDE_LANES and above); in a wide engine
+    every output its word's lane."""
+    p = params("gru", lanes, engine_lanes)
     classes = 5
     contents = random_contents(np.random.default_rng(11), p)
     base = p.acc_base(p.max_layers, "x")
@@ -259,16 +281,18 @@ def test_head_output_program(ready_prob, lanes):
     np.testing.assert_array_equal(res["mems"]["h"], contents["h"])
 
 
+@pytest.mark.parametrize("engine_lanes", [1, 2])
 @pytest.mark.parametrize("ready_prob", [1.0, 0.4])
-def test_h_output_program(ready_prob):
+def test_h_output_program(ready_prob, engine_lanes):
     """H_OUT: the last layer's h as it is in the state memory."""
-    p = params("lstm", 2)
+    p = params("lstm", 2, engine_lanes)
+    hidden = hidden_of(p)
     contents = random_contents(np.random.default_rng(12), p)
     inputs = layer_inputs(p)
-    res = run(p, contents, Program.H_OUT, HIDDEN, inputs, ready_prob=ready_prob, seed=4)
+    res = run(p, contents, Program.H_OUT, hidden, inputs, ready_prob=ready_prob, seed=4)
     base = inputs["state_base"]
-    assert res["outs"] == [int(v) for v in contents["h"][base:base + HIDDEN]]
-    assert res["cycles"] == run_cycles(H_OUT, HIDDEN, p.lanes) + CellEngine.LATENCY + res["stalls"]
+    assert res["outs"] == [int(v) for v in contents["h"][base:base + hidden]]
+    assert res["cycles"] == run_cycles(H_OUT, hidden, p.lanes) + CellEngine.LATENCY + res["stalls"]
 
 
 @pytest.mark.parametrize("program", list(Program))

@@ -127,6 +127,12 @@ def test_out_of_range_writes_are_refused_and_flagged():
                       (M.Reg.ID_LANES, 1, M.Error.BAD_ADDR), (0x7, 1, M.Error.BAD_ADDR)]:
         run = run_core(Core(p), [], 0, writes=good + [(reg(a), v)], read_regs=[hidden, bits, M.Reg.ERRORS])
         assert (run.regs[hidden], run.regs[bits], run.regs[M.Reg.ERRORS]) == (7, 5, err), (hex(a), v)
+    wide = M.DeviceParams("gru", lanes=8, max_input=12, max_hidden=20, max_layers=3, max_classes=8, wmem_bits=8,
+                          abits=8, acc_bits=32, engine_lanes=4)    # HIDDEN a multiple of the engine's lanes
+    for v, err in [(8, 0), (6, M.Error.BAD_VALUE), (7, M.Error.BAD_VALUE)]:
+        run = run_core(Core(wide), [], 0, writes=[(reg(hidden), 12), (reg(hidden), v)],
+                       read_regs=[hidden, M.Reg.ERRORS])
+        assert (run.regs[hidden], run.regs[M.Reg.ERRORS]) == (12 if err else v, err), v
     run = run_core(Core(p), [], 0, writes=good + [(reg(hidden), 1 << 20), (reg(M.Reg.ERRORS), 0)],
                    read_regs=[M.Reg.ERRORS, 0xFF, M.Reg.ERRORS])
     assert run.regs[0xFF] == 0 and run.regs[M.Reg.ERRORS] == M.Error.BAD_ADDR

@@ -65,7 +65,7 @@ def test_every_single_bit_error_is_caught():
 
 
 def test_payload_helpers():
-    ident = P.Identity(P.VERSION, 1, 32, 40, 256, 2, 40, 4, 16, 8, 24, 19904, 48_000_000, 3_000_000, 1024)
+    ident = P.Identity(P.VERSION, 1, 32, 40, 256, 2, 40, 4, 16, 8, 24, 19904, 48_000_000, 3_000_000, 1024, 4)
     assert P.Identity.unpack(ident.pack()) == ident
     with pytest.raises(ValueError, match="holds"):
         P.Identity.unpack(ident.pack()[:-1])

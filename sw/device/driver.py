@@ -27,7 +27,7 @@ bidirectional layers) runs in host passes (:mod:`deltarnn.device.passes`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -65,11 +65,16 @@ def params_of(ident: P.Identity) -> DeviceParams:
     """The core parameters of a device that answered IDENTIFY with ``ident`` (its memory map)."""
     if ident.cell not in _CELLS:
         raise DeviceError(f"the device reports an unknown cell code {ident.cell}")
-    return DeviceParams(_CELLS[ident.cell], lanes=ident.lanes, max_input=ident.max_input,
-                        max_hidden=ident.max_hidden, max_layers=ident.max_layers, max_classes=ident.max_classes,
-                        wmem_bits=ident.wmem_bits, abits=ident.abits, acc_bits=ident.acc_bits,
-                        max_wbits=ident.max_wbits if ident.max_wbits > ident.wmem_bits else 0,
-                        weight_words=ident.weight_words, engine_lanes=ident.engine_lanes)
+    try:
+        p = DeviceParams(_CELLS[ident.cell], lanes=ident.lanes, max_input=ident.max_input,
+                         max_hidden=ident.max_hidden, max_layers=ident.max_layers, max_classes=ident.max_classes,
+                         wmem_bits=ident.wmem_bits, abits=ident.abits, acc_bits=ident.acc_bits,
+                         max_wbits=ident.max_wbits if ident.max_wbits > ident.wmem_bits else 0,
+                         weight_words=ident.weight_words)
+        # engine lanes: the default's (0), unless the build chose others
+        return p if p.engine_width == ident.engine_lanes else replace(p, engine_lanes=ident.engine_lanes)
+    except ValueError as e:
+        raise DeviceError(f"the device reports a core no host can drive: {e}") from None
 
 
 @dataclass

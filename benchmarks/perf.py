@@ -52,7 +52,7 @@ from deltarnn.fpga.harness import CONFIGS
 from deltarnn.hw import cycles as CY
 from deltarnn.quant.golden import emulate
 from deltarnn.quant.qmodel import QModel, delay_inputs
-from deltarnn.spec.memory_map import H_BLOCKS, X_BLOCKS, ceil_div
+from deltarnn.spec.memory_map import H_BLOCKS, X_BLOCKS, DeviceParams, ceil_div
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "benchmarks" / "results" / "study"
@@ -148,10 +148,11 @@ def old_step_cycles(qm: QModel, lanes: int, deltas: dict) -> int:
     return total
 
 
-def step_figures(qm: QModel, utts, lanes: int, slices: dict | None = None) -> dict:
+def step_figures(qm: QModel, utts, lanes: int, slices: dict | None = None, width: int = 1) -> dict:
     """Per-step cycles (model, previous design) and sparse bound over ``utts``, and the deltas' sparsity.
 
-    ``slices``: the weight slices of each path on the build (default 1: every weight in one slot).
+    ``slices``: the weight slices of each path on the build (default 1: every weight in one slot);
+    ``width``: the engine's lanes.
     """
     rows = path_rows(qm)
     new, old, bound, nnz, dense_in = [], [], [], 0, 0
@@ -161,7 +162,7 @@ def step_figures(qm: QModel, utts, lanes: int, slices: dict | None = None) -> di
         for t in range(steps):
             d = {k: int(v[0, t]) for k, v in r.step_deltas.items()}
             new.append(CY.step_cycles(qm.cell, lanes, qm.hidden_size, qm.num_classes, d,
-                                      [x.directions[0].highway is not None for x in qm.layers], slices))
+                                      [x.directions[0].highway is not None for x in qm.layers], slices, width))
             old.append(old_step_cycles(qm, lanes, d))
             bound.append(sum(d[p] * ceil_div(rows[p], lanes) for p in rows))
         nnz += r.stats.macs_needed
@@ -193,8 +194,8 @@ def skipped_path(study_dir: Path, cell: str, train_utts, test_utts, synth: str, 
     params = replace(base, abits=16, max_wbits=16, acc_bits=max(base.acc_bits, qm.accumulator_bits()))
     params = replace(params, weight_words=max(params.weight_depth, weight_words(qm, params)))
     slices = CY.model_slices(qm, params.wmem_bits)
-    sliced = step_figures(qm, test_utts, params.lanes, slices)
-    whole = step_figures(qm, test_utts, params.lanes)
+    sliced = step_figures(qm, test_utts, params.lanes, slices, params.engine_width)
+    whole = step_figures(qm, test_utts, params.lanes, width=params.engine_width)
     out = {"cell": cell, "model": ch["model_file"], "wbits": ch["wbits"], "abits": ch["abits"], "skip": ch["skip"],
            "theta_x": ch["theta_x"], "theta_h": ch["theta_h"], "slices": {k: v for k, v in slices.items() if v > 1},
            "params": params.as_dict(), "weight_words": weight_words(qm, params),
@@ -258,10 +259,11 @@ def run(args) -> dict:
     for pc in [c for c in REFERENCE if not args.configs or c.name in args.configs]:
         qm, ch = device_qmodel(pc.study_dir, pc.cell, train)
         lanes = pc.params.lanes
-        at_chosen = step_figures(qm, test, lanes)
+        width = pc.params.engine_for(qm.hidden_size).engine_width
+        at_chosen = step_figures(qm, test, lanes, width=width)
         zero = copy.deepcopy(qm)
         zero.set_thresholds(0, 0)
-        at_zero = step_figures(zero, test, lanes)
+        at_zero = step_figures(zero, test, lanes, width=width)
         rec = synth_record(pc.synth)
         fits = bool(rec and rec.get("fits"))
         fmax = rec.get("fmax_mhz") if fits else None
@@ -271,7 +273,7 @@ def run(args) -> dict:
         entry = {
             "name": pc.name, "board": pc.board, "synth_config": pc.synth, "cell": pc.cell,
             "layers": qm.num_layers, "hidden": qm.hidden_size, "input": qm.input_size, "classes": qm.num_classes,
-            "lanes": lanes, "model": ch["model_file"], "abits": ch["abits"], "wbits": 4,
+            "lanes": lanes, "engine_lanes": width, "model": ch["model_file"], "abits": ch["abits"], "wbits": 4,
             "theta_x": ch["theta_x"], "theta_h": ch["theta_h"],
             "fits": fits, "fmax_mhz": fmax, "resources": resources(rec),
             "synth_error": None if fits or rec is None else rec.get("error"),
@@ -293,13 +295,15 @@ def run(args) -> dict:
               f"({at_chosen['eliminated_pct']:.1f} % eliminated), {at_chosen['bound_ratio']:.2f}x the bound "
               f"(previous design {at_chosen['old_bound_ratio']:.2f}x)", flush=True)
         if pc.name == "ecp5-gru-2x256":
-            sweep = threshold_sweep(qm, test[:max(2, len(test) // 4)], lanes)
+            sweep = threshold_sweep(qm, test[:max(2, len(test) // 4)], lanes, width)
     cells = []
     for cell in args.cells:
         qm, ch = device_qmodel(STUDY, cell, train)
         for lanes in (8, 32):
-            f = step_figures(qm, test, lanes)
-            cells.append({"cell": cell, "hidden": qm.hidden_size, "lanes": lanes, "theta_x": ch["theta_x"],
+            width = DeviceParams(cell, lanes=lanes, max_hidden=qm.hidden_size).engine_width
+            f = step_figures(qm, test, lanes, width=width)
+            cells.append({"cell": cell, "hidden": qm.hidden_size, "lanes": lanes, "engine_lanes": width,
+                          "theta_x": ch["theta_x"],
                           "theta_h": ch["theta_h"], **{k: v for k, v in f.items() if k != "per_step_cycles"}})
             print(f"{cell} 2x{qm.hidden_size} P={lanes}: {f['bound_ratio']:.2f}x the bound", flush=True)
     skipped = skipped_path(STUDY_256, "gru", train, test, "ecp5-p32-2x256", args.cosim_steps) \
@@ -307,12 +311,12 @@ def run(args) -> dict:
     return {"configs": configs, "cells": cells, "sweep": sweep, "skipped": skipped, "edgedrnn_gops": EDGEDRNN_GOPS}
 
 
-def threshold_sweep(qm: QModel, utts, lanes: int) -> list[dict]:
+def threshold_sweep(qm: QModel, utts, lanes: int, width: int = 1) -> list[dict]:
     points = []
     for theta in (0, 1, 2, 3, 4, 6):
         q = copy.deepcopy(qm)
         q.set_thresholds(theta, theta)
-        f = step_figures(q, utts, lanes)
+        f = step_figures(q, utts, lanes, width=width)
         points.append({"theta": theta, **{k: v for k, v in f.items() if k != "per_step_cycles"}})
     return points
 
@@ -390,9 +394,11 @@ def markdown(res: dict, meta: dict) -> str:
         lines.append(f"| {c['name']} | {pv['cycles']:,.0f} | {pv['bound_ratio']:.2f} | {pv['fmax_mhz']} "
                      f"| {_fmt(pv['effective_gops'], '.2f')} | {c['bound_ratio']:.2f} | {now_s} | {res['edgedrnn_gops']} |")
     lines += ["", "## Per cell type (the study's 2 x 128 models, chosen thresholds)", "",
-              "| cell | P | thresholds x/h | eliminated | cycles / step | bound | ratio |", "|---|---|---|---|---|---|---|"]
+              "| cell | P | E | thresholds x/h | eliminated | cycles / step | bound | ratio |",
+              "|---|---|---|---|---|---|---|---|"]
     for c in res["cells"]:
-        lines.append(f"| {c['cell']} | {c['lanes']} | {c['theta_x']}/{c['theta_h']} | {c['eliminated_pct']:.1f} % "
+        lines.append(f"| {c['cell']} | {c['lanes']} | {c['engine_lanes']} | {c['theta_x']}/{c['theta_h']} "
+                     f"| {c['eliminated_pct']:.1f} % "
                      f"| {c['cycles']:,.0f} | {c['bound']:,.0f} | {c['bound_ratio']:.2f} |")
     sk = res.get("skipped")
     if sk:

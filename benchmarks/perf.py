@@ -50,6 +50,7 @@ import numpy as np
 
 from deltarnn.fpga.harness import CONFIGS
 from deltarnn.hw import cycles as CY
+from deltarnn.hw.mxv import pass_cycles
 from deltarnn.quant.golden import emulate
 from deltarnn.quant.qmodel import QModel, delay_inputs
 from deltarnn.spec.memory_map import H_BLOCKS, X_BLOCKS, DeviceParams, ceil_div
@@ -137,10 +138,12 @@ def dense_macs(qm: QModel) -> int:
 
 def old_step_cycles(qm: QModel, lanes: int, deltas: dict) -> int:
     """The previous design's cycle model: the same phases, the sequential engine, every encode a scan in a phase
-    of its own."""
+    of its own, passes of 2 and 3 words padded to 4 cycles."""
     new = dict(CY.step_phases(qm.cell, lanes, qm.hidden_size, qm.num_classes, deltas,
                               [d.directions[0].highway is not None for d in qm.layers]))
     total = sum(new.values())
+    total += sum(deltas[p] * (pass_cycles(ceil_div(rows, lanes)) - pass_cycles(ceil_div(rows, lanes), lanes))
+                 for p, rows in path_rows(qm).items())
     total += sum(CY.encode_cycles(qm.hidden_size) - c for name, c in new.items() if name.endswith(" encode"))
     for i in range(qm.num_layers):
         total += qm.hidden_size * OLD_PROGRAM_CYCLES[qm.cell] + 2 - new[f"{i} cell"]

@@ -12,7 +12,7 @@ encode          :func:`fused_encode_cycles`, or ``n + DeltaEncoder.LATENCY    x 
 MxV             ``deltas * S * pass(ceil(rows / P)) + DeltaMxV.LATENCY + 1``  every path
 h encode        ``max(0, encode - MxV)`` of the same layer's x path, or       every h path
                 ``n + DeltaEncoder.LATENCY + 1`` at 2 lanes or fewer
-cell update     ``run_cycles(cell, H / E, P) + CellEngine.LATENCY + 1``       every layer
+cell update     ``run_cycles(cell, H / E, P, E) + CellEngine.LATENCY + 1``    every layer
 output          ``run_cycles(HEAD_OUT, K, P) + CellEngine.LATENCY + 1``       with a head of K classes,
                 ``run_cycles(H_OUT, H, P) + CellEngine.LATENCY + 1``          without
 ==============  ============================================================  ====================
@@ -27,12 +27,12 @@ the cell update writes it: its phase is only the encoder's latency after the
 update's last write. ``n`` is
 the vector length the encoder scans (H), ``rows`` the rows of
 the path's matrix, ``pass`` :func:`deltarnn.hw.mxv.pass_cycles` (the words, but 4 for 2
-or 3), ``S`` its weight slices
+or 3 at up to 8 lanes), ``S`` its weight slices
 (:func:`deltarnn.spec.memory_map.weight_slices`: 1 unless its weights are wider than the
 core's slots), and :func:`deltarnn.hw.engine.run_cycles` ``(n - 1) * ii + depth``
 for ``n`` items of a program's schedule at ``P`` lanes; the cell update's items are ``E`` neurons each (the
-engine's lanes, :attr:`~deltarnn.spec.memory_map.DeviceParams.engine_width`), and a fused encode takes the last
-item's ``E`` values one per cycle. The output phase assumes the response stream is always
+engine's lanes, :attr:`~deltarnn.spec.memory_map.DeviceParams.engine_width`; the cell program's ``ii`` at
+least ``E``), and a fused encode takes the last item's ``E`` values one per cycle. The output phase assumes the response stream is always
 ready. ``STEP_CYCLES`` (a core register) measures the same quantity.
 """
 
@@ -53,17 +53,17 @@ def encode_cycles(n: int) -> int:
 
 
 def mxv_cycles(deltas: int, rows: int, lanes: int, slices: int = 1) -> int:
-    return deltas * slices * pass_cycles(ceil_div(rows, lanes)) + DeltaMxV.LATENCY + 1
+    return deltas * slices * pass_cycles(ceil_div(rows, lanes), lanes) + DeltaMxV.LATENCY + 1
 
 
-def engine_cycles(items: int, program, lanes: int) -> int:
-    return run_cycles(program, items, lanes) + CellEngine.LATENCY + 1
+def engine_cycles(items: int, program, lanes: int, width: int = 1) -> int:
+    return run_cycles(program, items, lanes, width) + CellEngine.LATENCY + 1
 
 
 def fused_encode_cycles(cell: str, lanes: int, width: int = 1) -> int:
     """Cycles an encode fed by a cell update of ``width`` engine lanes adds to it: the encoder's latency after
     the last element of the run's last ``h`` write (``width`` elements, one per cycle), beyond the run's own end."""
-    sch = schedule(CELL_PROGRAMS[cell], lanes)
+    sch = schedule(CELL_PROGRAMS[cell], lanes, width)
     last_h = max(sl.write for sl in sch.slots if sl.ins[:2] == ("st", "h"))
     return max(0, last_h + width - 1 + DeltaEncoder.LATENCY - sch.depth)
 
@@ -115,7 +115,7 @@ def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[s
                            else encode_cycles(hidden)))
             phases.append((f"{i}.h MxV", mxv_cycles(deltas[f"{i}.h"], H_BLOCKS[cell] * hidden, lanes,
                                                     slices.get(f"{i}.h", 1))))
-        phases.append((f"{i} cell", engine_cycles(hidden // width, CELL_PROGRAMS[cell], lanes)))
+        phases.append((f"{i} cell", engine_cycles(hidden // width, CELL_PROGRAMS[cell], lanes, width)))
     if classes:
         phases.append(("head encode", next_encode))
         phases.append(("head MxV", mxv_cycles(deltas["head.x"], classes, lanes, slices.get("head.x", 1))))

@@ -14,22 +14,31 @@ from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import contract as C
 
-__all__ = ["ACC_SPACING", "DeltaMxV", "delta_layout", "pass_cycles"]
+__all__ = ["ACC_SPACING", "FORWARD_LANES", "DeltaMxV", "delta_layout", "forwards_short", "pass_cycles"]
 
-#: The fewest cycles between the reads of two items on one accumulator word, unless they are
-#: adjacent: an item's sum is written 3 cycles after its read, and the read port does not see
-#: a write of the same cycle.
+#: The fewest cycles between the reads of two items on one accumulator word, unless the item takes
+#: the sum of the previous one on its word from a register: an item's sum is written 3 cycles after
+#: its read, and the read port does not see a write of the same cycle.
 ACC_SPACING = 4
+#: Above this many lanes, passes of 2 and 3 words take their sums from registers too (two more
+#: registers of P accumulators: in a smaller core, an iCE40's, the logic cells are worth more).
+FORWARD_LANES = 8
 
 
-def pass_cycles(words: int) -> int:
-    """Cycles the MxV takes for one slice of one column of ``words`` accumulator words.
+def forwards_short(lanes: int) -> bool:
+    """Whether an MxV of ``lanes`` lanes forwards the sums of passes of 2 and 3 words (:data:`FORWARD_LANES`)."""
+    return lanes > FORWARD_LANES
 
-    ``words`` itself, except 2 and 3, which are padded with bubbles to
-    :data:`ACC_SPACING`: adjacent items on one word (``words == 1``) take the
-    sum forwarded from the previous item instead.
+
+def pass_cycles(words: int, lanes: int = 1) -> int:
+    """Cycles the MxV of ``lanes`` lanes takes for one slice of one column of ``words`` accumulator words.
+
+    ``words`` itself, except 2 and 3 at up to :data:`FORWARD_LANES` lanes,
+    which are padded with bubbles to :data:`ACC_SPACING`: an item on a word
+    (``words == 1``, and 2 or 3 in a wider core) takes the sum of the
+    previous item on it from a register instead.
     """
-    return ACC_SPACING if 1 < words < ACC_SPACING else words
+    return ACC_SPACING if 1 < words < ACC_SPACING and not forwards_short(lanes) else words
 
 
 def delta_layout(index_bits: int, delta_bits: int) -> data.StructLayout:
@@ -92,23 +101,26 @@ class DeltaMxV(wiring.Component):
 
     Pipeline (one item = one accumulator word of one slice of one delta):
     stage 0 steps through the items and reads the delta entry at each
-    column's first word; stage 1 registers the entry; stage 1b computes the
-    item's weight address into a register (``w_base + j*col_words`` at a
-    column's first item, the previous address plus one after); stage 2
+    column's first word; stage 1 registers the entry; stage 1b registers the
+    column's offset ``j*col_words``; stage 1c computes the item's weight
+    address into a register (``w_base`` plus the offset at a column's first
+    item, the previous address plus one after); stage 2
     issues the weight read; stage 2b registers the weight word and reads the
     accumulator word; stage 3 registers the ``P`` products (shifted by the
     slice) and the accumulator word; stage 4 adds into the sum register;
     stage 5 writes it. An item's sum reaches the memory 3 cycles after its
     read, so two items on one accumulator word are :data:`ACC_SPACING`
-    cycles apart: a slice pass of 2 or 3 words is padded with bubbles to 4
-    cycles (:func:`pass_cycles`). With ``words == 1`` every item but the
-    run's first takes the previous item's sum from the sum register instead
-    of the memory. No path from the accumulator memory's output to its input
+    cycles apart: at up to :data:`FORWARD_LANES` lanes a slice pass of 2 or
+    3 words is padded with bubbles to 4 cycles (:func:`pass_cycles`). With
+    ``words == 1`` every item after the run's first pass takes the previous
+    item's sum from the sum register instead of the memory; above
+    :data:`FORWARD_LANES` lanes, with 2 or 3 words, from the sum register's
+    one or two delayed copies. No path from the accumulator memory's output to its input
     is without a register.
 
     Latency and throughput: one item per cycle, also between deltas, with
     the bubbles above. If ``start`` is high in cycle 0, ``done`` is high in
-    cycle ``count*S*pass_cycles(words) + LATENCY`` (exactly, also for
+    cycle ``count*S*pass_cycles(words, P) + LATENCY`` (exactly, also for
     ``count == 0``); the last accumulator write happens in the cycle before
     ``done``, so every write is visible to reads issued from the ``done``
     cycle on. ``busy`` is high from cycle 1 up to and including cycle
@@ -142,7 +154,7 @@ class DeltaMxV(wiring.Component):
     ----------
     LATENCY : int
         ``L`` in the cycle count ``count*S*pass_cycles(words) + L`` from
-        ``start`` to ``done`` (8).
+        ``start`` to ``done`` (9).
     dbuf_layout : amaranth.lib.data.StructLayout
         Layout of a delta buffer entry, see :func:`delta_layout`.
 
@@ -201,8 +213,8 @@ class DeltaMxV(wiring.Component):
         Accumulator write data.
     """
 
-    #: Cycles from ``start`` to ``done`` are ``count*S*pass_cycles(words) + LATENCY``.
-    LATENCY = 8
+    #: Cycles from ``start`` to ``done`` are ``count*S*pass_cycles(words, P) + LATENCY``.
+    LATENCY = 9
 
     def __init__(self, *, lanes, wmem_bits, delta_bits, acc_bits, waddr_bits,
                  aaddr_bits, dbuf_depth, index_bits, words_bits, max_slices=1):
@@ -270,7 +282,8 @@ class DeltaMxV(wiring.Component):
         sl0 = Signal(range(self.max_slices))         # slice s within the column
         pass_last = Signal(self.words_bits)          # pass_cycles(words) - 1
         one_word = Signal()                          # words == 1: every sum is forwarded
-        short = (self.words != 1) & (self.words < ACC_SPACING)
+        forward = forwards_short(P)                  # and with 2 or 3 words too
+        short = (self.words != 1) & (self.words < ACC_SPACING) & (not forward)
         first0 = Signal()        # the column's first item
         sfirst0 = Signal()       # a slice's first item
         fresh0 = Signal()        # the run's first pass: the accumulators hold no sum of this run yet
@@ -329,26 +342,36 @@ class DeltaMxV(wiring.Component):
         with m.If(v1 & first1):
             m.d.sync += [index1b.eq(self.dbuf_data.index), delta1b.eq(self.dbuf_data.delta)]
 
-        # --- stage 1b: the weight address of the item --------------------------
-        # (registered: the weight memory's many blocks see a register, no arithmetic; the
-        # address of the previous item is the register itself)
+        # --- stage 1b: the column's weight offset, index * col_words, registered ------
+        # (the product of two run-time values takes a cycle of its own)
         v1b, first1b, sfirst1b, fresh1b, last1b = Signal(), Signal(), Signal(), Signal(), Signal()
         sl1b = Signal.like(sl0)
         m.d.sync += [v1b.eq(v1), first1b.eq(first1), sfirst1b.eq(sfirst1), fresh1b.eq(fresh1), last1b.eq(last1),
                      sl1b.eq(sl1)]
+        offset1c = Signal(self.waddr_bits)
+        delta1c = Signal(signed(self.delta_bits))
+        m.d.sync += [offset1c.eq(index1b * self.col_words), delta1c.eq(delta1b)]
+
+        # --- stage 1c: the weight address of the item --------------------------
+        # (registered: the weight memory's many blocks see a register, no arithmetic; the
+        # address of the previous item is the register itself)
+        v1c, first1c, sfirst1c, fresh1c, last1c = Signal(), Signal(), Signal(), Signal(), Signal()
+        sl1c = Signal.like(sl0)
+        m.d.sync += [v1c.eq(v1b), first1c.eq(first1b), sfirst1c.eq(sfirst1b), fresh1c.eq(fresh1b),
+                     last1c.eq(last1b), sl1c.eq(sl1b)]
         w_addr2 = Signal(self.waddr_bits)
         delta2 = Signal(signed(self.delta_bits))
-        m.d.sync += delta2.eq(delta1b)
-        with m.If(v1b):
-            with m.If(first1b):
-                m.d.sync += w_addr2.eq(self.w_base + index1b * self.col_words)
+        m.d.sync += delta2.eq(delta1c)
+        with m.If(v1c):
+            with m.If(first1c):
+                m.d.sync += w_addr2.eq(self.w_base + offset1c)
             with m.Else():
                 m.d.sync += w_addr2.eq(w_addr2 + 1)
 
         # --- stage 2: weight read; accumulator address -----------------------
         v2, sfirst2, fresh2, last2 = Signal(), Signal(), Signal(), Signal()
         sl2 = Signal.like(sl0)
-        m.d.sync += [v2.eq(v1b), sfirst2.eq(sfirst1b), fresh2.eq(fresh1b), last2.eq(last1b), sl2.eq(sl1b)]
+        m.d.sync += [v2.eq(v1c), sfirst2.eq(sfirst1c), fresh2.eq(fresh1c), last2.eq(last1c), sl2.eq(sl1c)]
         a_ptr = Signal(self.aaddr_bits)   # accumulator address of the previous item
         a_addr2 = Signal(self.aaddr_bits)
         m.d.comb += [
@@ -379,16 +402,24 @@ class DeltaMxV(wiring.Component):
         v4, last4, forward4 = Signal(), Signal(), Signal()
         a_addr4 = Signal(self.aaddr_bits)
         acc4 = Signal.like(self.acc_rd_data)
+        forwarded = one_word | ((self.words == 2) | (self.words == 3) if forward else 0)
         m.d.sync += [v4.eq(v3), last4.eq(last3), a_addr4.eq(a_addr3), acc4.eq(self.acc_rd_data),
-                     forward4.eq(one_word & ~fresh3)]
+                     forward4.eq(forwarded & ~fresh3)]
 
         # --- stage 4: add into the sum register; stage 5 writes it -------------
         # (with words == 1 the previous item's sum, still in the sum register, replaces the
-        # word read from the memory, which it has not reached yet)
+        # word read from the memory, which it has not reached yet; with 2 or 3 words, in a core
+        # that forwards them, the sum of 2 or 3 items back, in the sum register's delayed copies)
         v5, last5 = Signal(), Signal()
         a_addr5 = Signal(self.aaddr_bits)
         sum5 = Signal.like(self.acc_wr_data)
         m.d.sync += [v5.eq(v4), last5.eq(last4), a_addr5.eq(a_addr4)]
+        earlier = sum5
+        if forward:
+            sum6, sum7 = Signal.like(sum5), Signal.like(sum5)
+            m.d.sync += [sum6.eq(sum5), sum7.eq(sum6)]
+            earlier = Signal.like(sum5)
+            m.d.comb += earlier.eq(Mux(self.words == 1, sum5, Mux(self.words == 2, sum6, sum7)))
         S = self.max_slices
         for p in range(P):
             slot = w_word[p * WB:(p + 1) * WB]
@@ -407,7 +438,7 @@ class DeltaMxV(wiring.Component):
                         with m.Case(k):
                             m.d.sync += prod4.eq(product << (k * WB))
             lane = slice(p * AB, (p + 1) * AB)
-            m.d.sync += sum5[lane].eq(Mux(forward4, sum5[lane], acc4[lane]).as_signed() + prod4)
+            m.d.sync += sum5[lane].eq(Mux(forward4, earlier[lane], acc4[lane]).as_signed() + prod4)
         m.d.comb += [
             self.acc_wr_addr.eq(a_addr5),
             self.acc_wr_data.eq(sum5),

@@ -21,13 +21,13 @@ def test_phase_formulas():
     assert all(fuses_encoder(CELL_PROGRAMS[cell], lanes) for cell in CELL_PROGRAMS for lanes in (1, 4, 32))
     assert not fuses_encoder([("hw", 0), ("st", "h", 0)], 4)        # a read in the cycle of the write: no
     assert not fuses_encoder(H_OUT, 4)                               # no h write
-    assert mxv_cycles(5, 24, 4) == 5 * 6 + 8 + 1
-    assert mxv_cycles(0, 24, 4) == 9
-    assert mxv_cycles(3, 9, 2) == 3 * 5 + 9          # ceil(9 / 2) words per column
-    assert mxv_cycles(3, 4, 4) == 3 * 1 + 9          # one word: the sum is forwarded
-    assert mxv_cycles(3, 8, 4) == 3 * 4 + 9          # two words: padded to ACC_SPACING cycles
-    assert mxv_cycles(2, 12, 4) == 2 * 4 + 9         # three words: padded too
-    assert mxv_cycles(2, 16, 4) == 2 * 4 + 9         # four words: no padding
+    assert mxv_cycles(5, 24, 4) == 5 * 6 + 9 + 1
+    assert mxv_cycles(0, 24, 4) == 10
+    assert mxv_cycles(3, 9, 2) == 3 * 5 + 10         # ceil(9 / 2) words per column
+    assert mxv_cycles(3, 4, 4) == 3 * 1 + 10         # one word: the sum is forwarded
+    assert mxv_cycles(3, 8, 4) == 3 * 4 + 10         # two words: padded to ACC_SPACING cycles
+    assert mxv_cycles(2, 12, 4) == 2 * 4 + 10        # three words: padded too
+    assert mxv_cycles(2, 16, 4) == 2 * 4 + 10        # four words: no padding
     # (items - 1) * ii + depth of the program's schedule, + the GO and done cycles
     assert engine_cycles(8, CELL_PROGRAMS["gru"], 4) == 7 * 6 + 20 + 2
     assert engine_cycles(3, HEAD_OUT, 4) == 2 * 2 + 8 + 2
@@ -44,17 +44,17 @@ def test_gru_with_head_by_hand():
     deltas = {"0.x": 2, "0.h": 5, "head.x": 4}
     assert step_phases("gru", 4, 8, 3, deltas) == [
         ("accept", 1),
-        ("0.x MxV", 2 * 6 + 9),          # 3*8 rows: 6 words of 4 lanes
+        ("0.x MxV", 2 * 6 + 10),          # 3*8 rows: 6 words of 4 lanes
         ("0.h encode", 0),               # (8 + 8 cycles, beside the x path's MxV)
-        ("0.h MxV", 5 * 6 + 9),
+        ("0.h MxV", 5 * 6 + 10),
         ("0 cell", 7 * 6 + 20 + 2),
         ("head encode", 6),              # fed by the cell update: the encoder's latency after its last h
-        ("head MxV", 4 * 1 + 9),         # 3 classes: one word
+        ("head MxV", 4 * 1 + 10),         # 3 classes: one word
         ("output", 2 * 2 + 8 + 2),
     ]
-    assert step_cycles("gru", 4, 8, 3, deltas) == 158
+    assert step_cycles("gru", 4, 8, 3, deltas) == 161
     # an x path shorter than the h path's encode: the encode's excess is its phase
-    assert dict(step_phases("gru", 4, 8, 3, {**deltas, "0.x": 0}))["0.h encode"] == 16 - 9
+    assert dict(step_phases("gru", 4, 8, 3, {**deltas, "0.x": 0}))["0.h encode"] == 16 - 10
 
 
 def test_sru_without_head_by_hand():
@@ -62,34 +62,39 @@ def test_sru_without_head_by_hand():
     deltas = {"0.x": 1, "1.x": 3}
     assert step_phases("sru", 2, 3, 0, deltas, [False, True]) == [
         ("accept", 1),
-        ("0.x MxV", 1 * 6 + 9),          # 4*3 rows: 6 words of 2 lanes
+        ("0.x MxV", 1 * 6 + 10),          # 4*3 rows: 6 words of 2 lanes
         ("0 cell", 2 * 4 + 18 + 2),
         ("1.x encode", 3 + 8),
-        ("1.x MxV", 3 * 5 + 9),          # 3*3 rows: 5 words
+        ("1.x MxV", 3 * 5 + 10),          # 3*3 rows: 5 words
         ("1 cell", 2 * 4 + 18 + 2),
         ("output", 2 * 2 + 4 + 2),
     ]
-    assert step_cycles("sru", 2, 3, 0, deltas, [False, True]) == 117
-    assert step_cycles("sru", 2, 3, 0, deltas) == 117 + 3 * (6 - 5)     # default: projections everywhere
+    assert step_cycles("sru", 2, 3, 0, deltas, [False, True]) == 119
+    assert step_cycles("sru", 2, 3, 0, deltas) == 119 + 3 * (6 - 5)     # default: projections everywhere
 
 
 def test_documented_example():
     """docs/gateware.md: 2 x 256 GRU, 40 classes, P = 32, 40 input deltas, every hidden delta firing."""
     deltas = {"0.x": 40, "0.h": 256, "1.x": 256, "1.h": 256, "head.x": 256}
     phases = dict(step_phases("gru", 32, 256, 40, deltas))
-    assert phases["0.x MxV"] == 40 * 24 + 9 == 969
-    assert phases["0.h MxV"] == phases["1.x MxV"] == phases["1.h MxV"] == 256 * 24 + 9 == 6153
+    assert phases["0.x MxV"] == 40 * 24 + 10 == 970
+    assert phases["0.h MxV"] == phases["1.x MxV"] == phases["1.h MxV"] == 256 * 24 + 10 == 6154
     assert phases["0 cell"] == phases["1 cell"] == 255 * 6 + 23 + 2 == 1555
-    # 40 classes are two words of 32 lanes: each column's pass is padded to 4 cycles
-    assert phases["head MxV"] == 256 * 4 + 9 == 1033 and phases["output"] == 39 * 2 + 9 + 2
+    # 40 classes are two words of 32 lanes: their sums forwarded, no bubbles (4 cycles a pass at up to 8 lanes)
+    assert phases["head MxV"] == 256 * 2 + 10 == 522 and phases["output"] == 39 * 2 + 9 + 2
+    assert mxv_cycles(256, 40, 8) == 256 * 5 + 10 and mxv_cycles(256, 20, 8) == 256 * 4 + 10
     assert phases["0.h encode"] == phases["1.h encode"] == 0      # beside the x paths' MxVs
     assert phases["1.x encode"] == phases["head encode"] == 6        # fed by the cell updates
-    assert step_cycles("gru", 32, 256, 40, deltas) == 23673
+    assert step_cycles("gru", 32, 256, 40, deltas) == 23166
     # the default engine of 32 lanes: 4 neurons at once, the fused encodes take the last 4 values in turn
     wide = dict(step_phases("gru", 32, 256, 40, deltas, width=4))
     assert wide["0 cell"] == wide["1 cell"] == 63 * 6 + 23 + 2 == 403
     assert wide["1.x encode"] == wide["head encode"] == 6 + 3
-    assert step_cycles("gru", 32, 256, 40, deltas, width=4) == 21375
+    assert step_cycles("gru", 32, 256, 40, deltas, width=4) == 20868
+    # 8 engine lanes: an item every 8 cycles, the GRU's schedule 1 cycle shorter
+    wide = dict(step_phases("gru", 32, 256, 40, deltas, width=8))
+    assert wide["0 cell"] == 31 * 8 + 22 + 2 == 272 and wide["1.x encode"] == 6 + 7
+    assert step_cycles("gru", 32, 256, 40, deltas, width=8) == 20614
 
 
 @pytest.mark.parametrize("cell", sorted(CELL_PROGRAMS))

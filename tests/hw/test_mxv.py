@@ -9,7 +9,7 @@ from amaranth import Const, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from deltarnn.hw.mxv import ACC_SPACING, DeltaMxV, delta_layout, pass_cycles
+from deltarnn.hw.mxv import ACC_SPACING, FORWARD_LANES, DeltaMxV, delta_layout, pass_cycles
 from deltarnn.spec.memory_map import weight_digits
 
 
@@ -185,6 +185,8 @@ CASES = [
     (4, 12, 5, 4, 9, 32, 9),      # words == 3: passes padded with bubbles
     (2, 7, 4, 8, 9, 32, 8),       # words == 4: the first pass without bubbles
     (4, 37, 2, 2, 2, 32, 3),      # minimum widths
+    (16, 30, 4, 4, 9, 32, 9),     # words == 2 above FORWARD_LANES: sums forwarded, no bubbles
+    (16, 40, 3, 8, 9, 32, 8),     # words == 3, the same
 ]
 
 
@@ -205,12 +207,13 @@ def test_random(P, rows, cols, wbits, dbits, abits, count):
     got, cycles = run_case(params, W, [deltas], w_base, acc_base, acc0)
     want = model(W, [deltas], P, acc_base, acc0, abits, params["aaddr_bits"])
     assert list(got) == list(want)
-    assert cycles == [count * pass_cycles(words) + DeltaMxV.LATENCY]
+    assert cycles == [count * pass_cycles(words, P) + DeltaMxV.LATENCY]
 
 
 @pytest.mark.parametrize("P,rows,count", [
     (1, 1, 0), (1, 1, 1), (4, 4, 1), (4, 5, 0), (8, 64, 1), (1, 5, 2), (8, 8, 16), (1, 1, 16),
     (4, 8, 5), (4, 12, 3), (1, 2, 16), (1, 3, 1), (1, 4, 6),
+    (16, 20, 7), (16, 40, 6), (16, 16, 5), (16, 64, 3),     # above FORWARD_LANES: 2 and 3 words without bubbles
 ])
 def test_cycle_count(P, rows, count):
     """count == 0 and 1, words == 1, 2 and 3, a full buffer: exactly count*pass_cycles(words) + LATENCY."""
@@ -222,7 +225,7 @@ def test_cycle_count(P, rows, count):
     acc0 = _rand_signed(rng, 20, (1 << params["aaddr_bits"]) * P)
     got, cycles = run_case(params, W, [deltas], 5, 3, acc0)
     words = -(-rows // P)
-    assert cycles == [count * pass_cycles(words) + DeltaMxV.LATENCY]
+    assert cycles == [count * pass_cycles(words, P) + DeltaMxV.LATENCY]
     assert list(got) == list(model(W, [deltas], P, 3, acc0, 32, params["aaddr_bits"]))
 
 
@@ -308,8 +311,10 @@ def test_layout():
     dut = DeltaMxV(**_params(4, 4, 9, 32))
     assert dut.dbuf_layout == layout
     assert dut.dbuf_data.shape() == layout
-    assert DeltaMxV.LATENCY == 8
+    assert DeltaMxV.LATENCY == 9
     assert [pass_cycles(w) for w in range(1, 7)] == [1, ACC_SPACING, ACC_SPACING, 4, 5, 6]
+    assert [pass_cycles(w, FORWARD_LANES) for w in (2, 3)] == [ACC_SPACING] * 2
+    assert [pass_cycles(w, 2 * FORWARD_LANES) for w in range(1, 7)] == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -353,6 +358,7 @@ SLICED = [
     (1, 3, 3, 4, 11, 3, 4, 9, 32, 5),      # fewer slices than the core's most
     (4, 9, 4, 8, 16, 2, 2, 17, 48, 5),
     (4, 9, 4, 4, 4, 1, 4, 9, 32, 5),       # an unsliced matrix on a slicing core
+    (16, 20, 4, 4, 16, 4, 4, 9, 48, 5),    # words == 2, forwarded across the slices
 ]
 
 
@@ -369,7 +375,7 @@ def test_sliced_weights_are_exact(P, rows, cols, wmem, wbits, slices, max_slices
     acc0 = _rand_signed(rng, abits - 4, (1 << params["aaddr_bits"]) * P)
     got, cycles = run_case(params, W, [deltas, deltas], 17, 3, acc0, slices=slices, back_to_back=True)
     assert list(got) == list(model(W, [deltas, deltas], P, 3, acc0, abits, params["aaddr_bits"]))
-    assert cycles == [count * slices * pass_cycles(words) + DeltaMxV.LATENCY] * 2
+    assert cycles == [count * slices * pass_cycles(words, P) + DeltaMxV.LATENCY] * 2
 
 
 def test_weight_digits_recombine():

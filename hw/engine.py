@@ -96,13 +96,14 @@ SRU = [  # vec blocks: 0 bias_f, 1 bias_r, 2 vf, 3 vr; x blocks: 0 x~, 1 f, 2 r,
 CELL_PROGRAMS = {"lstm": LSTM, "gru": GRU, "ligru": LIGRU, "sru": SRU}
 
 
-def fuses_encoder(program, lanes: int) -> bool:
+def fuses_encoder(program, lanes: int, width: int = 1) -> bool:
     """Whether the core can encode a run's new ``h`` as the engine writes it (the
     :class:`~deltarnn.hw.encoder.DeltaEncoder`'s stream scan, beside the run), in a core of ``lanes``
     lanes: the program writes ``h``, and the encoder's reference read, in the cycle of each ``h``
     write, never falls in a cycle in which the program reads the reference memory itself (the SRU's
-    highway, a cycle after its request, :meth:`CellEngine._ports`) in the run's ``ii``."""
-    sch = schedule(program, lanes)
+    highway, a cycle after its request, :meth:`CellEngine._ports`) in the run's ``ii`` (``width``: the
+    engine's lanes)."""
+    sch = schedule(program, lanes, width)
     writes = {sl.start % sch.ii for sl in sch.slots if sl.ins[:2] == ("st", "h")}
     reads = {(sl.start + 1) % sch.ii for sl in sch.slots if "ref" in _ports(sl.ins)}
     return bool(writes) and not writes & reads
@@ -222,16 +223,18 @@ def latency_of(lanes: int) -> dict[str, int]:
     return {**LATENCY_OF, **{op: LATENCY_OF[op] + extra for op in ("rq", "hw", "sig", "tanh")}}
 
 
-def schedule(program, lanes: int) -> Schedule:
-    """:func:`modulo_schedule` of ``program`` in a core of ``lanes`` lanes, computed once per program (the
-    cycle model asks per step)."""
-    return modulo_schedule(tuple(tuple(ins) for ins in program), lanes)
+def schedule(program, lanes: int, width: int = 1) -> Schedule:
+    """:func:`modulo_schedule` of ``program`` in a core of ``lanes`` lanes, on items of ``width`` neurons,
+    computed once per program (the cycle model asks per step)."""
+    return modulo_schedule(tuple(tuple(ins) for ins in program), lanes, width)
 
 
 @lru_cache(maxsize=None)
-def modulo_schedule(program: tuple, lanes: int) -> Schedule:
+def modulo_schedule(program: tuple, lanes: int, width: int = 1) -> Schedule:
     """Modulo-schedule ``program``: the smallest ``ii`` its ports allow (at least :data:`OUT_II` for an
-    output program), each instruction as early as possible, memory loads as late as their users allow.
+    output program, and at least ``width``: the delta encoder fused to a cell update takes an item's
+    ``width`` new h one per cycle), each instruction as early as possible, memory loads as late as their
+    users allow.
 
     ``lanes``: the core's, whose latencies it takes (:func:`latency_of`).
     Dependences: an operand is read no earlier than its producer's result is
@@ -246,7 +249,7 @@ def modulo_schedule(program: tuple, lanes: int) -> Schedule:
     for ins in program:
         for port in _ports(ins):
             uses[port] = uses.get(port, 0) + 1
-    ii = max(max(uses.values(), default=1), OUT_II if "out" in uses else 1)
+    ii = max(max(uses.values(), default=1), OUT_II if "out" in uses else 1, width)
     unit_uses: dict[str, int] = {}
     for ins in program:
         if ins[0] in SHARED:
@@ -319,12 +322,12 @@ def modulo_schedule(program: tuple, lanes: int) -> Schedule:
     return Schedule(tuple(slots), ii, depth, units, tuple(chain))
 
 
-def run_cycles(program, count: int, lanes: int) -> int:
-    """Cycles of a run of ``count`` items, in a core of ``lanes`` lanes, from the cycle after ``start`` to the
-    last write (0 for no items)."""
+def run_cycles(program, count: int, lanes: int, width: int = 1) -> int:
+    """Cycles of a run of ``count`` items of ``width`` neurons, in a core of ``lanes`` lanes, from the cycle
+    after ``start`` to the last write (0 for no items)."""
     if count == 0:
         return 0
-    sch = schedule(program, lanes)
+    sch = schedule(program, lanes, width)
     return (count - 1) * sch.ii + sch.depth
 
 
@@ -374,9 +377,10 @@ class CellEngine(wiring.Component):
         Outputs of the output programs.
 
     Latency and throughput: a run of ``count`` items takes exactly
-    ``run_cycles(program, count, lanes) + LATENCY`` cycles from ``start`` to
-    ``done``, plus one for every cycle ``out`` is valid and not ready (the
-    whole pipeline waits); one item every ``schedule(program, lanes).ii`` cycles.
+    ``run_cycles(program, count, lanes, w) + LATENCY`` cycles from ``start`` to
+    ``done`` (``w``: ``E`` for the cell program, else 1), plus one for every cycle ``out`` is valid and
+    not ready (the whole pipeline waits); one item every ``schedule(program, lanes, w).ii`` cycles (at
+    least ``E`` for the cell program: the fused encoder takes an item's new h one per cycle).
     """
 
     LATENCY = 1
@@ -386,7 +390,6 @@ class CellEngine(wiring.Component):
         self.broken_lane = broken_lane
         p = params
         self.cell_program = CELL_PROGRAMS[p.cell]
-        # an item every ii cycles, ii >= MAX_ENGINE_LANES: the fused encoder takes an item's E new h in turn
         self.width = e = p.engine_width
         fx = data.ArrayLayout(signed(C.FX_BITS), e)
         super().__init__({
@@ -417,7 +420,8 @@ class CellEngine(wiring.Component):
         m = Module()
         p = self.p
         programs = self.programs()
-        schedules = {code: schedule(prog, p.lanes) for code, prog in programs.items()}
+        schedules = {code: schedule(prog, p.lanes, self.width if code == Program.CELL else 1)
+                     for code, prog in programs.items()}
         max_ii = max(s.ii for s in schedules.values())
         max_depth = max(s.depth for s in schedules.values())
         n = Signal(range(p.max_hidden + 1))
@@ -445,11 +449,18 @@ class CellEngine(wiring.Component):
                 for i in range(pool_size)]
         ports = self._ports(m)
 
+        # the phase and the program of the next cycle: above WIDE_LANES lanes the shared units' inputs
+        # select their operand with registers of their own, set a cycle ahead (not through the state, the
+        # program and the phase, which reach every unit)
+        phase_next, program_next = Signal.like(phase), Signal.like(program)
+        m.d.comb += [phase_next.eq(phase), program_next.eq(program)]
+        m.d.sync += [phase.eq(phase_next), program.eq(program_next)]
+        unit_inputs = {}      # id(unit input) -> (unit input, [(program, phase bit, value)])
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [n.eq(self.count), program.eq(self.program), phase.eq(1), issued.eq(0),
-                                 live.eq(1)]
+                    m.d.comb += [program_next.eq(self.program), phase_next.eq(1)]
+                    m.d.sync += [n.eq(self.count), issued.eq(0), live.eq(1)]
                     with m.If(self.count == 0):
                         m.next = "DONE"
                     with m.Else():
@@ -460,10 +471,24 @@ class CellEngine(wiring.Component):
                     for code, sch in schedules.items():
                         with m.Case(code):
                             self._pipeline(m, sch, self.width if code == Program.CELL else 1, units, ports,
-                                           neuron, pool, phase, issued, live, n, run, stall)
+                                           neuron, pool, phase, phase_next, issued, live, n, run, stall,
+                                           lambda unit_in, bit, value, code=code: unit_inputs.setdefault(
+                                               id(unit_in), (unit_in, []))[1].append((code, bit, value)))
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
+        for i, (unit_in, uses) in enumerate(unit_inputs.values()):
+            select = Signal(len(uses), name=f"unit_select{i}")
+            # a unit only one program uses takes its operands whatever program runs (the others ignore it)
+            one = len({code for code, _, _ in uses}) == 1
+            if p.lanes > WIDE_LANES:      # registered (an iCE40 core has no logic cells for the registers)
+                m.d.sync += select.eq(Cat(*[(one or program_next == code) & phase_next[bit] for code, bit, _ in uses]))
+            else:
+                m.d.comb += select.eq(Cat(*[(one or program == code) & phase[bit] for code, bit, _ in uses]))
+            value = 0
+            for j, (_, _, v) in enumerate(uses):
+                value = Mux(select[j], v, value)
+            m.d.comb += unit_in.eq(value)
         return m
 
     def _ports(self, m) -> dict:
@@ -638,16 +663,18 @@ class CellEngine(wiring.Component):
         return units
 
     def _pipeline(self, m, sch: Schedule, width: int, units: dict, ports: dict, neuron: dict, pool: list, phase,
-                  issued, live, n, run, stall) -> None:
+                  phase_next, issued, live, n, run, stall, unit_input) -> None:
         """One program's schedule in hardware, in ``width`` lanes (the cell program's ``E``, an output
-        program's 1); elaborated inside its case of the running program."""
+        program's 1); elaborated inside its case of the running program. ``unit_input(input, phase bit,
+        value)``: a shared unit's input takes ``value`` in that phase of this program."""
         ii = sch.ii
         e_log2 = (width - 1).bit_length()
         with m.If(run):
             with m.If(phase[ii - 1]):
-                m.d.sync += [phase.eq(1), issued.eq(issued + 1), live.eq(Cat(issued + 1 < n, live[:-1]))]
+                m.d.comb += phase_next.eq(1)
+                m.d.sync += [issued.eq(issued + 1), live.eq(Cat(issued + 1 < n, live[:-1]))]
             with m.Else():
-                m.d.sync += phase.eq(phase << 1)
+                m.d.comb += phase_next.eq(phase << 1)
             # the last item's last cycle: (n - 1) * ii + depth - 1 cycles after the first
             with m.If((issued == n + ((sch.depth - 1) // ii - 1)) & phase[(sch.depth - 1) % ii]):
                 m.next = "DONE"
@@ -701,14 +728,14 @@ class CellEngine(wiring.Component):
                 results = [read(port, e) for e in range(width)]
             elif op == "mul":
                 lanes = units["mul"][sl.unit]
-                with m.If(start):
-                    m.d.comb += [x for e in range(width) for x in (lanes[e]["a"].eq(operand(sl, 0, e)),
-                                                                   lanes[e]["b"].eq(operand(sl, 1, e)))]
+                for e in range(width):
+                    unit_input(lanes[e]["a"], sl.start % ii, operand(sl, 0, e))
+                    unit_input(lanes[e]["b"], sl.start % ii, operand(sl, 1, e))
                 results = [lanes[e]["result"] for e in range(width)]
             elif op in ("sig", "tanh"):
                 lanes = units[op][sl.unit]
-                with m.If(start):
-                    m.d.comb += [lanes[e]["x"].eq(operand(sl, 0, e)) for e in range(width)]
+                for e in range(width):
+                    unit_input(lanes[e]["x"], sl.start % ii, operand(sl, 0, e))
                 results = [lanes[e]["result"] for e in range(width)]
             elif op == "add":
                 results = []

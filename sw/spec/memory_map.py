@@ -31,11 +31,13 @@ VEC_BLOCKS = {"lstm": 4, "gru": 4, "ligru": 2, "sru": 4}
 X_BLOCKS = {cell: X_GATES[cell] + (cell == "sru") for cell in CELLS}
 H_BLOCKS = dict(H_GATES)
 
-#: The most neurons a cell engine updates at once (:attr:`DeviceParams.engine_width`): the fewest
-#: cycles between two items of any cell program (LiGRU's and SRU's four accumulator reads), in which
-#: the delta encoder fused to the update takes an item's new h one per cycle.
-MAX_ENGINE_LANES = 4
-#: MAC lanes per engine lane in a core built without ``engine_lanes`` (P = 8 or fewer: one neuron at a time).
+#: The most neurons a cell engine updates at once (:attr:`DeviceParams.engine_width`). An item of E
+#: neurons takes at least E cycles (the delta encoder fused to the update takes its new h one per
+#: cycle), so beyond a program's own ii (LiGRU and SRU 4, GRU 6, LSTM 8) more lanes buy less.
+MAX_ENGINE_LANES = 8
+#: MAC lanes per engine lane in a core of more than 8 lanes built without ``engine_lanes`` (8 or fewer,
+#: an iCE40's: one neuron at a time). At 32 lanes, 4: an ECP5 85F's 2 x 256 GRU with 8 uses 207 of its
+#: 208 block RAMs (every lane's activation tables are blocks of their own), too many for the board's own.
 LANES_PER_ENGINE_LANE = 8
 
 #: Command address: a region (:class:`Region`) above a ``REGION_SHIFT``-bit offset, which must
@@ -280,12 +282,12 @@ class DeviceParams:
     # --- derived sizes -----------------------------------------------------------------
 
     def default_engine_lanes(self) -> int:
-        """The engine width of a core built without ``engine_lanes``: one neuron per
-        :data:`LANES_PER_ENGINE_LANE` MAC lanes, at most :data:`MAX_ENGINE_LANES`, a power of two that
-        divides ``max_hidden``; 1 for SRU."""
-        if self.cell == "sru":
+        """The engine width of a core built without ``engine_lanes``: above 8 MAC lanes one neuron per
+        :data:`LANES_PER_ENGINE_LANE` of them, at most :data:`MAX_ENGINE_LANES`, a power of two that
+        divides ``max_hidden``; 1 for SRU and at up to 8 lanes."""
+        if self.cell == "sru" or self.lanes <= 8:
             return 1
-        e = min(MAX_ENGINE_LANES, max(1, self.lanes // LANES_PER_ENGINE_LANE))
+        e = min(MAX_ENGINE_LANES, self.lanes // LANES_PER_ENGINE_LANE)
         while self.max_hidden % e:
             e //= 2
         return e

@@ -210,22 +210,24 @@ def test_registers_are_checked_and_thresholds_clipped_to_the_core():
 
 
 def test_engine_lanes_default_to_the_mac_lanes_and_are_checked():
-    """One neuron per 8 MAC lanes, at most 4, dividing the maximum hidden size; always 1 for SRU."""
+    """Above 8 MAC lanes one neuron per 8 of them, at most 8, dividing the maximum hidden size; else, and for
+    SRU, 1."""
     def width(cell="gru", lanes=32, max_hidden=256, **kw):
         return DeviceParams(cell, lanes=lanes, max_hidden=max_hidden, **kw).engine_width
 
-    assert [width(lanes=n) for n in (1, 4, 8, 16, 32, 64)] == [1, 1, 1, 2, 4, 4]
+    assert [width(lanes=n) for n in (1, 4, 8, 16, 32, 64, 128)] == [1, 1, 1, 2, 4, 8, 8]
     assert width(max_hidden=254) == 2 and width(max_hidden=255) == 1 and width(cell="sru") == 1
-    assert width(lanes=4, engine_lanes=2) == 2
+    assert width(lanes=4, engine_lanes=2) == 2 and width(lanes=8, engine_lanes=8) == 8
     p = DeviceParams("lstm", lanes=32, max_hidden=128)
     assert (p.mult_words, p.vec_words, p.state_words) == (p.acc_depth * 32 // 4, ceil_div(p.vec_depth, 4),
                                                           p.state_depth // 4)
-    for kw, match in ((dict(engine_lanes=3), "power of two"), (dict(engine_lanes=8), "at most 4"),
+    for kw, match in ((dict(engine_lanes=3), "power of two"), (dict(engine_lanes=16), "at most 8"),
                       (dict(lanes=2, engine_lanes=4), "divides lanes"),
                       (dict(max_hidden=6, engine_lanes=4), r"max_hidden \(6\)"),
                       (dict(cell="sru", engine_lanes=2), "SRU core's engine")):
         with pytest.raises(ValueError, match=match):
             width(**kw)
+    assert DeviceParams("gru", lanes=64, max_hidden=256).engine_for(24).engine_width == 8
     assert DeviceParams("gru", lanes=32, max_hidden=256).engine_for(20).engine_width == 4
     assert DeviceParams("gru", lanes=32, max_hidden=256).engine_for(10).engine_width == 2
     assert DeviceParams("gru", lanes=32, max_hidden=256).engine_for(9).engine_width == 1

@@ -66,7 +66,8 @@ def test_lane_counts(lanes):
 
 # (cell, lanes, engine lanes, hidden, classes): the engine on E neurons at once, its encodes scanned (P = 4) or fed
 # by the update (P = 8, 16), with a head and without
-ENGINE_CASES = [("gru", 4, 2, 12, 3), ("lstm", 8, 4, 12, 3), ("ligru", 16, 4, 24, 5), ("gru", 16, 4, 20, 0)]
+ENGINE_CASES = [("gru", 4, 2, 12, 3), ("lstm", 8, 4, 12, 3), ("ligru", 16, 4, 24, 5), ("gru", 16, 4, 20, 0),
+                ("gru", 16, 8, 16, 3), ("lstm", 32, 8, 24, 0)]
 
 
 @pytest.mark.parametrize("cell, lanes, engine_lanes, hidden, classes", ENGINE_CASES,

@@ -237,7 +237,7 @@ def test_bad_programs_are_refused():
 CELL_CASES = [("lstm", 4, False, 1), ("gru", 4, False, 1), ("ligru", 4, False, 1), ("sru", 4, False, 1),
               ("sru", 4, True, 1), ("gru", 1, False, 1), ("lstm", 8, False, 1), ("gru", 8, False, 1),
               ("sru", 8, True, 1), ("gru", 4, False, 2), ("lstm", 8, False, 4), ("gru", 16, False, 4),
-              ("ligru", 8, False, 4)]
+              ("ligru", 8, False, 4), ("gru", 8, False, 8), ("ligru", 16, False, 8)]   # E = 8: ii at least 8
 
 
 @pytest.mark.parametrize("cell, lanes, identity, engine_lanes", CELL_CASES,
@@ -258,7 +258,9 @@ def test_cell_program_equals_golden_step(cell, lanes, identity, engine_lanes):
     np.testing.assert_array_equal(res["mems"]["h"], want_h)
     np.testing.assert_array_equal(res["mems"]["c"], want_c)
     assert res["outs"] == []
-    assert res["cycles"] == run_cycles(CELL_PROGRAMS[cell], hidden // engine_lanes, lanes) + CellEngine.LATENCY
+    assert res["cycles"] == run_cycles(CELL_PROGRAMS[cell], hidden // engine_lanes, lanes, engine_lanes) \
+        + CellEngine.LATENCY
+    assert schedule(CELL_PROGRAMS[cell], lanes, engine_lanes).ii >= engine_lanes
 
 
 @pytest.mark.parametrize("lanes, engine_lanes", [(4, 1), (8, 1), (16, 4)])

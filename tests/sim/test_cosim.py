@@ -199,10 +199,10 @@ def test_skipped_path_on_a_4_bit_build(tmp_path):
     assert res.timesteps == 40 and res.cycle_model_mismatches == 0
 
 
-@pytest.mark.parametrize("cell, lanes, engine_lanes", [("lstm", 16, 4), ("gru", 4, 2)])
+@pytest.mark.parametrize("cell, lanes, engine_lanes", [("lstm", 16, 4), ("gru", 4, 2), ("gru", 32, 8)])
 def test_engine_lanes(cell, lanes, engine_lanes, tmp_path):
-    """An engine that updates E neurons at once (4: the default of a 32-lane core), its h read back from
-    E-element words; its encodes fed by the update (16 lanes) or scanned (4)."""
+    """An engine that updates E neurons at once (4: the default of a 32-lane core; 8: an item every 8 cycles),
+    its h read back from E-element words; its encodes fed by the update (16, 32 lanes) or scanned (4)."""
     qm, x = make_case(cell, 9, 16, 2, 5, 4, 8, theta_x=1, theta_h=1, batch=2, steps=15)
     p = DeviceParams(cell, **{**PARAMS, "lanes": lanes, "engine_lanes": engine_lanes})
     res = run(qm, x, tmp_path, params=p)

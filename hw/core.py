@@ -352,7 +352,7 @@ class Core(wiring.Component):
         w, acc, mult, vec, h, c, ref, dbuf = (ports[n] for n in ("weights", "acc", "mult", "vec", "h", "c", "ref",
                                                                   "dbuf"))
         clearing, clr = st.clearing, st.clr
-        e_log2 = (p.engine_width - 1).bit_length()
+        e_log2 = p.engine_bits
         # the encoder reads one element of a state word: its lane, when the memory reads (and holds)
         src_lane = Signal(max(1, e_log2))
         with m.If(enc.src_en):
@@ -388,18 +388,19 @@ class Core(wiring.Component):
                 (acc, p.acc_depth, (mxv.acc_wr_addr, mxv.acc_wr_data, mxv.acc_wr_en)),
                 (h, p.state_words, (eng.h_wr_addr, eng.h_wr_data.as_value(), eng.h_wr_en)),
                 (c, p.state_words, (eng.c_wr_addr, eng.c_wr_data.as_value(), eng.c_wr_en))):
-            m.d.comb += [port.wr.addr.eq(Mux(clearing, clr, addr)), Value.cast(port.wr.data).eq(Mux(clearing, 0, wdata)),
+            m.d.comb += [port.wr.addr.eq(Mux(clearing, clr, addr)),
+                         Value.cast(port.wr.data).eq(Mux(clearing, 0, wdata)),
                          port.wr.en.eq(en | (clearing & (clr < depth)))]
 
         with m.If(st.wiping):
             lanes = (1 << p.lanes) - 1
             m.d.sync += [st.w_wr_addr.eq(clr), st.w_wr_data.eq(0),
-                                    st.w_wr_en.eq(Mux(clr < p.weight_depth, lanes, 0)),
-                                    st.w_wr_any.eq(clr < p.weight_depth)]
+                         st.w_wr_en.eq(Mux(clr < p.weight_depth, lanes, 0)), st.w_wr_any.eq(clr < p.weight_depth)]
             every = (1 << p.engine_width) - 1
             m.d.comb += [mult.wr.addr.eq(clr), mult.wr.data.as_value().eq(0),
                          mult.wr.en.eq(Mux(clr < p.mult_words, every, 0)),
-                         vec.wr.addr.eq(clr), vec.wr.data.as_value().eq(0), vec.wr.en.eq(Mux(clr < p.vec_words, every, 0))]
+                         vec.wr.addr.eq(clr), vec.wr.data.as_value().eq(0),
+                         vec.wr.en.eq(Mux(clr < p.vec_words, every, 0))]
 
         with m.If(enc.ref_rd_en):
             m.d.comb += [ref.rd.addr.eq(enc.ref_rd_addr), ref.rd.en.eq(1)]
@@ -469,12 +470,12 @@ class Core(wiring.Component):
                 lane = offset[:lanes_log2] if lanes_log2 else Const(0, 1)
                 with m.If(offset < p.weight_depth * p.lanes):
                     m.d.sync += [st.w_wr_addr.eq(offset >> lanes_log2),
-                                            st.w_wr_data.eq(cmd.data[:p.wmem_bits].replicate(p.lanes)),
-                                            st.w_wr_en.eq(Const(1, p.lanes) << lane), st.w_wr_any.eq(1)]
+                                 st.w_wr_data.eq(cmd.data[:p.wmem_bits].replicate(p.lanes)),
+                                 st.w_wr_en.eq(Const(1, p.lanes) << lane), st.w_wr_any.eq(1)]
                 with m.Else():
                     m.d.comb += errors.eq(Error.BAD_ADDR)
             # multipliers and vectors: element i in lane i mod E of word i // E
-            e_log2 = (p.engine_width - 1).bit_length()
+            e_log2 = p.engine_bits
             element = Const(1, p.engine_width) << (offset[:e_log2] if e_log2 else 0)
             for region, port, depth, bits in ((Region.MULT, mult, p.acc_depth * p.lanes, C.MULT_BITS),
                                               (Region.VEC, vec, p.vec_depth, C.FX_BITS)):
@@ -620,7 +621,7 @@ class Core(wiring.Component):
             after_cell = "MXV_GO" if fused else "ENC_GO"
             with m.State("CELL_GO"):
                 m.d.comb += [eng.start.eq(1), eng.program.eq(Program.CELL),
-                             eng.count.eq(regs.hidden >> (p.engine_width - 1).bit_length())]
+                             eng.count.eq(regs.hidden >> p.engine_bits)]
                 if fused:
                     m.d.sync += [st.unit_fin.eq(0), st.enc_fin.eq(0)]
                     with m.If((st.layer + 1 != regs.layers) | out_head):

@@ -32,8 +32,8 @@ or 3 at up to 8 lanes), ``S`` its weight slices
 core's slots), and :func:`deltarnn.hw.engine.run_cycles` ``(n - 1) * ii + depth``
 for ``n`` items of a program's schedule at ``P`` lanes; the cell update's items are ``E`` neurons each (the
 engine's lanes, :attr:`~deltarnn.spec.memory_map.DeviceParams.engine_width`; the cell program's ``ii`` at
-least ``E``), and a fused encode takes the last item's ``E`` values one per cycle. The output phase assumes the response stream is always
-ready. ``STEP_CYCLES`` (a core register) measures the same quantity.
+least ``E``), and a fused encode takes the last item's ``E`` values one per cycle. The output phase assumes
+the response stream is always ready. ``STEP_CYCLES`` (a core register) measures the same quantity.
 """
 
 from __future__ import annotations

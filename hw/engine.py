@@ -505,7 +505,7 @@ class CellEngine(wiring.Component):
         """
         p = self.p
         lanes_log2 = (p.lanes - 1).bit_length()
-        e_log2 = (self.width - 1).bit_length()
+        e_log2 = p.engine_bits
         hidden = self.hidden
         hidden3 = Signal(range(3 * p.max_hidden + 1))
         m.d.comb += hidden3.eq(hidden + (hidden << 1))
@@ -573,8 +573,7 @@ class CellEngine(wiring.Component):
         first).
         """
         p = self.p
-        width = self.width
-        e_log2 = (width - 1).bit_length()
+        width, e_log2 = self.width, p.engine_bits
 
         def copies(unit):
             return max((s.units.get(unit, 0) for s in schedules.values()), default=0)
@@ -596,7 +595,8 @@ class CellEngine(wiring.Component):
             # selected a cycle later: no logic follows the block RAM's slow output. A narrow core
             # selects its lane at once (a LUT level): the stage would cost logic cells for nothing.
             wide = p.lanes > WIDE_LANES
-            word, refd, mults, lane_s, shift_s, ref_s = self.acc_data, self.ref_data, self.mult_data, lane1, shift1, ref1
+            word, refd, mults = self.acc_data, self.ref_data, self.mult_data
+            lane_s, shift_s, ref_s = lane1, shift1, ref1
             if wide:
                 word, refd = Signal.like(self.acc_data, name="rq_word"), Signal.like(self.ref_data, name="rq_refd")
                 mults = Signal(self.mult_data.shape(), name="rq_mults")

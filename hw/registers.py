@@ -70,7 +70,7 @@ class RegisterFile:
                 self.writable[layer_reg(i, f)] = arr[i]
 
         self.limits = p.reg_limits()
-        self.engine_width = p.engine_width
+        self.engine_bits = p.engine_bits
         self.cycles = Signal(2 * DATA_BITS)
         self.cycles_hi = Signal(DATA_BITS)
         self.errors = Signal(len(Error))
@@ -113,8 +113,7 @@ class RegisterFile:
                 m.d.comb += ok.eq(~above & (low >= lo) & (low <= hi))
             fits[lo, hi] = ok
         # HIDDEN: a multiple of the engine's lanes too (its items are E neurons)
-        e_log2 = (self.engine_width - 1).bit_length()
-        ragged = data[:e_log2].any() if e_log2 else Const(0)
+        ragged = data[:self.engine_bits].any() if self.engine_bits else Const(0)
         with m.Switch(offset):
             for a, s in self.writable.items():
                 with m.Case(int(a)):

@@ -298,6 +298,11 @@ class DeviceParams:
         vector and state memories (``engine_lanes``, or :meth:`default_engine_lanes`)."""
         return self.engine_lanes or self.default_engine_lanes()
 
+    @property
+    def engine_bits(self) -> int:
+        """``log2(engine_width)``: the low bits of an element address that name its lane in a word."""
+        return (self.engine_width - 1).bit_length()
+
     def engine_for(self, hidden: int) -> "DeviceParams":
         """This core with the most engine lanes, at most :attr:`engine_width`, that divide ``hidden`` (a model's
         hidden size must be a multiple of them)."""

@@ -411,7 +411,7 @@ class BoardSpec:
 
 
 def _boards() -> dict[str, BoardSpec]:
-    from deltarnn.fpga.harness import acc_bits_for, ice40_yosys_script
+    from deltarnn.fpga.harness import acc_bits_for, ecp5_yosys_script, ice40_yosys_script
 
     def core(cell, lanes, layers, hidden, inputs, classes):
         return DeviceParams(cell, lanes=lanes, max_input=inputs, max_hidden=hidden, max_layers=layers,
@@ -428,7 +428,7 @@ def _boards() -> dict[str, BoardSpec]:
         "ulx3s-85f": BoardSpec(
             "ulx3s-85f", ULX3STop, 60_000_000, 3_000_000, core("gru", 32, 2, 256, 40, 40),
             limits={"lanes": 64, "max_input": 512, "max_hidden": 512, "max_layers": 4, "max_classes": 256},
-            constraints="ulx3s-85f.lpf",
+            constraints="ulx3s-85f.lpf", yosys_script=ecp5_yosys_script,
             description="ULX3S (ECP5 LFE5U-85F)"),
     }
 

@@ -234,7 +234,8 @@ def build_board(board: str, params: DeviceParams | None = None, clock_hz: float 
         The report, also written to ``<out_dir>/board_report.json``: ``board``, ``device``,
         ``bitstream``, ``clock_hz``, ``target_mhz``, ``fmax_mhz``, ``timing_met``, ``baud``,
         ``utilization`` (``{"LUT": {"used", "available"}, "FF", "DSP", <RAM kinds>}``),
-        ``params``, ``pll``, ``constraints``, ``critical_path``, ``build_s``, ``tools``, and the
+        ``params``, ``pll``, ``constraints``, ``critical_path``, ``output_registers`` (ECP5: the block RAM
+        output registers used, :mod:`deltarnn.fpga.outreg`), ``build_s``, ``tools``, and the
         baseline fields ``config``, ``fits``, ``luts``, ``ffs``, ``dsps``, ``ram_blocks``, ``capacity``.
 
     Raises
@@ -307,6 +308,7 @@ def build_board(board: str, params: DeviceParams | None = None, clock_hz: float 
         "fmax_mhz": fmax, "timing_met": fmax is not None and fmax >= clock_hz / 1e6,
         "utilization": _utilization(fields),
         "critical_path": critical_path(root, top, CLOCK_NET),
+        "output_registers": dict(synth.output_registers),
         "build_s": {"total": round(synth.elapsed_s, 1), **{k: round(v, 1) for k, v in synth.step_times_s.items()}},
     })
     report_path.write_text(json.dumps(rec, indent=2) + "\n")

@@ -39,11 +39,11 @@ from amaranth.lib import io
 from deltarnn.spec import contract as C
 from deltarnn.spec.memory_map import DeviceParams
 
-from deltarnn.hw.core import Core, command_layout
+from deltarnn.hw.core import COLLISION_FREE, Core, command_layout
 from deltarnn.fpga.synth import STAT_FILE, SynthReport, synthesize, yosys_cells
 
 __all__ = ["SynthTop", "SynthConfig", "CONFIGS", "WEIGHTS_TO_SPRAM", "MXV_MULTS_TO_LOGIC", "ICE40_DSP_LANES",
-           "ice40_yosys_script", "acc_bits_for",
+           "ice40_yosys_script", "ecp5_yosys_script", "COLLISIONS_UNDEFINED", "acc_bits_for",
            "clock_constraint", "build", "memory_mapping", "nextpnr_utilisation", "critical_path",
            "record", "compare_with_baseline"]
 
@@ -112,6 +112,13 @@ def acc_bits_for(max_input: int, max_hidden: int, wmem_bits: int, abits: int) ->
 #: every weight word before the first STEP, zeros included.
 WEIGHTS_TO_SPRAM = 'setattr -set ram_style "huge" {top}.core/m:weights\n' \
                    "delete {top}.core/t:$meminit_v2 {top}.core/r:MEMID=\\weights %i"
+#: Yosys commands (run right after reading the design) that leave undefined what the read ports of the
+#: core's :data:`~deltarnn.hw.core.COLLISION_FREE` memories return when a write to the same word comes
+#: in the same cycle (``COLLISION_X_MASK``): they never use it, and Yosys then puts no
+#: old-data emulation (a register of the write data and a multiplexer) behind their block RAMs.
+COLLISIONS_UNDEFINED = "\n".join(
+    f"setparam -set COLLISION_X_MASK 1 {{top}}.core/t:$memrd_v2 {{top}}.core/r:MEMID=\\{name}* %i"
+    for name in COLLISION_FREE)     # (with a suffix: the weight banks, and a name Yosys made unique)
 #: Yosys commands that turn the MxV unit's multipliers (the P lane products ``weight * delta``
 #: and the column offset ``index * words``) into logic (Booth-encoded adders), so that the
 #: UP5K's eight SB_MAC16 are left to the wide multipliers of the engine and the encoder.
@@ -124,12 +131,19 @@ ICE40_DSP_LANES = 4
 def ice40_yosys_script(params: DeviceParams) -> tuple[str, ...]:
     """The Yosys commands of an iCE40 UP5K build of ``params``.
 
-    The weights go to SPRAM (:data:`WEIGHTS_TO_SPRAM`); the MxV's lane
-    products go to the SB_MAC16 if they fit there (up to
-    :data:`ICE40_DSP_LANES` lanes: about 50 logic cells saved per lane),
-    to logic otherwise (:data:`MXV_MULTS_TO_LOGIC`).
+    Read collisions are left undefined (:data:`COLLISIONS_UNDEFINED`); the weights go to SPRAM
+    (:data:`WEIGHTS_TO_SPRAM`); the MxV's lane products go to the SB_MAC16 if they fit there (up to
+    :data:`ICE40_DSP_LANES` lanes: about 50 logic cells saved per lane), to logic otherwise
+    (:data:`MXV_MULTS_TO_LOGIC`).
     """
-    return (WEIGHTS_TO_SPRAM,) + ((MXV_MULTS_TO_LOGIC,) if params.lanes > ICE40_DSP_LANES else ())
+    return (COLLISIONS_UNDEFINED, WEIGHTS_TO_SPRAM) + ((MXV_MULTS_TO_LOGIC,) if params.lanes > ICE40_DSP_LANES
+                                                      else ())
+
+
+def ecp5_yosys_script(params: DeviceParams) -> tuple[str, ...]:
+    """The Yosys commands of an ECP5 build of ``params``: read collisions left undefined
+    (:data:`COLLISIONS_UNDEFINED`)."""
+    return (COLLISIONS_UNDEFINED,)
 
 
 @dataclass(frozen=True)
@@ -182,6 +196,12 @@ def _ice40_config(params: DeviceParams, description: str, **kwargs) -> SynthConf
                        yosys_script=ice40_yosys_script(params), **kwargs)
 
 
+def _ecp5_config(params: DeviceParams, description: str, **kwargs) -> SynthConfig:
+    """An ECP5 85F configuration at a 100 MHz constraint (the issue's floor: nextpnr works on every path
+    slower than that), with its options (:func:`ecp5_yosys_script`)."""
+    return SynthConfig("ulx3s-85f", params, 100.0, description, yosys_script=ecp5_yosys_script(params), **kwargs)
+
+
 #: The configurations of ``benchmarks/synth_core.py`` and ``tests/hw/test_synth_core.py``, by name.
 #: GRU unless named, 4-bit weight slots, 8-bit activations, accumulators just wide enough
 #: (:func:`acc_bits_for`). The issue's targets are P = 8 on the UP5K and a 2-layer,
@@ -207,16 +227,16 @@ CONFIGS: dict[str, SynthConfig] = {
         _core("gru", 4, 2, 96, 64, 40),
         "UP5K: P=4, 2x96 units, 64 inputs, 40 classes", expect_fit=False),
     # The issue's ECP5 target, the study's 2 x 256 GRU on filterbank inputs (40).
-    "ecp5-p32-2x256": SynthConfig(
-        "ulx3s-85f", _core("gru", 32, 2, 256, 40, 40), 50.0,
+    "ecp5-p32-2x256": _ecp5_config(
+        _core("gru", 32, 2, 256, 40, 40),
         "ECP5 85F: P=32, 2x256 units, 40 inputs, 40 classes"),
     # The issue's ECP5 LSTM target: 2 x 256 units (four gate blocks per matrix): 255 DP16KD of 208.
-    "ecp5-p32-lstm-2x256": SynthConfig(
-        "ulx3s-85f", _core("lstm", 32, 2, 256, 40, 40), 50.0,
+    "ecp5-p32-lstm-2x256": _ecp5_config(
+        _core("lstm", 32, 2, 256, 40, 40),
         "ECP5 85F: P=32, 2x256 LSTM units, 40 inputs, 40 classes", expect_fit=False),
     # The largest two-layer GRU that fits the 85F's block RAM (filterbank inputs, 40).
-    "ecp5-p32": SynthConfig(
-        "ulx3s-85f", _core("gru", 32, 2, 224, 40, 40), 50.0,
+    "ecp5-p32": _ecp5_config(
+        _core("gru", 32, 2, 224, 40, 40),
         "ECP5 85F: P=32, 2x224 units, 40 inputs, 40 classes"),
 }
 
@@ -401,6 +421,7 @@ def record(name: str, config: SynthConfig, build_dir: str | os.PathLike,
             "capacity": dict(report.capacity),
             "fmax_mhz": _sync_fmax(report),
             "critical_path": critical_path(root),
+            "output_registers": dict(report.output_registers),
             "build_s": {"total": round(report.elapsed_s, 1),
                         **{k: round(v, 1) for k, v in report.step_times_s.items()}},
         })

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deltarnn.fpga.outreg import absorb_in_file
 from deltarnn.fpga.toolchain import ToolchainError, require_tools, setup_environment
 
 __all__ = [
@@ -186,6 +187,10 @@ class SynthReport:
     step_times_s : dict of str to float
         The same per step: ``"yosys"``, ``"nextpnr"``, ``"icepack"`` /
         ``"ecppack"``.
+    output_registers : dict of str to int
+        ECP5: the block RAM read ports whose following flip-flops became the
+        blocks' output registers (:mod:`deltarnn.fpga.outreg`): ``ports``,
+        ``flops`` removed, read ports ``kept`` as they were.
     """
 
     board: str
@@ -206,6 +211,7 @@ class SynthReport:
     logs: dict[str, Path] = field(default_factory=dict)
     elapsed_s: float = 0.0
     step_times_s: dict[str, float] = field(default_factory=dict)
+    output_registers: dict[str, int] = field(default_factory=dict)
 
     @property
     def min_fmax_mhz(self) -> float | None:
@@ -398,6 +404,7 @@ def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/s
     # toolchain environment script (AMARANTH_ENV_<toolchain>) is not sourced.
     commands = json.loads(plan.files[f"{plan.script}.json"])["commands"]
     step_times: dict[str, float] = {}
+    absorbed = None
     start = time.monotonic()
     with open(logs["build"], "w") as log_file:
         for argv in commands:
@@ -420,13 +427,17 @@ def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/s
                 raise SynthesisError(
                     f"{step} failed (exit status {result.returncode}) building {top_name!r} for "
                     f"{board}:\n{details}\nsee {log}", step=step, log=log)
+            if step == "yosys" and spec.family == "ecp5":
+                absorbed = absorb_in_file(products["yosys"])
+                log_file.write(f"output registers: {absorbed.as_dict()}\n")
     elapsed = time.monotonic() - start
 
     cells = yosys_cells(root / STAT_FILE)
     synth = SynthReport(
         board=board, family=spec.family, device=platform.device, top_name=top_name,
         build_dir=root, cells=cells, bitstream=products["pack"], logs=logs,
-        elapsed_s=elapsed, step_times_s=step_times)
+        elapsed_s=elapsed, step_times_s=step_times,
+        output_registers=absorbed.as_dict() if absorbed is not None else {})
     if spec.ff_resource is None:
         synth.ffs = _count_ffs(cells, spec.family)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from deltarnn.fpga.synth import STAT_FILE, SynthesisError, yosys_cells
-from deltarnn.fpga.harness import (CONFIGS, ICE40_DSP_LANES, MXV_MULTS_TO_LOGIC, WEIGHTS_TO_SPRAM, build,
-                                   clock_constraint, compare_with_baseline, critical_path, memory_mapping,
-                                   nextpnr_utilisation, record)
+from deltarnn.fpga.harness import (COLLISIONS_UNDEFINED, CONFIGS, ICE40_DSP_LANES, MXV_MULTS_TO_LOGIC,
+                                   WEIGHTS_TO_SPRAM, build, clock_constraint, compare_with_baseline, critical_path,
+                                   memory_mapping, nextpnr_utilisation, record)
 
 from tests.conftest import FULL
 
@@ -49,6 +49,7 @@ def test_configurations_are_consistent():
         p = cfg.params
         assert cfg.board in ("icebreaker", "ulx3s-85f"), name
         assert p.cell == ("lstm" if "lstm" in name else "gru") and p.wmem_bits == 4 and p.abits == 8, name
+        assert cfg.yosys_script[0] == COLLISIONS_UNDEFINED, name       # every build: no old-data emulation
         if cfg.board == "icebreaker":
             assert "-spram" in cfg.synth_opts and WEIGHTS_TO_SPRAM in cfg.yosys_script, name
             # the lane products take SB_MAC16 while the UP5K's eight hold them

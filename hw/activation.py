@@ -29,17 +29,18 @@ class Activation(wiring.Component):
     ----------
     kind : {"sigmoid", "tanh", "relu"}
     registered : bool
-        Register the input before the table's address arithmetic (latency 2): in a wide core the
-        unit's input multiplexer and the address's clamp in one cycle were an ECP5's critical path.
+        Register the input before the table's address arithmetic, and the table's output as it leaves
+        the ROM (latency 3): in a wide core the unit's input multiplexer and the address's clamp in one
+        cycle were an ECP5's critical path, and the output register is the block RAM's own.
 
     Members
     -------
     x : In(signed(16))
         Input, sampled every cycle.
     y : Out(signed(16))
-        ``f(x)`` of the input one cycle earlier.
+        ``f(x)`` of the input :attr:`latency` cycles earlier.
 
-    Latency :attr:`latency` cycles (1, or 2 when ``registered``), throughput one value per cycle.
+    Latency :attr:`latency` cycles (1, or 3 when ``registered``), throughput one value per cycle.
     sigmoid and tanh read a 1024-entry ROM (``deltarnn.spec.contract.table(kind)``); ReLU is
     ``max(x, 0)``, registered to keep the same latency.
     """
@@ -50,7 +51,7 @@ class Activation(wiring.Component):
             raise ValueError(f"unknown activation {kind!r}; choose one of {', '.join(KINDS)}")
         self.kind = kind
         self.registered = registered
-        self.latency = 1 + int(registered)
+        self.latency = 3 if registered else 1
         super().__init__({"x": In(signed(C.FX_BITS)), "y": Out(signed(C.FX_BITS))})
 
     def elaborate(self, platform):
@@ -59,11 +60,15 @@ class Activation(wiring.Component):
         if self.registered:
             x = Signal.like(self.x, name="x_reg")
             m.d.sync += x.eq(self.x)
+        y = self.y
+        if self.registered:
+            y = Signal.like(self.y, name="y_rom")
+            m.d.sync += self.y.eq(y)
         if self.kind == "relu":
-            m.d.sync += self.y.eq(Mux(x < 0, 0, x))
+            m.d.sync += y.eq(Mux(x < 0, 0, x))
             return m
         m.submodules.rom = rom = memory.Memory(shape=signed(C.FX_BITS), depth=1 << C.LUT_ADDR_BITS,
                                                init=[int(v) for v in C.table(self.kind)])
         port = rom.read_port()
-        m.d.comb += [port.addr.eq(lut_address(x, self.kind)), port.en.eq(1), self.y.eq(port.data)]
+        m.d.comb += [port.addr.eq(lut_address(x, self.kind)), port.en.eq(1), y.eq(port.data)]
         return m

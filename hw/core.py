@@ -24,7 +24,20 @@ from deltarnn.hw.engine import CELL_PROGRAMS, WIDE_LANES, CellEngine, Program, f
 from deltarnn.hw.mxv import DeltaMxV
 from deltarnn.hw.registers import RegisterFile
 
-__all__ = ["Core", "Path", "command_layout", "feeds_encoder", "overlaps_encodes"]
+__all__ = ["COLLISION_FREE", "Core", "Path", "command_layout", "feeds_encoder", "overlaps_encodes",
+           "weight_bank_depth"]
+
+#: The core's memories that never read a word in a cycle in which they write it with the read's data
+#: used: the weights (read only while no write is enabled), the accumulators (the MxV reads a word
+#: at least :data:`~deltarnn.hw.mxv.ACC_SPACING` cycles after its last write, or forwards the sum), the
+#: multipliers and vectors (written only while no step runs), the states (the cell program reads a
+#: neuron's state before it writes it, and no other unit reads a state while the engine writes it)
+#: and the delta buffer (the encoder writes one half while the MxV reads the other). What such a read
+#: returns on a collision may be left undefined: the synthesis scripts say so
+#: (:data:`deltarnn.fpga.harness.COLLISIONS_UNDEFINED`), and Yosys then adds no logic to emulate
+#: the old data behind the block RAMs. (The references are not among them: a DELTA's read-modify-write
+#: reads in the cycle of the previous write.) ``tests/hw/test_core.py`` checks the claim.
+COLLISION_FREE = ("weights", "acc", "mult", "vec", "h", "c", "dbuf")
 
 
 class Path(enum.Enum, shape=2):
@@ -38,6 +51,13 @@ class Path(enum.Enum, shape=2):
 def _addr_bits(depth: int) -> int:
     """Width of an address of ``depth`` words (at least 1)."""
     return max(1, (depth - 1).bit_length())
+
+
+def _times(value, k: int):
+    """``value * k`` for a constant ``k`` as a sum of shifted copies of ``value``: adders, not a
+    multiplier block (Yosys maps a product by a constant to one, a long way from its registers)."""
+    terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0, 1)
 
 
 def _packed_words(rows, width: int) -> list[int]:
@@ -54,6 +74,19 @@ class _Units(NamedTuple):
 class _Ports(NamedTuple):
     wr: memory.WritePort
     rd: memory.ReadPort
+
+
+def weight_bank_depth(wmem_bits: int) -> int:
+    """Words of a weight bank in a wide core (:data:`~deltarnn.hw.engine.WIDE_LANES`): the depth of an ECP5
+    block RAM (DP16KD) in its narrowest mode that holds a ``wmem_bits`` slot (1, 2, 4, 9 or 18 bits wide)."""
+    depths = {1: 16384, 2: 8192, 4: 4096, 9: 2048, 18: 1024}
+    return depths[next(w for w in depths if w >= wmem_bits)]
+
+
+class _BankedPort(NamedTuple):
+    addr: Signal
+    en: Signal
+    data: Signal
 
 
 class _State:
@@ -125,6 +158,10 @@ class Core(wiring.Component):
         Test-only fault injection: the engine rounds requantization results of
         accumulator lane ``broken_lane`` one step down. Never set it in a
         real build.
+    bank_words : int, optional
+        Words of a weight bank in a wide core (:attr:`weight_banks`); default
+        :func:`weight_bank_depth` of the slots, a block RAM's depth. Tests set fewer (a power
+        of two), to run many banks on a small model.
 
     Members
     -------
@@ -141,13 +178,17 @@ class Core(wiring.Component):
         ``hidden``.
 
     Latency and throughput: WRITE and DELTA take one command per cycle
-    (DELTA two); a STEP takes the cycles given by :func:`deltarnn.hw.cycles.step_cycles`
+    (DELTA two, three above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes; a READ's response
+    is valid two cycles after it is taken, the register's value registered first); a STEP takes the cycles given by :func:`deltarnn.hw.cycles.step_cycles`
     (rsp always ready); RESET takes ``clear_depth + 1`` cycles, CLEAR ``wipe_depth + 1``.
     """
 
     def __init__(self, params: DeviceParams, *, weights=None, mult=None, vec=None, regs=None,
-                 broken_lane: int | None = None):
+                 broken_lane: int | None = None, bank_words: int | None = None):
         self.p = params
+        self.bank_words = bank_words or weight_bank_depth(params.wmem_bits)
+        if self.bank_words & (self.bank_words - 1):
+            raise ValueError(f"bank_words must be a power of two, not {self.bank_words}")
         self.init_weights, self.init_mult, self.init_vec = weights, mult, vec
         self.init_regs = dict(regs or {})
         self.broken_lane = broken_lane
@@ -188,6 +229,15 @@ class Core(wiring.Component):
         return 2 << _addr_bits(p.dbuf_depth) if self.overlaps_encodes else p.dbuf_depth
 
     @property
+    def weight_banks(self) -> int:
+        """Banks of the weight memory: above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes one per
+        :func:`weight_bank_depth` words, each read into a register of its own (:meth:`_weight_banks`), so that
+        no multiplexer of blocks lies between a block RAM and its register; else 0 (one memory, its read
+        data registered in the MxV)."""
+        p = self.p
+        return -(-p.weight_depth // self.bank_words) if p.lanes > WIDE_LANES else 0
+
+    @property
     def index_bits(self) -> int:
         """Width of a delta's element index (in the delta buffer and in a DELTA's ``addr``)."""
         return _addr_bits(self.p.max_cols + 1)
@@ -195,7 +245,7 @@ class Core(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         units = self._units()
-        ports = self._memories(m, units.mxv.dbuf_layout)
+        ports = self.memory_ports = self._memories(m, units.mxv.dbuf_layout)   # (for tests)
         m.submodules.mxv, m.submodules.encoder, m.submodules.engine = units
         regs = self.registers = RegisterFile(self.p, self.init_regs)   # (its signals: for tests)
         st = _State(self.p, self.clear_depth, self.wipe_depth)
@@ -209,7 +259,8 @@ class Core(wiring.Component):
         mxv = DeltaMxV(lanes=p.lanes, wmem_bits=p.wmem_bits, delta_bits=p.delta_bits, acc_bits=p.acc_bits,
                        waddr_bits=p.waddr_bits, aaddr_bits=_addr_bits(p.acc_depth),
                        dbuf_depth=p.dbuf_depth, index_bits=self.index_bits,
-                       words_bits=_addr_bits(max(p.x_words, p.h_words, p.head_words) + 1), max_slices=p.max_slices)
+                       words_bits=_addr_bits(max(p.x_words, p.h_words, p.head_words) + 1), max_slices=p.max_slices,
+                       registered_weights=bool(self.weight_banks))
         enc = DeltaEncoder(max_length=p.max_hidden, abits_max=p.abits, delta_bits=p.delta_bits,
                            src_addr_bits=_addr_bits(p.state_depth), ref_addr_bits=_addr_bits(p.ref_depth),
                            dbuf_depth=p.dbuf_depth, index_bits=self.index_bits, streams=self.feeds_encoder)
@@ -245,9 +296,46 @@ class Core(wiring.Component):
         granularity = {"weights": p.wmem_bits, "mult": 1, "vec": 1}
         ports = {}
         for name, (shape, depth, words) in memories.items():
+            if name == "weights" and self.weight_banks:
+                ports[name] = self._weight_banks(m, shape, depth, words)
+                continue
             mem = m.submodules[name] = memory.Memory(shape=shape, depth=depth, init=words)
             ports[name] = _Ports(mem.write_port(granularity=granularity.get(name)), mem.read_port())
         return ports
+
+    def _weight_banks(self, m, shape, depth: int, words) -> _Ports:
+        """The weight memory as :attr:`weight_banks` memories of :func:`weight_bank_depth` words, each read
+        into a register of its own (its block RAMs' output registers), then the addressed bank's register
+        selected: the read data comes two cycles after the address. The ports are those of one memory."""
+        p = self.p
+        bank_bits = (self.bank_words - 1).bit_length()
+        rd = _BankedPort(Signal(range(depth), name="w_rd_addr"), Signal(name="w_rd_en"), Signal(shape, name="w_rd_data"))
+        wr = _BankedPort(Signal(range(depth), name="w_wr_addr"), Signal(p.lanes, name="w_wr_en"),
+                         Signal(shape, name="w_wr_data"))
+        read_bank, bank = Signal(range(max(2, self.weight_banks))), Signal(range(max(2, self.weight_banks)))
+        with m.If(rd.en):
+            m.d.sync += read_bank.eq(rd.addr >> bank_bits)
+        m.d.sync += bank.eq(read_bank)
+        outputs = []
+        for i in range(self.weight_banks):
+            size = min(1 << bank_bits, depth - (i << bank_bits))
+            mem = m.submodules[f"weights{i}"] = memory.Memory(
+                shape=shape, depth=size, init=list(words[i << bank_bits:(i << bank_bits) + size]))
+            bank_wr, bank_rd = mem.write_port(granularity=p.wmem_bits), mem.read_port()
+            out = Signal(shape, name=f"weights{i}_out")
+            m.d.comb += [bank_rd.addr.eq(rd.addr[:bank_bits]), bank_rd.en.eq(rd.en),
+                         bank_wr.addr.eq(wr.addr[:bank_bits]), bank_wr.data.eq(wr.data),
+                         bank_wr.en.eq(Mux((wr.addr >> bank_bits) == i, wr.en, 0))]
+            m.d.sync += out.eq(bank_rd.data)
+            outputs.append(out)
+        if len(outputs) == 1:
+            m.d.comb += rd.data.eq(outputs[0])
+        else:
+            with m.Switch(bank):
+                for i, out in enumerate(outputs):
+                    with m.Case(i):
+                        m.d.comb += rd.data.eq(out)
+        return _Ports(wr, rd)
 
     def _path_inputs(self, m, regs: RegisterFile, st: _State, units: _Units) -> None:
         """Connect the units' run-time inputs to the registers of the path being run."""
@@ -282,13 +370,15 @@ class Core(wiring.Component):
             """The spec's ``of(at, path)`` at run time (it is ``at * stride + of(0, path)``; the path: ``path``,
             or h where ``h_path``)."""
             offset = Mux(h_path, of(0, "h"), of(0, "x")) if path is None else of(0, path)
-            return at * stride + offset
+            return _times(at, stride) + offset
 
         prev = Signal(range(p.max_layers))
         last = Signal(range(p.max_layers))
         m.d.comb += [prev.eq(layer - 1), last.eq(regs.layers - 1)]
         sru_identity = lf(LayerReg.HW_IDENTITY) if p.cell == "sru" else Const(0)
-        x_blocks = Const(X_BLOCKS[p.cell]) - sru_identity if p.cell == "sru" else Const(X_BLOCKS[p.cell])
+        x_rows = _times(regs.hidden, X_BLOCKS[p.cell])     # the SRU's identity highway: a block less
+        if p.cell == "sru":
+            x_rows = Mux(sru_identity, _times(regs.hidden, X_BLOCKS[p.cell] - 1), x_rows)
         head_acc = p.acc_base(p.max_layers, "x")
         theta = Signal(range(1 << 17), name="theta")
         theta_max = (1 << len(enc.theta)) - 1
@@ -333,7 +423,7 @@ class Core(wiring.Component):
         words = Signal.like(mxv.words)
         slices = Signal.like(mxv.slices)
         m.d.comb += [
-            words.eq(per_path(ceil_lanes(regs.hidden * x_blocks), ceil_lanes(regs.hidden * H_BLOCKS[p.cell]),
+            words.eq(per_path(ceil_lanes(x_rows), ceil_lanes(_times(regs.hidden, H_BLOCKS[p.cell])),
                               ceil_lanes(regs.classes))),
             slices.eq(per_path(lf(LayerReg.X_SLICES), lf(LayerReg.H_SLICES), regs.head[Reg.HEAD_SLICES])),
         ]
@@ -362,12 +452,18 @@ class Core(wiring.Component):
         # the two into the single port of a RAM without a second port (the iCE40 UP5K's SPRAM, whose
         # read data holds during a write): the read enable is gated by the write enables only to show
         # Yosys that. Writes reach the memory from registers (st.w_wr_*), a cycle after the command or
-        # CLEAR's counter: no decoding before the write enables of its blocks.
+        # CLEAR's counter: no decoding before the write enables of its blocks. The banks of a wide core
+        # (ECP5 block RAMs with two ports) read and write through ports of their own, and read in every
+        # cycle without a write (the MxV needs no held data): their blocks' read enables come from one
+        # register, their addresses from the MxV's and the write's registers, without a multiplexer.
         m.d.sync += [st.w_wr_en.eq(0), st.w_wr_any.eq(0)]
+        if self.weight_banks:
+            m.d.comb += [w.rd.addr.eq(mxv.w_addr), w.wr.addr.eq(st.w_wr_addr), w.rd.en.eq(~st.w_wr_any)]
+        else:
+            m.d.comb += [w.rd.addr.eq(Mux(st.w_wr_any, st.w_wr_addr, mxv.w_addr)), w.wr.addr.eq(w.rd.addr),
+                         w.rd.en.eq(mxv.w_en & ~w.wr.en.any())]
         m.d.comb += [
-            w.rd.addr.eq(Mux(st.w_wr_any, st.w_wr_addr, mxv.w_addr)), w.wr.addr.eq(w.rd.addr),
-            w.wr.data.eq(st.w_wr_data), w.wr.en.eq(st.w_wr_en),
-            w.rd.en.eq(mxv.w_en & ~w.wr.en.any()), mxv.w_data.eq(w.rd.data),
+            w.wr.data.eq(st.w_wr_data), w.wr.en.eq(st.w_wr_en), mxv.w_data.eq(w.rd.data),
             dbuf.rd.addr.eq(self._dbuf_addr(mxv.dbuf_addr, st.is_h)), dbuf.rd.en.eq(mxv.dbuf_en),
             mxv.dbuf_data.eq(dbuf.rd.data),
             dbuf.wr.addr.eq(Mux(enc.dbuf_wr_en, self._dbuf_addr(enc.dbuf_wr_addr, st.enc_h),
@@ -408,10 +504,16 @@ class Core(wiring.Component):
             m.d.comb += [ref.rd.addr.eq(eng.ref_addr), ref.rd.en.eq(1)]
         with m.Else():
             m.d.comb += [ref.rd.addr.eq(self._delta_ref()), ref.rd.en.eq(1)]
+        # a DELTA's reference: above WIDE_LANES lanes registered as it leaves the memory (the encoder's and
+        # the engine's registers of the same word, merged into the block RAM's output register), a cycle later
+        ref_word = ref.rd.data
+        if p.lanes > WIDE_LANES:
+            ref_word = Signal.like(ref.rd.data, name="ref_word")
+            m.d.sync += ref_word.eq(ref.rd.data)
         with m.If(clearing):
             m.d.comb += [ref.wr.addr.eq(clr), ref.wr.data.eq(0), ref.wr.en.eq(clr < p.ref_depth)]
         with m.Elif(st.rmw):
-            m.d.comb += [ref.wr.addr.eq(st.rmw_addr), ref.wr.data.eq(ref.rd.data + st.rmw_delta), ref.wr.en.eq(1)]
+            m.d.comb += [ref.wr.addr.eq(st.rmw_addr), ref.wr.data.eq(ref_word + st.rmw_delta), ref.wr.en.eq(1)]
         with m.Else():
             m.d.comb += [ref.wr.addr.eq(enc.ref_wr_addr), ref.wr.data.eq(enc.ref_wr_data),
                          ref.wr.en.eq(enc.ref_wr_en)]
@@ -496,6 +598,7 @@ class Core(wiring.Component):
         cmd = self.cmd.payload
         dbuf = ports["dbuf"]
         overlap, fused = self.overlaps_encodes, self.feeds_encoder
+        wide = p.lanes > WIDE_LANES
         if not overlap:
             m.d.comb += st.enc_h.eq(st.is_h)       # the h path is encoded in its own phase
         delta_in = Signal(signed(p.delta_bits))
@@ -506,6 +609,7 @@ class Core(wiring.Component):
         m.d.comb += [delta_in.eq(cmd.data[:p.delta_bits].as_signed()), eng.out.ready.eq(self.rsp.ready),
                      delta_fits.eq((top == 0) | (top == (1 << len(top)) - 1))]
         read_value, read_known = regs.read(m, read_addr)
+        read_word, read_ok = Signal(DATA_BITS), Signal()
         m.d.sync += regs.cycles.eq(regs.cycles + 1)
         with m.If(st.in_step):
             m.d.sync += st.step_counter.eq(st.step_counter + 1)
@@ -527,9 +631,7 @@ class Core(wiring.Component):
                                 m.d.sync += regs.errors.eq(0)
                         with m.Case(Op.READ):
                             m.d.sync += read_addr.eq(cmd.addr)
-                            with m.If(cmd.addr == int(Reg.CYCLES)):
-                                m.d.sync += regs.cycles_hi.eq(regs.cycles[DATA_BITS:])
-                            m.next = "READ"
+                            m.next = "READ_FETCH"
                         with m.Case(Op.DELTA):
                             with m.If(cmd.addr >= regs.inputs):
                                 m.d.comb += st.errors.eq(Error.BAD_INDEX)
@@ -540,9 +642,9 @@ class Core(wiring.Component):
                             with m.Else():
                                 m.d.comb += [dbuf.wr.en.eq(1), dbuf.wr.data.index.eq(cmd.addr),
                                              dbuf.wr.data.delta.eq(delta_in)]
-                                m.d.sync += [st.host_count.eq(st.host_count + 1), st.rmw.eq(1),
+                                m.d.sync += [st.host_count.eq(st.host_count + 1), st.rmw.eq(not wide),
                                              st.rmw_addr.eq(self._delta_ref()), st.rmw_delta.eq(delta_in)]
-                                m.next = "DELTA_RMW"
+                                m.next = "DELTA_READ" if wide else "DELTA_RMW"
                         with m.Case(Op.STEP):
                             with m.If((regs.layers == 0) | (regs.hidden == 0)):
                                 m.d.comb += st.errors.eq(Error.NO_MODEL)
@@ -558,12 +660,20 @@ class Core(wiring.Component):
                             m.next = "WIPE"
                         with m.Default():
                             m.d.comb += st.errors.eq(Error.BAD_OP)
+            with m.State("DELTA_READ"):      # (above WIDE_LANES lanes) the reference arrives, is registered
+                m.d.sync += st.rmw.eq(1)
+                m.next = "DELTA_RMW"
             with m.State("DELTA_RMW"):
                 m.d.sync += st.rmw.eq(0)
                 m.next = "IDLE"
+            with m.State("READ_FETCH"):      # the register's value registered (and CYCLES' high half with its low)
+                m.d.sync += [read_word.eq(read_value), read_ok.eq(read_known)]
+                with m.If(read_addr == int(Reg.CYCLES)):
+                    m.d.sync += regs.cycles_hi.eq(regs.cycles[DATA_BITS:])
+                m.next = "READ"
             with m.State("READ"):
-                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(read_value)]
-                with m.If(~read_known):
+                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(read_word)]
+                with m.If(~read_ok):
                     m.d.comb += st.errors.eq(Error.BAD_ADDR)
                 with m.If(self.rsp.ready):
                     m.next = "IDLE"

@@ -9,7 +9,7 @@ phase           cycles                                                        wh
 ==============  ============================================================  ====================
 encode          :func:`fused_encode_cycles`, or ``n + DeltaEncoder.LATENCY    x path of layers > 0, the head
                 + 1`` at 2 lanes or fewer
-MxV             ``deltas * S * pass(ceil(rows / P)) + DeltaMxV.LATENCY + 1``  every path
+MxV             ``deltas * S * pass(ceil(rows / P)) + L + 1``                 every path
 h encode        ``max(0, encode - MxV)`` of the same layer's x path, or       every h path
                 ``n + DeltaEncoder.LATENCY + 1`` at 2 lanes or fewer
 cell update     ``run_cycles(cell, H / E, P, E) + CellEngine.LATENCY + 1``    every layer
@@ -25,7 +25,10 @@ room on the reference memory (:func:`deltarnn.hw.engine.fuses_encoder`: every
 cell now), the input of the next layer's x path, or of the head, is encoded as
 the cell update writes it: its phase is only the encoder's latency after the
 update's last write. ``n`` is
-the vector length the encoder scans (H), ``rows`` the rows of
+the vector length the encoder scans (H), ``L`` the MxV's latency
+(:meth:`deltarnn.hw.mxv.DeltaMxV.latency`: 9, and 10 above
+:data:`~deltarnn.hw.engine.WIDE_LANES` lanes, where the banked weight memory's word has a stage
+of its own), ``rows`` the rows of
 the path's matrix, ``pass`` :func:`deltarnn.hw.mxv.pass_cycles` (the words, but 4 for 2
 or 3 at up to 8 lanes), ``S`` its weight slices
 (:func:`deltarnn.spec.memory_map.weight_slices`: 1 unless its weights are wider than the
@@ -42,7 +45,7 @@ from deltarnn.spec.memory_map import H_BLOCKS, X_BLOCKS, ceil_div, weight_slices
 
 from deltarnn.hw.core import feeds_encoder, overlaps_encodes
 from deltarnn.hw.encoder import DeltaEncoder
-from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, CellEngine, run_cycles, schedule
+from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, WIDE_LANES, CellEngine, run_cycles, schedule
 from deltarnn.hw.mxv import DeltaMxV, pass_cycles
 
 ACCEPT = 1
@@ -53,7 +56,7 @@ def encode_cycles(n: int) -> int:
 
 
 def mxv_cycles(deltas: int, rows: int, lanes: int, slices: int = 1) -> int:
-    return deltas * slices * pass_cycles(ceil_div(rows, lanes), lanes) + DeltaMxV.LATENCY + 1
+    return deltas * slices * pass_cycles(ceil_div(rows, lanes), lanes) + DeltaMxV.latency(lanes > WIDE_LANES) + 1
 
 
 def engine_cycles(items: int, program, lanes: int, width: int = 1) -> int:

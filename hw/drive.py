@@ -48,8 +48,9 @@ async def _send(ctx, core, op, a, data, max_cycles: int) -> None:
 
 
 def run_core(core, steps: list[list[tuple[int, int]]], n_out: int, writes=(), read_regs=(),
-             max_cycles_per_step: int = 2_000_000, vcd: str | None = None) -> CoreRun:
-    """Simulate ``core`` over ``steps`` (per step, the layer-0 ``(index, delta)`` pairs)."""
+             max_cycles_per_step: int = 2_000_000, vcd: str | None = None, processes=()) -> CoreRun:
+    """Simulate ``core`` over ``steps`` (per step, the layer-0 ``(index, delta)`` pairs); ``processes``:
+    more simulator processes (``async def process(ctx)``) that run beside, a monitor's for example."""
     outs: list[list[int]] = []
     cycles: list[int] = []
     regs: dict[int, int] = {}
@@ -99,6 +100,8 @@ def run_core(core, steps: list[list[tuple[int, int]]], n_out: int, writes=(), re
     sim = Simulator(core)
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
+    for process in processes:
+        sim.add_process(process)
     if vcd:
         with sim.write_vcd(vcd):
             sim.run()

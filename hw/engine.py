@@ -17,17 +17,17 @@ Instructions (``k`` is the neuron being updated, ``H`` the hidden size):
 ==========================  =======  ==================================================
 instruction                 latency  effect
 ==========================  =======  ==================================================
-``("rq", d, path, blk)``    6 (7)    ``R[d] = requantize(acc[path][blk*H + k], mult, shift[path])``
-``("hw", d)``               6 (7)    SRU highway: identity: ``requantize(ref_x[k], hw_mult, hw_shift)``,
+``("rq", d, path, blk)``    6 (8)    ``R[d] = requantize(acc[path][blk*H + k], mult, shift[path])``
+``("hw", d)``               6 (8)    SRU highway: identity: ``requantize(ref_x[k], hw_mult, hw_shift)``,
                                      projection: ``("rq", d, "x", 3)``
-``("vec", d, blk)``         3        ``R[d] = vec[blk*H + k]``
-``("ld", d, s)``            3        ``R[d] = state s ("h" or "c") [k]``
+``("vec", d, blk)``         3 (4)    ``R[d] = vec[blk*H + k]``
+``("ld", d, s)``            3 (4)    ``R[d] = state s ("h" or "c") [k]``
 ``("add", d, a, b[, c])``   1        ``R[d] = fx_add(R[a], R[b][, R[c]])``
 ``("mul", d, a, b)``        2        ``R[d] = fx_mul(R[a], R[b])``
 ``("omin", d, a)``          1        ``R[d] = ONE - R[a]``
 ``("relu", d, a)``          1        ``R[d] = max(R[a], 0)``
-``("sig", d, a)``           2 (3)    ``R[d] = sigmoid(R[a])`` (ROM)
-``("tanh", d, a)``          2 (3)    ``R[d] = tanh(R[a])`` (ROM)
+``("sig", d, a)``           2 (4)    ``R[d] = sigmoid(R[a])`` (ROM)
+``("tanh", d, a)``          2 (4)    ``R[d] = tanh(R[a])`` (ROM)
 ``("st", s, a)``            1        ``state s [k] = R[a]``
 ``("out", a)``              1        emit ``R[a]`` on ``out`` (the engine waits while ``out.ready`` is low)
 ==========================  =======  ==================================================
@@ -154,6 +154,18 @@ def _ports(ins) -> tuple[str, ...]:
     return ()
 
 
+def _claims(ins) -> tuple[tuple[str, int], ...]:
+    """The ports an instruction takes, each with its cycle offset from the instruction's start: its
+    :func:`_ports` in its first cycle, and the reference memory's read: the SRU highway's a cycle after
+    its request, the fused encoder's in the cycle of each ``h`` write (:func:`fuses_encoder`)."""
+    claims = tuple((port, 0) for port in _ports(ins))
+    if ins[0] == "hw":
+        claims += (("ref_read", 1),)
+    if ins[:2] == ("st", "h"):
+        claims += (("ref_read", 0),)
+    return claims
+
+
 #: Output programs start an item at most every OUT_II cycles: fewer items in flight, less logic, and
 #: still far faster than any host link takes the outputs.
 OUT_II = 2
@@ -216,11 +228,15 @@ def _defines(ins) -> int | None:
 
 
 def latency_of(lanes: int) -> dict[str, int]:
-    """:data:`LATENCY_OF` in a core of ``lanes`` lanes: above :data:`WIDE_LANES` the requantizer registers
-    the memories' outputs before its lane select, and the activation tables their inputs before the
-    address's clamp, a cycle more each."""
-    extra = int(lanes > WIDE_LANES)
-    return {**LATENCY_OF, **{op: LATENCY_OF[op] + extra for op in ("rq", "hw", "sig", "tanh")}}
+    """:data:`LATENCY_OF` in a core of ``lanes`` lanes: above :data:`WIDE_LANES` every memory's output is
+    registered as it leaves the memory (an ECP5 block RAM's own output register), a cycle more for the
+    vector and state loads; the requantizer's product takes two cycles (two multiplier blocks' products,
+    then their sum), two more; the activation tables register their input before the address's clamp
+    too, two more."""
+    if lanes <= WIDE_LANES:
+        return dict(LATENCY_OF)
+    extra = {"rq": 2, "hw": 2, "vec": 1, "ld": 1, "sig": 2, "tanh": 2}
+    return {op: latency + extra.get(op, 0) for op, latency in LATENCY_OF.items()}
 
 
 def schedule(program, lanes: int, width: int = 1) -> Schedule:
@@ -247,7 +263,7 @@ def modulo_schedule(program: tuple, lanes: int, width: int = 1) -> Schedule:
     latency = latency_of(lanes)
     uses: dict[str, int] = {}
     for ins in program:
-        for port in _ports(ins):
+        for port, _ in _claims(ins):
             uses[port] = uses.get(port, 0) + 1
     ii = max(max(uses.values(), default=1), OUT_II if "out" in uses else 1, width)
     unit_uses: dict[str, int] = {}
@@ -269,21 +285,23 @@ def modulo_schedule(program: tuple, lanes: int, width: int = 1) -> Schedule:
                 raise ValueError(f"instruction {i} {ins!r} reads R{r} before any instruction writes it")
             srcs.append(producer[r])
         earliest = max((placed[j][1] + placed[j][2] for j in srcs), default=0)
-        if op == "st" and ins[1] in loads:
-            earliest = max(earliest, placed[loads[ins[1]]][1] + 1)
+        if op == "st" and ins[1] in loads:    # the read's memory cycle before the write's: no collision
+            earliest = max(earliest, placed[loads[ins[1]]][1] + 2)
         unit_name = SHARED.get(op)
         start = earliest
-        while True:
+        for _ in range(ii):
             phase = start % ii
-            if all(phase not in busy.get((p, 0), set()) for p in _ports(ins)):
+            if all((phase + at) % ii not in busy.get((p, 0), set()) for p, at in _claims(ins)):
                 copies = range(units[unit_name]) if unit_name else [0]
                 free = [u for u in copies if phase not in busy.get((unit_name, u), set())]
                 if free:
                     break
             start += 1
+        else:
+            raise ValueError(f"instruction {i} {ins!r}: no cycle of ii = {ii} has its ports free")
         unit = free[0]
-        for p in _ports(ins):
-            busy.setdefault((p, 0), set()).add(start % ii)
+        for p, at in _claims(ins):
+            busy.setdefault((p, 0), set()).add((start + at) % ii)
         if unit_name:
             busy.setdefault((unit_name, unit), set()).add(start % ii)
         placed.append((ins, start, latency[op], unit, tuple(srcs)))
@@ -301,9 +319,9 @@ def modulo_schedule(program: tuple, lanes: int, width: int = 1) -> Schedule:
             continue
         port = _ports(ins)[0]
         taken = busy[(port, 0)] - {start % ii}
-        if ins[0] == "ld":   # a state read stays before that state's write
+        if ins[0] == "ld":   # a state read stays before that state's write (in an earlier memory cycle)
             writes = [pl[1] for pl in placed if pl[0][0] == "st" and pl[0][1] == ins[2]]
-            users += [w - 1 + lat for w in writes]
+            users += [w - 2 + lat for w in writes]
         latest = min(users) - lat
         best = max((s_ for s_ in range(start, latest + 1) if s_ % ii not in taken), default=start)
         busy[(port, 0)] = taken | {best % ii}
@@ -447,7 +465,7 @@ class CellEngine(wiring.Component):
         pool = [[[Signal(signed(C.FX_BITS), name=f"v{i}_{j}_{e}") for e in range(self.width)]
                  for j in range(max((s.chain[i] for s in schedules.values() if i < len(s.slots)), default=1))]
                 for i in range(pool_size)]
-        ports = self._ports(m)
+        ports = self._ports(m, run)
 
         # the phase and the program of the next cycle: above WIDE_LANES lanes the shared units' inputs
         # select their operand with registers of their own, set a cycle ahead (not through the state, the
@@ -491,7 +509,7 @@ class CellEngine(wiring.Component):
             m.d.comb += unit_in.eq(value)
         return m
 
-    def _ports(self, m) -> dict:
+    def _ports(self, m, run) -> dict:
         """The memory ports' requests (set by the running program's instructions) and their address arithmetic.
 
         Every port computes its address once, from the request of the
@@ -551,6 +569,12 @@ class CellEngine(wiring.Component):
             m.d.sync += at_addr.eq(low(el, e_log2))
             with m.If(en):
                 m.d.sync += at_data.eq(at_addr)
+            if p.lanes > WIDE_LANES:     # the word registered as it leaves the memory, then its lane selected
+                word, at_word = Signal.like(rd_data, name=f"{port}_word"), Signal.like(at_data, name=f"{port}_at")
+                with m.If(run):
+                    m.d.sync += [word.eq(rd_data), at_word.eq(at_data)]
+                rd_data, at_data = word, at_word
+            req[port]["word"] = rd_data
             req[port]["sel"] = rd_data[at_data] if e_log2 else rd_data[0]
         for port in ("h_wr", "c_wr"):
             m.d.comb += [getattr(self, f"{port}_addr").eq((self.state_base + req[port]["k"]) >> e_log2),
@@ -566,11 +590,12 @@ class CellEngine(wiring.Component):
         lane's accumulator (or the reference) and its multiplier registered, 3: product,
         4: shifted by ``shift - 1``, 5: rounded and saturated; above
         :data:`WIDE_LANES` lanes the memories' outputs are registered as they
-        are before stage 2, a stage more); lane ``e`` takes accumulator lane
+        are before stage 2, and the product takes two stages (the products of two
+        multiplier blocks, then their sum): two stages more); lane ``e`` takes accumulator lane
         ``lane + e``; ``mul``: fixed-point
         multipliers (product, then round and saturate); ``sig``, ``tanh``:
         activation tables (address, then value; above :data:`WIDE_LANES` lanes the input registered
-        first).
+        first and the value as it leaves the table).
         """
         p = self.p
         width, e_log2 = self.width, p.engine_bits
@@ -601,13 +626,21 @@ class CellEngine(wiring.Component):
                 word, refd = Signal.like(self.acc_data, name="rq_word"), Signal.like(self.ref_data, name="rq_refd")
                 mults = Signal(self.mult_data.shape(), name="rq_mults")
                 lane_s, shift_s, ref_s = Signal.like(lane), Signal.like(shift), Signal()
+                # (the accumulator word and the reference in every cycle: the MxV's and the encoder's registers
+                # of the same words, merged into the block RAMs' output registers with them; only an output
+                # program stalls, and it reads neither memory again until the item advances)
+                m.d.sync += [word.eq(self.acc_data), refd.eq(self.ref_data)]
                 with m.If(run):
-                    m.d.sync += [word.eq(self.acc_data), refd.eq(self.ref_data), mults.eq(self.mult_data),
-                                 lane_s.eq(lane1), shift_s.eq(shift1), ref_s.eq(ref1)]
+                    m.d.sync += [mults.eq(self.mult_data), lane_s.eq(lane1), shift_s.eq(shift1), ref_s.eq(ref1)]
             shift_o = Signal.like(shift)
             less, zero = Signal.like(shift), Signal()             # shift - 1, shift == 0
+            shift_p = shift_o
+            if wide:                              # (the product a stage longer)
+                shift_p = Signal.like(shift, name="rq_shift_p")
+                with m.If(run):
+                    m.d.sync += shift_p.eq(shift_o)
             with m.If(run):
-                m.d.sync += [shift_o.eq(shift_s), less.eq(shift_o - 1), zero.eq(shift_o == 0)]
+                m.d.sync += [shift_o.eq(shift_s), less.eq(shift_p - 1), zero.eq(shift_p == 0)]
             lanes = []
             for e in range(width):
                 operand = Signal(signed(max(p.acc_bits, p.abits + 1)), name=f"rq{e}_operand")  # the lane, or the ref
@@ -625,12 +658,21 @@ class CellEngine(wiring.Component):
                 # round half up: floor((v + 2**(s-1)) / 2**s) == (floor(v / 2**(s-1)) + 1) >> 1, and v itself for
                 # s = 0 (as (2v + 1) >> 1): no adder or constant as wide as the shift range
                 with m.If(run):
-                    m.d.sync += [operand.eq(operand_e), mult.eq(mult_e), prod.eq(operand * mult),
-                                 half.eq(Mux(zero, prod << 1, prod >> less))]
+                    m.d.sync += [operand.eq(operand_e), mult.eq(mult_e), half.eq(Mux(zero, prod << 1, prod >> less))]
+                    if not wide:
+                        m.d.sync += prod.eq(operand * mult)
+                    elif len(operand) > 18:      # two multiplier blocks' products registered, then their sum
+                        low = Signal(unsigned(17 + C.MULT_BITS), name=f"rq{e}_low")
+                        high = Signal(signed(len(operand) - 17 + C.MULT_BITS + 1), name=f"rq{e}_high")
+                        m.d.sync += [low.eq(operand[:17] * mult), high.eq(operand[17:].as_signed() * mult),
+                                     prod.eq((high << 17) + low)]
+                    else:                        # the product of one block registered, then again
+                        block = Signal.like(prod, name=f"rq{e}_block")
+                        m.d.sync += [block.eq(operand * mult), prod.eq(block)]
                 up = Const(1)
                 if self.broken_lane is not None:  # test-only fault: floor instead of round half up in one lane
                     floor = ~ref1 & (lane1 + e == self.broken_lane)
-                    for i in range(3 + wide):     # from the cycle after the read to the half's register
+                    for i in range(3 + 2 * wide):     # from the cycle after the read to the half's register
                         delayed = Signal(name=f"rq{e}_floor{i}")
                         with m.If(run):
                             m.d.sync += delayed.eq(floor)
@@ -688,7 +730,7 @@ class CellEngine(wiring.Component):
 
         def read(port, e):
             """Lane ``e`` of a read port's data (lane 0: the element the request named)."""
-            return ports[port]["sel"] if e == 0 else getattr(self, f"{port}_data")[e]
+            return ports[port]["sel"] if e == 0 else ports[port]["word"][e]
 
         for i, sl in enumerate(sch.slots):
             op = sl.ins[0]

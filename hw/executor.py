@@ -71,8 +71,8 @@ class CommandExecutor(wiring.Component):
         Reply bytes.
 
     Latency and throughput: a request's reply begins when the core has run
-    it; every payload byte costs two cycles to parse, every reply byte one
-    cycle (or as fast as ``tx`` takes it).
+    it; every payload byte costs two cycles to parse, every reply byte four
+    (three to prepare it, one to offer it; or as fast as ``tx`` takes it).
     """
 
     def __init__(self, params: DeviceParams, clock_hz: int, baud: int, max_payload: int = P.MAX_PAYLOAD):
@@ -98,10 +98,13 @@ class CommandExecutor(wiring.Component):
         # the outputs, then the step's cycles in two halves
         m.submodules.outputs = out_mem = memory.Memory(shape=16, depth=self.max_out + 2, init=[])
         m.submodules.ident = ident = memory.Memory(shape=8, depth=len(self.ident), init=list(self.ident))
-        # synchronous read ports (block RAM, not flip-flops): SEND addresses the byte it sends next
+        # synchronous read ports (block RAM, not flip-flops)
         rep_wr, rep_rd = reply_mem.write_port(), reply_mem.read_port()
         out_wr, out_rd = out_mem.write_port(), out_mem.read_port()
         id_rd = ident.read_port(domain="comb")
+        # the reply's payload words, addressed by the byte being prepared (SEND_RD) and registered as they leave
+        # the memories (SEND_Q)
+        rep_q, out_q = Signal(8), Signal(16)
 
         cmd = self.cmd.payload
         status = Signal(8)
@@ -122,6 +125,8 @@ class CommandExecutor(wiring.Component):
         crc_next = Signal(16)
         m.d.comb += crc_next.eq(crc16_byte(crc, crc_in))
         sent = Signal(range(self.max_payload + P.HEADER_BYTES + P.TRAILER_BYTES + 1))
+        m.d.comb += [rep_rd.addr.eq(sent - P.HEADER_BYTES), out_rd.addr.eq((sent - P.HEADER_BYTES) >> 1)]
+        m.d.sync += [rep_q.eq(rep_rd.data), out_q.eq(out_rd.data)]
         bad = Signal()                                 # a burst element beyond any region
         m.d.comb += self.buf_addr.eq(ptr)
 
@@ -176,7 +181,7 @@ class CommandExecutor(wiring.Component):
             """The request is run: release the receiver (the next request may arrive during the reply)."""
             m.d.sync += [status.eq(st), sent.eq(0), crc.eq(0xFFFF)]
             m.d.comb += self.ack.eq(1)
-            m.next = "SEND"
+            m.next = "SEND_RD"
 
         length = self.length
         errors_addr = int(Reg.ERRORS)
@@ -330,33 +335,41 @@ class CommandExecutor(wiring.Component):
             read("RC_ER", Reg.ERRORS, "RC_PUT4")
             put("RC_PUT4", 4, "OK")
 
-            # --- the reply: SYNC, status, SEQ, LEN, payload, CRC over status .. payload
-            with m.State("SEND"):
-                rlen16 = Signal(16)
-                m.d.comb += rlen16.eq(rlen)
-                header = Cat(Const(P.REPLY_SYNC, 8), status, self.seq, rlen16)
-                n = P.HEADER_BYTES
-                byte = Signal(8)
+            # --- the reply: SYNC, status, SEQ, LEN, payload, CRC over status .. payload. Each byte is
+            # prepared in three cycles before it is offered (the memories' words registered as they
+            # leave them, then the byte registered): no memory or multiplexer lies before the CRC, and
+            # the UART takes a byte far more slowly.
+            rlen16 = Signal(16)
+            m.d.comb += rlen16.eq(rlen)
+            header = Cat(Const(P.REPLY_SYNC, 8), status, self.seq, rlen16)
+            n = P.HEADER_BYTES
+            tx_byte = Signal(8)
+            with m.State("SEND_RD"):          # the payload byte's word addressed (from `sent`, below)
+                m.next = "SEND_Q"
+            with m.State("SEND_Q"):           # ... read, and registered
+                m.next = "SEND_BYTE"
+            with m.State("SEND_BYTE"):
                 index = Signal.like(sent)
                 m.d.comb += index.eq(sent - n)
-                upcoming = Signal.like(sent)   # the index of the byte sent in the next cycle
-                m.d.comb += upcoming.eq(sent + self.tx.ready - n)
-                m.d.comb += [rep_rd.addr.eq(upcoming), out_rd.addr.eq(upcoming >> 1)]
                 with m.If(sent < n):
-                    m.d.comb += byte.eq(header.word_select(sent[:3], 8))
+                    m.d.sync += tx_byte.eq(header.word_select(sent[:3], 8))
                 with m.Elif(sent < n + rlen):
-                    m.d.comb += byte.eq(Mux(from_outputs, out_rd.data.word_select(index[0], 8), rep_rd.data))
+                    m.d.sync += tx_byte.eq(Mux(from_outputs, out_q.word_select(index[0], 8), rep_q))
                 with m.Elif(sent == n + rlen):
-                    m.d.comb += byte.eq(crc[:8])
+                    m.d.sync += tx_byte.eq(crc[:8])
                 with m.Else():
-                    m.d.comb += byte.eq(crc[8:])
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(byte), crc_in.eq(byte)]
+                    m.d.sync += tx_byte.eq(crc[8:])
+                m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(tx_byte), crc_in.eq(tx_byte)]
                 with m.If(self.tx.ready):
                     m.d.sync += sent.eq(sent + 1)
                     with m.If((sent >= 1) & (sent < n + rlen)):
                         m.d.sync += crc.eq(crc_next)
                     with m.If(sent == n + rlen + 1):
                         m.next = "IDLE"
+                    with m.Else():
+                        m.next = "SEND_RD"
         return m
 
 

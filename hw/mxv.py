@@ -93,8 +93,9 @@ class DeltaMxV(wiring.Component):
     - accumulators: words of ``P*acc_bits`` bits, lane ``p`` = bits
       ``[p*acc_bits, (p+1)*acc_bits)``, signed. Row ``r`` is at word
       ``acc_base + r//P``, lane ``r % P``. The read port need not be
-      transparent to the write port: the unit never reads a word in the
-      cycle it writes it.
+      transparent to the write port, and what it returns when it reads a
+      word in the cycle it is written does not matter: the unit never does
+      (an item that takes its word's sum from a register reads nothing).
     - delta buffer: entry ``i`` (``0 .. count-1``) is a
       :func:`delta_layout` struct, index in the low ``index_bits`` bits, the
       signed delta in the next ``delta_bits`` bits.
@@ -149,12 +150,16 @@ class DeltaMxV(wiring.Component):
         Width of the run-time ``words`` input.
     max_slices : int
         The most weight slices a matrix may have (1: no slicing logic).
+    registered_weights : bool
+        The weight memory registers its read data itself (``w_data`` two cycles after ``w_addr``, as the
+        core's banked weight memory does): the unit registers it once more, in a stage of its own (2c,
+        before the accumulator read), a cycle more of latency (:meth:`latency`).
 
     Attributes
     ----------
     LATENCY : int
         ``L`` in the cycle count ``count*S*pass_cycles(words) + L`` from
-        ``start`` to ``done`` (9).
+        ``start`` to ``done`` (9; 10 with ``registered_weights``).
     dbuf_layout : amaranth.lib.data.StructLayout
         Layout of a delta buffer entry, see :func:`delta_layout`.
 
@@ -197,7 +202,7 @@ class DeltaMxV(wiring.Component):
     w_en : Out(1)
         Weight memory read enable.
     w_data : In(P * wmem_bits)
-        Weight memory read data.
+        Weight memory read data (one cycle after the address, or two with ``registered_weights``).
     acc_rd_addr : Out(aaddr_bits)
         Accumulator read address.
     acc_rd_en : Out(1)
@@ -213,11 +218,17 @@ class DeltaMxV(wiring.Component):
         Accumulator write data.
     """
 
-    #: Cycles from ``start`` to ``done`` are ``count*S*pass_cycles(words, P) + LATENCY``.
+    #: Cycles from ``start`` to ``done`` are ``count*S*pass_cycles(words, P) + LATENCY`` (one more with
+    #: ``registered_weights``: :meth:`latency`).
     LATENCY = 9
 
+    @classmethod
+    def latency(cls, registered_weights: bool) -> int:
+        """``L`` of a unit with or without ``registered_weights`` (its stage 2c)."""
+        return cls.LATENCY + int(registered_weights)
+
     def __init__(self, *, lanes, wmem_bits, delta_bits, acc_bits, waddr_bits,
-                 aaddr_bits, dbuf_depth, index_bits, words_bits, max_slices=1):
+                 aaddr_bits, dbuf_depth, index_bits, words_bits, max_slices=1, registered_weights=False):
         if lanes < 1:
             raise ValueError(f"lanes must be >= 1, not {lanes}")
         C.check_bits("wmem_bits", wmem_bits)
@@ -239,6 +250,7 @@ class DeltaMxV(wiring.Component):
         self.index_bits = index_bits
         self.words_bits = words_bits
         self.max_slices = max_slices
+        self.registered_weights = registered_weights
         self.dbuf_layout = delta_layout(index_bits, delta_bits)
         super().__init__({
             "start": In(1),
@@ -387,10 +399,23 @@ class DeltaMxV(wiring.Component):
         sl2b = Signal.like(sl0)
         delta2b = Signal(signed(self.delta_bits))
         a_addr2b = Signal(self.aaddr_bits)
-        w_word = Signal.like(self.w_data)
         m.d.sync += [v2b.eq(v2), fresh2b.eq(fresh2), last2b.eq(last2), delta2b.eq(delta2), a_addr2b.eq(a_addr2),
-                     sl2b.eq(sl2), w_word.eq(self.w_data)]
-        m.d.comb += [self.acc_rd_addr.eq(a_addr2b), self.acc_rd_en.eq(v2b)]
+                     sl2b.eq(sl2)]
+        w_word = Signal.like(self.w_data)
+        m.d.sync += w_word.eq(self.w_data)
+        if self.registered_weights:
+            # --- stage 2c: the word, registered outside two cycles after its address, registered again
+            # (the multiplexer of the memory's banks behind it); the accumulator read a cycle later
+            v2c, fresh2c, last2c = Signal(), Signal(), Signal()
+            sl2c = Signal.like(sl0)
+            delta2c = Signal(signed(self.delta_bits))
+            a_addr2c = Signal(self.aaddr_bits)
+            m.d.sync += [v2c.eq(v2b), fresh2c.eq(fresh2b), last2c.eq(last2b), delta2c.eq(delta2b),
+                         a_addr2c.eq(a_addr2b), sl2c.eq(sl2b)]
+            v2b, fresh2b, last2b, delta2b, a_addr2b, sl2b = v2c, fresh2c, last2c, delta2c, a_addr2c, sl2c
+        # (an item that takes its word's sum from a register reads nothing: the memory may be writing that word)
+        forwarded = one_word | ((self.words == 2) | (self.words == 3) if forward else 0)
+        m.d.comb += [self.acc_rd_addr.eq(a_addr2b), self.acc_rd_en.eq(v2b & ~(forwarded & ~fresh2b))]
 
         # --- stage 3: products and the accumulator word registered ------------
         v3, fresh3, last3 = Signal(), Signal(), Signal()
@@ -402,7 +427,6 @@ class DeltaMxV(wiring.Component):
         v4, last4, forward4 = Signal(), Signal(), Signal()
         a_addr4 = Signal(self.aaddr_bits)
         acc4 = Signal.like(self.acc_rd_data)
-        forwarded = one_word | ((self.words == 2) | (self.words == 3) if forward else 0)
         m.d.sync += [v4.eq(v3), last4.eq(last3), a_addr4.eq(a_addr3), acc4.eq(self.acc_rd_data),
                      forward4.eq(forwarded & ~fresh3)]
 

@@ -98,7 +98,8 @@ RANDOM_STATE_ARGS = ("--x-assign", "unique", "--x-initial", "unique")
 #: generated makefile's ``-Os`` gains another ~1.5x for ~2x the C++ compile time.
 FAST_ARGS = ("--no-public-flat-rw", "-CFLAGS", "-O2")
 
-#: RAMs of the top module (everything but the activation ROMs, which live in the engine).
+#: RAMs of the top module (everything but the activation ROMs, which live in the engine; the weights in
+#: a wide core are banks, ``weights0``, ``weights1``, ...).
 _RAMS = ("weights", "acc", "mult", "vec", "h", "c", "ref", "dbuf")
 
 
@@ -356,7 +357,7 @@ def strip_memory_init(text: str) -> str:
     """Remove the ``initial`` blocks of the top module's RAMs (not of the engine's ROMs)."""
     start, end = _top_module(text)
     names = "|".join(re.escape(n) for n in _RAMS)
-    block = re.compile(r"^  initial begin\n    \\?(?:" + names + r")(?:\$\d+)? ?\[0\] = [^\n]*\n"
+    block = re.compile(r"^  initial begin\n    \\?(?:" + names + r")\d*(?:\$\d+)? ?\[0\] = [^\n]*\n"
                        r"(?:    [^\n]*\n)*?  end\n", re.M)
     top = block.sub("", text[start:end])
     return text[:start] + top + text[end:]

@@ -111,6 +111,10 @@ def test_cycle_counter_does_not_wrap_at_32_bits():
             ctx.set(core.cmd.valid, 1)
             await ctx.tick()
             ctx.set(core.cmd.valid, 0)
+            for _ in range(5):           # the response, a cycle or two after the command
+                if ctx.get(core.rsp.valid):
+                    break
+                await ctx.tick()
             got[name] = ctx.get(core.rsp.payload)
             await ctx.tick()
 

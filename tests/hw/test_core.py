@@ -8,7 +8,7 @@ STEP_CYCLES register equals the cycle model, step by step.
 import numpy as np
 import pytest
 
-from deltarnn.hw.core import Core
+from deltarnn.hw.core import COLLISION_FREE, Core
 from deltarnn.hw.cycles import model_step_cycles
 from deltarnn.hw.drive import run_core
 from deltarnn.spec.memory_map import DeviceParams, Reg
@@ -87,6 +87,24 @@ def test_engine_lanes(cell, lanes, engine_lanes, hidden, classes):
     assert all(w < n for w, n in zip(run.step_cycles, narrow))
 
 
+@pytest.mark.parametrize("lanes, bank_words", [(8, 16), (16, 8)])
+def test_banked_weights(lanes, bank_words):
+    """A wide core's weight memory in banks, each registered before the bank is selected (the last one shorter):
+    bit- and cycle-exact, loaded by the host's WRITE commands."""
+    model = random_model("gru", 7, 12, 2, False, 3, seed=6)
+    x = np.repeat(random_input(1, 3, 7, seed=7), 2, axis=1)
+    qm = quantize(model, random_input(4, 20, 7, seed=8), 4, 8)
+    qm.set_thresholds(1, 1)
+    params = DeviceParams("gru", **{**PARAMS, "lanes": lanes})
+    core = Core(params, bank_words=bank_words)
+    assert core.weight_banks == -(-params.weight_depth // bank_words) > 3
+    assert Core(DeviceParams("gru", **PARAMS)).weight_banks == 0        # 4 lanes: one memory
+    gold = emulate(qm, x)
+    run = run_core(core, input_deltas(qm, x[0]), qm.output_size, writes=pack(qm, params).writes())
+    np.testing.assert_array_equal(run.outputs, gold.outputs_fx[0])
+    assert run.step_cycles == model_step_cycles(qm, params, gold.step_deltas)
+
+
 def test_a_hidden_size_the_engine_lanes_do_not_divide_is_refused():
     params = DeviceParams("gru", **{**PARAMS, "lanes": 8, "engine_lanes": 4})
     qm = quantize(random_model("gru", 5, 6, 1, False, 0), random_input(2, 4, 5), 4, 8)
@@ -144,3 +162,43 @@ def test_skipped_path_runs_as_slices_of_narrow_slots(cell, skip, wmem_bits, wbit
     want = [sum((slices - 1) * int(gold.step_deltas[p][0, t]) * -(-rows[p] // PARAMS["lanes"]) for p in skip)
             for t in range(x.shape[1])]
     assert extra == want and sum(want) > 0
+
+
+# (cell, lanes, engine lanes, hidden, layers, classes, theta): narrow and wide cores, with a head and without
+COLLISION_CASES = [("gru", 4, 1, 16, 2, 3, 1), ("lstm", 16, 4, 16, 2, 0, 0), ("sru", 8, 1, 16, 2, 3, 1),
+                   ("ligru", 16, 4, 40, 1, 3, 1)]
+
+
+@pytest.mark.parametrize("cell, lanes, engine_lanes, hidden, layers, classes, theta", COLLISION_CASES,
+                         ids=[f"{c[0]}-P{c[1]}-E{c[2]}" for c in COLLISION_CASES])
+def test_collision_free_memories_never_read_a_word_as_it_is_written(cell, lanes, engine_lanes, hidden, layers, classes,
+                                                                    theta):
+    """COLLISION_FREE holds: what their reads return when a write to the same word comes in the same cycle is left
+    undefined in synthesis (COLLISIONS_UNDEFINED), so no cycle may have both, through loading, steps and outputs."""
+    model = random_model(cell, 7, hidden, layers, False, classes, seed=4)
+    x = np.repeat(random_input(1, 3, 7, seed=5), 2, axis=1)
+    qm = quantize(model, random_input(4, 20, 7, seed=6), 4, 8)
+    qm.set_thresholds(theta, theta)
+    params = DeviceParams(cell, **{**PARAMS, "lanes": lanes, "engine_lanes": engine_lanes})
+    core = Core(params)
+    seen = {name: 0 for name in COLLISION_FREE}
+    collisions = {name: 0 for name in COLLISION_FREE}
+
+    async def monitor(ctx):
+        ports = core.memory_ports
+        signals = [s for name in COLLISION_FREE for s in (ports[name].rd.en, ports[name].rd.addr,
+                                                          ports[name].wr.en, ports[name].wr.addr)]
+        async for _, _, *values in ctx.tick().sample(*signals):
+            for i, name in enumerate(COLLISION_FREE):
+                rd_en, rd_addr, wr_en, wr_addr = values[4 * i:4 * i + 4]
+                if rd_en and wr_en:
+                    seen[name] += 1
+                    collisions[name] += rd_addr == wr_addr
+
+    gold = emulate(qm, x)
+    run = run_core(core, input_deltas(qm, x[0]), qm.output_size, writes=pack(qm, params).writes(),
+                   processes=[monitor])
+    np.testing.assert_array_equal(run.outputs, gold.outputs_fx[0])
+    assert collisions == {name: 0 for name in COLLISION_FREE}
+    # the check saw reads beside writes (the MxV's, in every step)
+    assert seen["acc"] > 0

@@ -9,7 +9,7 @@ import pytest
 
 from deltarnn.hw.cycles import (encode_cycles, engine_cycles, fused_encode_cycles, mxv_cycles, step_cycles,
                                  step_phases)
-from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, fuses_encoder
+from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, fuses_encoder, schedule
 from deltarnn.spec.memory_map import H_BLOCKS
 
 
@@ -19,7 +19,9 @@ def test_phase_formulas():
     assert [fused_encode_cycles(cell, lanes) for cell in CELL_PROGRAMS for lanes in (4, 32)] == [6] * 8
     # the SRU's highway reads the references a cycle after its request, in another cycle of its ii than the h write
     assert all(fuses_encoder(CELL_PROGRAMS[cell], lanes) for cell in CELL_PROGRAMS for lanes in (1, 4, 32))
-    assert not fuses_encoder([("hw", 0), ("st", "h", 0)], 4)        # a read in the cycle of the write: no
+    # a highway read and an h write: the schedule puts the read's memory cycle apart from the write's
+    sch = schedule([("hw", 0), ("st", "h", 0)], 4)
+    assert sch.ii == 2 and fuses_encoder([("hw", 0), ("st", "h", 0)], 4)
     assert not fuses_encoder(H_OUT, 4)                               # no h write
     assert mxv_cycles(5, 24, 4) == 5 * 6 + 9 + 1
     assert mxv_cycles(0, 24, 4) == 10
@@ -33,11 +35,11 @@ def test_phase_formulas():
     assert engine_cycles(3, HEAD_OUT, 4) == 2 * 2 + 8 + 2
     assert engine_cycles(6, H_OUT, 4) == 5 * 2 + 4 + 2
     assert engine_cycles(0, HEAD_OUT, 4) == 2
-    # above WIDE_LANES lanes the requantizer and the activation tables take a cycle more each (GRU: its
-    # last rq, then the tanh of n on its critical path)
-    assert engine_cycles(8, CELL_PROGRAMS["gru"], 8) == 7 * 6 + 23 + 2
-    assert engine_cycles(3, HEAD_OUT, 8) == 2 * 2 + 9 + 2
-    assert engine_cycles(6, H_OUT, 8) == 5 * 2 + 4 + 2
+    # above WIDE_LANES lanes every memory's output is registered (a cycle more for the loads), the requantizer
+    # and the activation tables take two cycles more (GRU: its last rq, then the tanh of n on its critical path)
+    assert engine_cycles(8, CELL_PROGRAMS["gru"], 8) == 7 * 6 + 25 + 2
+    assert engine_cycles(3, HEAD_OUT, 8) == 2 * 2 + 10 + 2
+    assert engine_cycles(6, H_OUT, 8) == 5 * 2 + 5 + 2
 
 
 def test_gru_with_head_by_hand():
@@ -77,24 +79,24 @@ def test_documented_example():
     """docs/gateware.md: 2 x 256 GRU, 40 classes, P = 32, 40 input deltas, every hidden delta firing."""
     deltas = {"0.x": 40, "0.h": 256, "1.x": 256, "1.h": 256, "head.x": 256}
     phases = dict(step_phases("gru", 32, 256, 40, deltas))
-    assert phases["0.x MxV"] == 40 * 24 + 10 == 970
-    assert phases["0.h MxV"] == phases["1.x MxV"] == phases["1.h MxV"] == 256 * 24 + 10 == 6154
-    assert phases["0 cell"] == phases["1 cell"] == 255 * 6 + 23 + 2 == 1555
+    assert phases["0.x MxV"] == 40 * 24 + 11 == 971     # L = 10 above WIDE_LANES lanes
+    assert phases["0.h MxV"] == phases["1.x MxV"] == phases["1.h MxV"] == 256 * 24 + 11 == 6155
+    assert phases["0 cell"] == phases["1 cell"] == 255 * 6 + 25 + 2 == 1557
     # 40 classes are two words of 32 lanes: their sums forwarded, no bubbles (4 cycles a pass at up to 8 lanes)
-    assert phases["head MxV"] == 256 * 2 + 10 == 522 and phases["output"] == 39 * 2 + 9 + 2
-    assert mxv_cycles(256, 40, 8) == 256 * 5 + 10 and mxv_cycles(256, 20, 8) == 256 * 4 + 10
+    assert phases["head MxV"] == 256 * 2 + 11 == 523 and phases["output"] == 39 * 2 + 10 + 2
+    assert mxv_cycles(256, 40, 8) == 256 * 5 + 11 and mxv_cycles(256, 20, 8) == 256 * 4 + 11
     assert phases["0.h encode"] == phases["1.h encode"] == 0      # beside the x paths' MxVs
     assert phases["1.x encode"] == phases["head encode"] == 6        # fed by the cell updates
-    assert step_cycles("gru", 32, 256, 40, deltas) == 23166
+    assert step_cycles("gru", 32, 256, 40, deltas) == 23176
     # the default engine of 32 lanes: 4 neurons at once, the fused encodes take the last 4 values in turn
     wide = dict(step_phases("gru", 32, 256, 40, deltas, width=4))
-    assert wide["0 cell"] == wide["1 cell"] == 63 * 6 + 23 + 2 == 403
+    assert wide["0 cell"] == wide["1 cell"] == 63 * 6 + 25 + 2 == 405
     assert wide["1.x encode"] == wide["head encode"] == 6 + 3
-    assert step_cycles("gru", 32, 256, 40, deltas, width=4) == 20868
-    # 8 engine lanes: an item every 8 cycles, the GRU's schedule 1 cycle shorter
+    assert step_cycles("gru", 32, 256, 40, deltas, width=4) == 20878
+    # 8 engine lanes: an item every 8 cycles
     wide = dict(step_phases("gru", 32, 256, 40, deltas, width=8))
-    assert wide["0 cell"] == 31 * 8 + 22 + 2 == 272 and wide["1.x encode"] == 6 + 7
-    assert step_cycles("gru", 32, 256, 40, deltas, width=8) == 20614
+    assert wide["0 cell"] == 31 * 8 + 25 + 2 == 275 and wide["1.x encode"] == 6 + 7
+    assert step_cycles("gru", 32, 256, 40, deltas, width=8) == 20626
 
 
 @pytest.mark.parametrize("cell", sorted(CELL_PROGRAMS))

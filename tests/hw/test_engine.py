@@ -28,7 +28,7 @@ STEPS = cells.STEPS
 #: Cycles between neurons and of one neuron's program, per program (docs/gateware.md), at most WIDE_LANES
 #: lanes and above (the requantizer and the activation tables a cycle longer).
 SCHEDULES = {"lstm": (8, 22), "gru": (6, 20), "ligru": (4, 17), "sru": (4, 18), "head": (2, 8), "h_out": (2, 4)}
-WIDE_SCHEDULES = {"lstm": (8, 26), "gru": (6, 23), "ligru": (4, 19), "sru": (4, 20), "head": (2, 9), "h_out": (2, 4)}
+WIDE_SCHEDULES = {"lstm": (8, 28), "gru": (6, 25), "ligru": (4, 21), "sru": (4, 22), "head": (2, 10), "h_out": (2, 5)}
 
 HIDDEN = 5        # run-time H, below max_hidden: block strides are H, not the maximum
 LAYER = 1         # bases of layer 1, none of them 0
@@ -283,11 +283,12 @@ def test_head_output_program(ready_prob, lanes, engine_lanes):
     np.testing.assert_array_equal(res["mems"]["h"], contents["h"])
 
 
-@pytest.mark.parametrize("engine_lanes", [1, 2])
+@pytest.mark.parametrize("lanes, engine_lanes", [(2, 1), (2, 2), (8, 1), (16, 4)])
 @pytest.mark.parametrize("ready_prob", [1.0, 0.4])
-def test_h_output_program(ready_prob, engine_lanes):
-    """H_OUT: the last layer's h as it is in the state memory."""
-    p = params("lstm", 2, engine_lanes)
+def test_h_output_program(ready_prob, lanes, engine_lanes):
+    """H_OUT: the last layer's h as it is in the state memory; stalls hold the state word registered
+    behind the memory in a wide engine."""
+    p = params("lstm", lanes, engine_lanes)
     hidden = hidden_of(p)
     contents = random_contents(np.random.default_rng(12), p)
     inputs = layer_inputs(p)

@@ -71,7 +71,12 @@ class Harness(Elaboratable):
             was_en = Signal()
             m.d.sync += was_en.eq(en)
             poison = Const(int("10" * width, 2) >> width, width)
-            m.d.comb += dst.eq(Mux(was_en, src, poison))
+            if dst is dut.w_data and dut.registered_weights:      # as the core's banks: a register behind
+                poisoned = Signal(width)
+                m.d.comb += poisoned.eq(Mux(was_en, src, poison))
+                m.d.sync += dst.eq(poisoned)
+            else:
+                m.d.comb += dst.eq(Mux(was_en, src, poison))
         return m
 
 
@@ -227,6 +232,21 @@ def test_cycle_count(P, rows, count):
     words = -(-rows // P)
     assert cycles == [count * pass_cycles(words, P) + DeltaMxV.LATENCY]
     assert list(got) == list(model(W, [deltas], P, 3, acc0, 32, params["aaddr_bits"]))
+
+
+@pytest.mark.parametrize("P,rows,cols,wbits,dbits,abits,count", [CASES[0], CASES[-2], CASES[-1]])
+def test_registered_weights(P, rows, cols, wbits, dbits, abits, count):
+    """Weight words two cycles after their address (the core's banked weight memory): the same sums, one cycle
+    more (stage 2c)."""
+    rng = np.random.default_rng(7 * P + rows)
+    params = {**_params(P, wbits, dbits, abits), "registered_weights": True}
+    W = _rand_signed(rng, wbits, (rows, cols))
+    deltas = list(zip(rng.integers(0, cols, size=count).tolist(), _rand_signed(rng, dbits, count).tolist()))
+    acc0 = _rand_signed(rng, abits - 4, (1 << params["aaddr_bits"]) * P)
+    got, cycles = run_case(params, W, [deltas], 3, 2, acc0)
+    assert list(got) == list(model(W, [deltas], P, 2, acc0, abits, params["aaddr_bits"]))
+    assert cycles == [count * pass_cycles(-(-rows // P), P) + DeltaMxV.latency(True)]
+    assert DeltaMxV.latency(True) == DeltaMxV.LATENCY + 1
 
 
 @pytest.mark.parametrize("rows,count", [(1, 4), (2, 5), (3, 3), (1, 0)])

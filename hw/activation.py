@@ -61,9 +61,10 @@ class Activation(wiring.Component):
             x = Signal.like(self.x, name="x_reg")
             m.d.sync += x.eq(self.x)
         y = self.y
-        if self.registered:
-            y = Signal.like(self.y, name="y_rom")
-            m.d.sync += self.y.eq(y)
+        if self.registered:      # (without a reset: the block RAM's output register)
+            y, y_reg = Signal.like(self.y, name="y_rom"), Signal.like(self.y, name="y_reg", reset_less=True)
+            m.d.sync += y_reg.eq(y)
+            m.d.comb += self.y.eq(y_reg)
         if self.kind == "relu":
             m.d.sync += y.eq(Mux(x < 0, 0, x))
             return m

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import contract as C
@@ -322,7 +323,7 @@ class Core(wiring.Component):
             mem = m.submodules[f"weights{i}"] = memory.Memory(
                 shape=shape, depth=size, init=list(words[i << bank_bits:(i << bank_bits) + size]))
             bank_wr, bank_rd = mem.write_port(granularity=p.wmem_bits), mem.read_port()
-            out = Signal(shape, name=f"weights{i}_out")
+            out = Signal(shape, name=f"weights{i}_out", reset_less=True)
             m.d.comb += [bank_rd.addr.eq(rd.addr[:bank_bits]), bank_rd.en.eq(rd.en),
                          bank_wr.addr.eq(wr.addr[:bank_bits]), bank_wr.data.eq(wr.data),
                          bank_wr.en.eq(Mux((wr.addr >> bank_bits) == i, wr.en, 0))]
@@ -508,7 +509,7 @@ class Core(wiring.Component):
         # the engine's registers of the same word, merged into the block RAM's output register), a cycle later
         ref_word = ref.rd.data
         if p.lanes > WIDE_LANES:
-            ref_word = Signal.like(ref.rd.data, name="ref_word")
+            ref_word = Signal.like(ref.rd.data, name="ref_word", reset_less=True)
             m.d.sync += ref_word.eq(ref.rd.data)
         with m.If(clearing):
             m.d.comb += [ref.wr.addr.eq(clr), ref.wr.data.eq(0), ref.wr.en.eq(clr < p.ref_depth)]
@@ -599,6 +600,15 @@ class Core(wiring.Component):
         dbuf = ports["dbuf"]
         overlap, fused = self.overlaps_encodes, self.feeds_encoder
         wide = p.lanes > WIDE_LANES
+        rsp = self.rsp
+        if wide:
+            # the responses through a 2-word FIFO: its readiness comes from its level register, not from the
+            # consumer, and the engine's stall (which enables every stage of its pipeline) with it
+            m.submodules.responses = responses = SyncFIFO(width=DATA_BITS, depth=2)
+            rsp = responses.w_stream
+            m.d.comb += [self.rsp.valid.eq(responses.r_stream.valid),
+                         self.rsp.payload.eq(responses.r_stream.payload),
+                         responses.r_stream.ready.eq(self.rsp.ready)]
         if not overlap:
             m.d.comb += st.enc_h.eq(st.is_h)       # the h path is encoded in its own phase
         delta_in = Signal(signed(p.delta_bits))
@@ -606,7 +616,7 @@ class Core(wiring.Component):
         read_addr = Signal(ADDR_BITS)
         out_head = regs.classes != 0
         top = cmd.data[p.delta_bits - 1:]
-        m.d.comb += [delta_in.eq(cmd.data[:p.delta_bits].as_signed()), eng.out.ready.eq(self.rsp.ready),
+        m.d.comb += [delta_in.eq(cmd.data[:p.delta_bits].as_signed()), eng.out.ready.eq(rsp.ready),
                      delta_fits.eq((top == 0) | (top == (1 << len(top)) - 1))]
         read_value, read_known = regs.read(m, read_addr)
         read_word, read_ok = Signal(DATA_BITS), Signal()
@@ -672,10 +682,10 @@ class Core(wiring.Component):
                     m.d.sync += regs.cycles_hi.eq(regs.cycles[DATA_BITS:])
                 m.next = "READ"
             with m.State("READ"):
-                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.eq(read_word)]
+                m.d.comb += [rsp.valid.eq(1), rsp.payload.eq(read_word)]
                 with m.If(~read_ok):
                     m.d.comb += st.errors.eq(Error.BAD_ADDR)
-                with m.If(self.rsp.ready):
+                with m.If(rsp.ready):
                     m.next = "IDLE"
             with m.State("CLEAR"):
                 m.d.sync += st.clr.eq(st.clr + 1)
@@ -762,7 +772,7 @@ class Core(wiring.Component):
                              eng.count.eq(Mux(out_head, regs.classes, regs.hidden))]
                 m.next = "OUT_WAIT"
             with m.State("OUT_WAIT"):
-                m.d.comb += [self.rsp.valid.eq(eng.out.valid), self.rsp.payload.eq(eng.out.payload.as_signed())]
+                m.d.comb += [rsp.valid.eq(eng.out.valid), rsp.payload.eq(eng.out.payload.as_signed())]
                 with m.If(eng.done):
                     m.d.sync += [st.host_count.eq(0), regs.steps.eq(regs.steps + 1), st.in_step.eq(0),
                                  regs.step_cycles.eq(st.step_counter + 1)]

@@ -295,8 +295,8 @@ class DeltaEncoder(wiring.Component):
         # stage 0 (cycle k + 2): the memory data arrives and is registered (the multiplier
         # sees a register, not the block RAM's output).
         # (a fed element waits a cycle in feed0, as a read one does in the memory)
-        h1 = Signal(signed(C.FX_BITS))
-        ref1 = Signal(signed(ab))
+        h1 = Signal(signed(C.FX_BITS), reset_less=True)
+        ref1 = Signal(signed(ab), reset_less=True)
         feed0 = Signal(signed(C.FX_BITS))
         m.d.sync += [h1.eq(Mux(streaming, feed0, self.src_data) if self.streams else self.src_data),
                      ref1.eq(self.ref_rd_data)]

@@ -570,7 +570,8 @@ class CellEngine(wiring.Component):
             with m.If(en):
                 m.d.sync += at_data.eq(at_addr)
             if p.lanes > WIDE_LANES:     # the word registered as it leaves the memory, then its lane selected
-                word, at_word = Signal.like(rd_data, name=f"{port}_word"), Signal.like(at_data, name=f"{port}_at")
+                word = Signal.like(rd_data, name=f"{port}_word", reset_less=True)
+                at_word = Signal.like(at_data, name=f"{port}_at")
                 with m.If(run):
                     m.d.sync += [word.eq(rd_data), at_word.eq(at_data)]
                 rd_data, at_data = word, at_word
@@ -623,8 +624,9 @@ class CellEngine(wiring.Component):
             word, refd, mults = self.acc_data, self.ref_data, self.mult_data
             lane_s, shift_s, ref_s = lane1, shift1, ref1
             if wide:
-                word, refd = Signal.like(self.acc_data, name="rq_word"), Signal.like(self.ref_data, name="rq_refd")
-                mults = Signal(self.mult_data.shape(), name="rq_mults")
+                word = Signal.like(self.acc_data, name="rq_word", reset_less=True)
+                refd = Signal.like(self.ref_data, name="rq_refd", reset_less=True)
+                mults = Signal(self.mult_data.shape(), name="rq_mults", reset_less=True)
                 lane_s, shift_s, ref_s = Signal.like(lane), Signal.like(shift), Signal()
                 # (the accumulator word and the reference in every cycle: the MxV's and the encoder's registers
                 # of the same words, merged into the block RAMs' output registers with them; only an output

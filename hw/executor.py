@@ -104,7 +104,7 @@ class CommandExecutor(wiring.Component):
         id_rd = ident.read_port(domain="comb")
         # the reply's payload words, addressed by the byte being prepared (SEND_RD) and registered as they leave
         # the memories (SEND_Q)
-        rep_q, out_q = Signal(8), Signal(16)
+        rep_q, out_q = Signal(8, reset_less=True), Signal(16, reset_less=True)
 
         cmd = self.cmd.payload
         status = Signal(8)

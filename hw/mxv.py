@@ -349,8 +349,8 @@ class DeltaMxV(wiring.Component):
             # a run with count == 0 sends a lone end marker down the pipeline
             last1.eq(last0 | (take & (self.count == 0))),
         ]
-        index1b = Signal.like(self.dbuf_data.index)
-        delta1b = Signal(signed(self.delta_bits))
+        index1b = Signal.like(self.dbuf_data.index, reset_less=True)
+        delta1b = Signal(signed(self.delta_bits), reset_less=True)
         with m.If(v1 & first1):
             m.d.sync += [index1b.eq(self.dbuf_data.index), delta1b.eq(self.dbuf_data.delta)]
 
@@ -401,7 +401,7 @@ class DeltaMxV(wiring.Component):
         a_addr2b = Signal(self.aaddr_bits)
         m.d.sync += [v2b.eq(v2), fresh2b.eq(fresh2), last2b.eq(last2), delta2b.eq(delta2), a_addr2b.eq(a_addr2),
                      sl2b.eq(sl2)]
-        w_word = Signal.like(self.w_data)
+        w_word = Signal.like(self.w_data, reset_less=True)
         m.d.sync += w_word.eq(self.w_data)
         if self.registered_weights:
             # --- stage 2c: the word, registered outside two cycles after its address, registered again
@@ -426,7 +426,7 @@ class DeltaMxV(wiring.Component):
                      sl3.eq(sl2b)]
         v4, last4, forward4 = Signal(), Signal(), Signal()
         a_addr4 = Signal(self.aaddr_bits)
-        acc4 = Signal.like(self.acc_rd_data)
+        acc4 = Signal.like(self.acc_rd_data, reset_less=True)
         m.d.sync += [v4.eq(v3), last4.eq(last3), a_addr4.eq(a_addr3), acc4.eq(self.acc_rd_data),
                      forward4.eq(forwarded & ~fresh3)]
 

@@ -56,14 +56,11 @@ class Activation(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        x = self.x
-        if self.registered:
-            x = Signal.like(self.x, name="x_reg")
-            m.d.sync += x.eq(self.x)
-        y = self.y
-        if self.registered:      # (without a reset: the block RAM's output register)
-            y, y_reg = Signal.like(self.y, name="y_rom"), Signal.like(self.y, name="y_reg", reset_less=True)
-            m.d.sync += y_reg.eq(y)
+        x, y = self.x, self.y
+        if self.registered:      # (the output register without a reset: the block RAM's own)
+            x, y = Signal.like(self.x, name="x_reg"), Signal.like(self.y, name="y_rom")
+            y_reg = Signal.like(self.y, name="y_reg", reset_less=True)
+            m.d.sync += [x.eq(self.x), y_reg.eq(y)]
             m.d.comb += self.y.eq(y_reg)
         if self.kind == "relu":
             m.d.sync += y.eq(Mux(x < 0, 0, x))

@@ -230,13 +230,19 @@ class Core(wiring.Component):
         return 2 << _addr_bits(p.dbuf_depth) if self.overlaps_encodes else p.dbuf_depth
 
     @property
+    def wide(self) -> bool:
+        """Above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes: every memory read registered before any logic
+        (the weight banks, the DELTA's reference, the responses' FIFO, the engine's and MxV's registers)."""
+        return self.p.lanes > WIDE_LANES
+
+    @property
     def weight_banks(self) -> int:
         """Banks of the weight memory: above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes one per
         :func:`weight_bank_depth` words, each read into a register of its own (:meth:`_weight_banks`), so that
         no multiplexer of blocks lies between a block RAM and its register; else 0 (one memory, its read
         data registered in the MxV)."""
         p = self.p
-        return -(-p.weight_depth // self.bank_words) if p.lanes > WIDE_LANES else 0
+        return -(-p.weight_depth // self.bank_words) if self.wide else 0
 
     @property
     def index_bits(self) -> int:
@@ -508,7 +514,7 @@ class Core(wiring.Component):
         # a DELTA's reference: above WIDE_LANES lanes registered as it leaves the memory (the encoder's and
         # the engine's registers of the same word, merged into the block RAM's output register), a cycle later
         ref_word = ref.rd.data
-        if p.lanes > WIDE_LANES:
+        if self.wide:
             ref_word = Signal.like(ref.rd.data, name="ref_word", reset_less=True)
             m.d.sync += ref_word.eq(ref.rd.data)
         with m.If(clearing):
@@ -599,7 +605,7 @@ class Core(wiring.Component):
         cmd = self.cmd.payload
         dbuf = ports["dbuf"]
         overlap, fused = self.overlaps_encodes, self.feeds_encoder
-        wide = p.lanes > WIDE_LANES
+        wide = self.wide
         rsp = self.rsp
         if wide:
             # the responses through a 2-word FIFO: its readiness comes from its level register, not from the

@@ -104,9 +104,13 @@ def fuses_encoder(program, lanes: int, width: int = 1) -> bool:
     highway, a cycle after its request, :meth:`CellEngine._ports`) in the run's ``ii`` (``width``: the
     engine's lanes)."""
     sch = schedule(program, lanes, width)
-    writes = {sl.start % sch.ii for sl in sch.slots if sl.ins[:2] == ("st", "h")}
-    reads = {(sl.start + 1) % sch.ii for sl in sch.slots if "ref" in _ports(sl.ins)}
-    return bool(writes) and not writes & reads
+
+    def reference_reads(writes_h: bool) -> set[int]:
+        return {(sl.start + at) % sch.ii for sl in sch.slots if (sl.ins[:2] == ("st", "h")) == writes_h
+                for port, at in _claims(sl.ins) if port == "ref_read"}
+
+    writes = reference_reads(True)
+    return bool(writes) and not writes & reference_reads(False)
 
 
 #: Output of a head: requantized accumulator plus bias, per class.

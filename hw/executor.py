@@ -18,7 +18,6 @@ from deltarnn.spec.memory_map import CELL_CODES, REGION_SHIFT, DeviceParams, Op,
 
 from deltarnn.hw.command import command_layout
 from deltarnn.hw.core import Core
-from deltarnn.hw.engine import WIDE_LANES
 from deltarnn.hw.frame import FrameReceiver, crc16_byte
 from deltarnn.hw.pipe import StreamRegister
 
@@ -397,7 +396,7 @@ class Link(wiring.Component):
         m.submodules.core = core = Core(self.p)
         wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
         wiring.connect(m, ex.tx, wiring.flipped(self.tx))
-        if self.p.lanes > WIDE_LANES:
+        if core.wide:
             # the executor's command decoding and the core's in two cycles (an ECP5's critical path); an
             # iCE40 core (at most WIDE_LANES lanes) has no logic cells for the register
             m.submodules.cmd_reg = cmd_reg = StreamRegister(command_layout())

@@ -7,7 +7,7 @@ model indexes, so both compute the same integers by construction.
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, signed
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import contract as C
@@ -23,50 +23,60 @@ def lut_address(x, kind: str):
 
 
 class Activation(wiring.Component):
-    """One activation function of a 16-bit fixed-point input.
+    """One activation function of ``ports`` 16-bit fixed-point inputs, through one table.
 
     Parameters
     ----------
     kind : {"sigmoid", "tanh", "relu"}
     registered : bool
-        Register the input before the table's address arithmetic, and the table's output as it leaves
-        the ROM (latency 3): in a wide core the unit's input multiplexer and the address's clamp in one
+        Register the inputs before the table's address arithmetic, and the table's outputs as they
+        leave the ROM (latency 3): in a wide core the unit's input multiplexer and the address's clamp in one
         cycle were an ECP5's critical path, and the output register is the block RAM's own.
+    ports : {1, 2}
+        Inputs, each with its own read port of the one table: an ECP5 block RAM has two ports,
+        so two engine lanes share a block (an iCE40 block RAM has one read port: there Yosys
+        copies the table).
 
     Members
     -------
-    x : In(signed(16))
-        Input, sampled every cycle.
-    y : Out(signed(16))
-        ``f(x)`` of the input :attr:`latency` cycles earlier.
+    x : In(ArrayLayout(signed(16), ports))
+        Inputs, sampled every cycle.
+    y : Out(ArrayLayout(signed(16), ports))
+        ``f(x[i])`` of each input :attr:`latency` cycles earlier.
 
-    Latency :attr:`latency` cycles (1, or 3 when ``registered``), throughput one value per cycle.
+    Latency :attr:`latency` cycles (1, or 3 when ``registered``), throughput one value per cycle and port.
     sigmoid and tanh read a 1024-entry ROM (``deltarnn.spec.contract.table(kind)``); ReLU is
     ``max(x, 0)``, registered to keep the same latency.
     """
 
-    def __init__(self, kind: str, registered: bool = False):
-        if kind not in KINDS:
+    def __init__(self, kind: str, registered: bool = False, ports: int = 1):
+        if kind not in KINDS or ports not in (1, 2):
             self._MustUse__silence = True   # no "created but never used" warning
-            raise ValueError(f"unknown activation {kind!r}; choose one of {', '.join(KINDS)}")
+            raise ValueError(f"unknown activation {kind!r}; choose one of {', '.join(KINDS)}" if kind not in KINDS
+                             else f"an activation table has 1 or 2 read ports, not {ports}")
         self.kind = kind
         self.registered = registered
+        self.ports = ports
         self.latency = 3 if registered else 1
-        super().__init__({"x": In(signed(C.FX_BITS)), "y": Out(signed(C.FX_BITS))})
+        fx = data.ArrayLayout(signed(C.FX_BITS), ports)
+        super().__init__({"x": In(fx), "y": Out(fx)})
 
     def elaborate(self, platform):
         m = Module()
-        x, y = self.x, self.y
-        if self.registered:      # (the output register without a reset: the block RAM's own)
-            x, y = Signal.like(self.x, name="x_reg"), Signal.like(self.y, name="y_rom")
-            y_reg = Signal.like(self.y, name="y_reg", reset_less=True)
-            m.d.sync += [x.eq(self.x), y_reg.eq(y)]
-            m.d.comb += self.y.eq(y_reg)
-        if self.kind == "relu":
-            m.d.sync += y.eq(Mux(x < 0, 0, x))
-            return m
-        m.submodules.rom = rom = memory.Memory(shape=signed(C.FX_BITS), depth=1 << C.LUT_ADDR_BITS,
-                                               init=[int(v) for v in C.table(self.kind)])
-        port = rom.read_port()
-        m.d.comb += [port.addr.eq(lut_address(x, self.kind)), port.en.eq(1), y.eq(port.data)]
+        rom = None
+        if self.kind != "relu":
+            m.submodules.rom = rom = memory.Memory(shape=signed(C.FX_BITS), depth=1 << C.LUT_ADDR_BITS,
+                                                   init=[int(v) for v in C.table(self.kind)])
+        for i in range(self.ports):
+            x, y = self.x[i], self.y[i]
+            if self.registered:      # (the output register without a reset: the block RAM's own)
+                x, y = Signal(signed(C.FX_BITS), name=f"x_reg{i}"), Signal(signed(C.FX_BITS), name=f"y_rom{i}")
+                y_reg = Signal(signed(C.FX_BITS), name=f"y_reg{i}", reset_less=True)
+                m.d.sync += [x.eq(self.x[i]), y_reg.eq(y)]
+                m.d.comb += self.y[i].eq(y_reg)
+            if rom is None:
+                m.d.sync += y.eq(Mux(x < 0, 0, x))
+                continue
+            port = rom.read_port()
+            m.d.comb += [port.addr.eq(lut_address(x, self.kind)), port.en.eq(1), y.eq(port.data)]
         return m

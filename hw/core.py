@@ -270,7 +270,8 @@ class Core(wiring.Component):
                        registered_weights=bool(self.weight_banks))
         enc = DeltaEncoder(max_length=p.max_hidden, abits_max=p.abits, delta_bits=p.delta_bits,
                            src_addr_bits=_addr_bits(p.state_depth), ref_addr_bits=_addr_bits(p.ref_depth),
-                           dbuf_depth=p.dbuf_depth, index_bits=self.index_bits, streams=self.feeds_encoder)
+                           dbuf_depth=p.dbuf_depth, index_bits=self.index_bits, streams=self.feeds_encoder,
+                           src_lanes=p.engine_width, registered=self.wide)
         return _Units(mxv, enc, CellEngine(p, broken_lane=self.broken_lane))
 
     def _memories(self, m, dbuf_layout) -> dict[str, _Ports]:
@@ -450,10 +451,9 @@ class Core(wiring.Component):
                                                                   "dbuf"))
         clearing, clr = st.clearing, st.clr
         e_log2 = p.engine_bits
-        # the encoder reads one element of a state word: its lane, when the memory reads (and holds)
-        src_lane = Signal(max(1, e_log2))
-        with m.If(enc.src_en):
-            m.d.sync += src_lane.eq(enc.src_addr[:e_log2] if e_log2 else 0)
+        # the encoder reads whole state words and selects its element's lane; a wide core's through the
+        # engine's register of the word (one register behind the memory: the block RAM's own)
+        src_word = eng.h_rd_word if self.wide else h.rd.data if e_log2 else h.rd.data[0]
         # The weight memory's write port takes the read port's address, and the memory is never read
         # while written (the host writes in IDLE, the MxV reads during a STEP), so Yosys can merge
         # the two into the single port of a RAM without a second port (the iCE40 UP5K's SPRAM, whose
@@ -483,7 +483,7 @@ class Core(wiring.Component):
             vec.rd.addr.eq(eng.vec_addr), vec.rd.en.eq(eng.vec_en), eng.vec_data.eq(vec.rd.data),
             h.rd.addr.eq(Mux(enc.src_en, enc.src_addr >> e_log2, eng.h_rd_addr)),
             h.rd.en.eq(enc.src_en | eng.h_rd_en),
-            enc.src_data.eq(h.rd.data[src_lane] if e_log2 else h.rd.data[0]), eng.h_rd_data.eq(h.rd.data),
+            enc.src_data.eq(src_word), eng.h_rd_data.eq(h.rd.data),
             c.rd.addr.eq(eng.c_rd_addr), c.rd.en.eq(eng.c_rd_en), eng.c_rd_data.eq(c.rd.data),
             enc.ref_rd_data.eq(ref.rd.data), eng.ref_data.eq(ref.rd.data),
         ]

@@ -7,11 +7,11 @@ which the sequencer sees its ``done``:
 ==============  ============================================================  ====================
 phase           cycles                                                        when
 ==============  ============================================================  ====================
-encode          :func:`fused_encode_cycles`, or ``n + DeltaEncoder.LATENCY    x path of layers > 0, the head
-                + 1`` at 2 lanes or fewer
+encode          :func:`fused_encode_cycles`, or ``n + E_L + 1``               x path of layers > 0, the head
+                at 2 lanes or fewer
 MxV             ``deltas * S * pass(ceil(rows / P)) + L + 1``                 every path
 h encode        ``max(0, encode - MxV)`` of the same layer's x path, or       every h path
-                ``n + DeltaEncoder.LATENCY + 1`` at 2 lanes or fewer
+                ``n + E_L + 1`` at 2 lanes or fewer
 cell update     ``run_cycles(cell, H / E, P, E) + CellEngine.LATENCY + 1``    every layer
 output          ``run_cycles(HEAD_OUT, K, P) + CellEngine.LATENCY + 1``       with a head of K classes,
                 ``run_cycles(H_OUT, H, P) + CellEngine.LATENCY + 1``          without
@@ -24,7 +24,9 @@ encode takes beyond the MxV; and where the cell's program leaves the encoder
 room on the reference memory (:func:`deltarnn.hw.engine.fuses_encoder`: every
 cell now), the input of the next layer's x path, or of the head, is encoded as
 the cell update writes it: its phase is only the encoder's latency after the
-update's last write. ``n`` is
+update's last write. ``E_L`` is the encoder's latency
+(:meth:`deltarnn.hw.encoder.DeltaEncoder.latency`: 7, and 8 above
+:data:`~deltarnn.hw.engine.WIDE_LANES` lanes, whose state words reach it registered), ``n``
 the vector length the encoder scans (H), ``L`` the MxV's latency
 (:meth:`deltarnn.hw.mxv.DeltaMxV.latency`: 9, and 10 above
 :data:`~deltarnn.hw.engine.WIDE_LANES` lanes, where the banked weight memory's word has a stage
@@ -51,8 +53,8 @@ from deltarnn.hw.mxv import DeltaMxV, pass_cycles
 ACCEPT = 1
 
 
-def encode_cycles(n: int) -> int:
-    return n + DeltaEncoder.LATENCY + 1
+def encode_cycles(n: int, lanes: int = 1) -> int:
+    return n + DeltaEncoder.latency(lanes > WIDE_LANES) + 1
 
 
 def mxv_cycles(deltas: int, rows: int, lanes: int, slices: int = 1) -> int:
@@ -68,7 +70,7 @@ def fused_encode_cycles(cell: str, lanes: int, width: int = 1) -> int:
     the last element of the run's last ``h`` write (``width`` elements, one per cycle), beyond the run's own end."""
     sch = schedule(CELL_PROGRAMS[cell], lanes, width)
     last_h = max(sl.write for sl in sch.slots if sl.ins[:2] == ("st", "h"))
-    return max(0, last_h + width - 1 + DeltaEncoder.LATENCY - sch.depth)
+    return max(0, last_h + width - 1 + DeltaEncoder.latency(lanes > WIDE_LANES) - sch.depth)
 
 
 def output_timing(classes: int, hidden: int, lanes: int) -> tuple[int, int]:
@@ -107,7 +109,8 @@ def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[s
     phases = [("accept", ACCEPT)]
     # the x path of a layer > 0 and the head: encoded as the cell update before them makes their input, or
     # by a scan after it
-    next_encode = fused_encode_cycles(cell, lanes, width) if feeds_encoder(cell, lanes) else encode_cycles(hidden)
+    next_encode = (fused_encode_cycles(cell, lanes, width) if feeds_encoder(cell, lanes)
+                   else encode_cycles(hidden, lanes))
     for i in range(layers):
         if i > 0:
             phases.append((f"{i}.x encode", next_encode))
@@ -115,8 +118,8 @@ def step_phases(cell: str, lanes: int, hidden: int, classes: int, deltas: dict[s
         x_mxv = mxv_cycles(deltas[f"{i}.x"], x_rows(cell, hidden, ident), lanes, slices.get(f"{i}.x", 1))
         phases.append((f"{i}.x MxV", x_mxv))
         if H_BLOCKS[cell]:
-            phases.append((f"{i}.h encode", max(0, encode_cycles(hidden) - x_mxv) if overlaps_encodes(cell, lanes)
-                           else encode_cycles(hidden)))
+            phases.append((f"{i}.h encode", max(0, encode_cycles(hidden, lanes) - x_mxv)
+                           if overlaps_encodes(cell, lanes) else encode_cycles(hidden, lanes)))
             phases.append((f"{i}.h MxV", mxv_cycles(deltas[f"{i}.h"], H_BLOCKS[cell] * hidden, lanes,
                                                     slices.get(f"{i}.h", 1))))
         phases.append((f"{i} cell", engine_cycles(hidden // width, CELL_PROGRAMS[cell], lanes, width)))

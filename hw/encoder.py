@@ -16,7 +16,7 @@ The delta buffer entry is the MxV unit's :func:`deltarnn.hw.mxv.delta_layout`.
 from __future__ import annotations
 
 from amaranth import Array, Const, Module, Mux, Signal, signed
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import contract as C
@@ -72,10 +72,15 @@ class DeltaEncoder(wiring.Component):
     after the last one's; the core feeds the cell engine's writes of a new
     ``h``, so that a layer's new state is encoded as the engine makes it.
 
+    With ``registered`` the source word arrives a cycle later, registered as it left
+    the memory (the core's wide state memory: the register is the block RAM's own, and
+    its lane is selected after it); the reference read is registered to match, and every
+    stage after them comes a cycle later: ``latency(True)`` is ``LATENCY + 1``.
+
     Latency and throughput: one element per cycle, a scan takes exactly
-    ``length + LATENCY`` cycles from ``start`` to ``done`` whatever the data
+    ``length + latency(registered)`` cycles from ``start`` to ``done`` whatever the data
     (``length = 0`` included). ``busy`` is high in cycles ``1 ..
-    length + LATENCY - 1`` and low in the ``done`` cycle, so the next
+    length + latency - 1`` and low in the ``done`` cycle, so the next
     ``start`` may coincide with ``done``. Nothing but ``stream`` is sampled in
     the ``start`` cycle: the run-time inputs (``length`` .. ``theta``) must be valid from
     the first ``busy`` cycle on and held stable while ``busy`` is high.
@@ -102,6 +107,11 @@ class DeltaEncoder(wiring.Component):
     streams : bool
         Whether the encoder has stream scans (``stream``, ``feed_*``; without,
         those inputs are ignored).
+    src_lanes : int
+        Elements per source memory word (a power of two): element ``i`` is lane
+        ``i mod src_lanes`` of word ``i // src_lanes``.
+    registered : bool
+        The source word comes registered, a cycle after the memory's data (see above).
 
     Attributes
     ----------
@@ -146,12 +156,12 @@ class DeltaEncoder(wiring.Component):
         next ``start`` (it counts up during the scan and is cleared by
         ``start``).
     src_addr : Out(src_addr_bits)
-        Source memory read address, ``src_base + k``.
+        Source element address, ``src_base + k`` (its word: ``src_addr // src_lanes``).
     src_en : Out(1)
         Source memory read enable.
-    src_data : In(signed(FX_BITS))
-        Source memory read data (synchronous port: data of the address
-        presented in cycle t arrives in cycle t + 1).
+    src_data : In(signed(FX_BITS)), or In(ArrayLayout(signed(FX_BITS), src_lanes))
+        Source memory read data, the word of ``src_addr`` (synchronous port: data of the address
+        presented in cycle t arrives in cycle t + 1, or t + 2 when ``registered``).
     ref_rd_addr : Out(ref_addr_bits)
         Reference memory read address, ``ref_base + k``.
     ref_rd_en : Out(1)
@@ -178,6 +188,11 @@ class DeltaEncoder(wiring.Component):
     LATENCY = 7
 
     @staticmethod
+    def latency(registered: bool = False) -> int:
+        """Cycles of a scan beyond one per element: :data:`LATENCY`, one more with registered reads."""
+        return DeltaEncoder.LATENCY + int(registered)
+
+    @staticmethod
     def _check(*, max_length, abits_max, delta_bits, src_addr_bits, ref_addr_bits,
                dbuf_depth, index_bits):
         for name, value in [("max_length", max_length), ("src_addr_bits", src_addr_bits),
@@ -198,11 +213,13 @@ class DeltaEncoder(wiring.Component):
 
     def __init__(self, *, max_length: int, abits_max: int, delta_bits: int,
                  src_addr_bits: int, ref_addr_bits: int, dbuf_depth: int,
-                 index_bits: int, streams: bool = False):
+                 index_bits: int, streams: bool = False, src_lanes: int = 1, registered: bool = False):
         try:
             self._check(max_length=max_length, abits_max=abits_max, delta_bits=delta_bits,
                         src_addr_bits=src_addr_bits, ref_addr_bits=ref_addr_bits,
                         dbuf_depth=dbuf_depth, index_bits=index_bits)
+            if src_lanes < 1 or src_lanes & (src_lanes - 1):
+                raise ValueError(f"src_lanes must be a power of two, not {src_lanes!r}")
         except ValueError:
             self._MustUse__silence = True   # no "created but never used" warning
             raise
@@ -215,6 +232,8 @@ class DeltaEncoder(wiring.Component):
         self.dbuf_depth = dbuf_depth
         self.index_bits = index_bits
         self.streams = streams
+        self.src_lanes = src_lanes
+        self.registered = registered
         self.dbuf_layout = delta_layout(index_bits, delta_bits)
 
         super().__init__({
@@ -234,7 +253,7 @@ class DeltaEncoder(wiring.Component):
             "count": Out(range(dbuf_depth + 1)),
             "src_addr": Out(src_addr_bits),
             "src_en": Out(1),
-            "src_data": In(signed(C.FX_BITS)),
+            "src_data": In(signed(C.FX_BITS) if src_lanes == 1 else data.ArrayLayout(signed(C.FX_BITS), src_lanes)),
             "ref_rd_addr": Out(ref_addr_bits),
             "ref_rd_en": Out(1),
             "ref_rd_data": In(signed(abits_max)),
@@ -252,17 +271,20 @@ class DeltaEncoder(wiring.Component):
         idx_shape = range(self.max_length + 1)
 
         # --- run-time constants, registered every cycle from the inputs (which
-        # only need to be valid while busy: these are first used in cycle 4).
+        # only need to be valid while busy: these are first used in cycle 3, the product's).
         shift_cap = Signal(range(_SHIFT_CAP + 1))
         shift_eff = Signal(range(_SHIFT_CAP + 1))
         half = Signal(_SHIFT_CAP)                    # 2**(shift-1), or 0 for shift 0
         qmax = Signal(ab)
         qmax_table = Array(Const(C.qmax(b) if b >= 1 else 0, ab) for b in range(ab + 1))
+        mult = Signal.like(self.mult)
+        theta, neg_theta = Signal.like(self.theta), Signal(signed(len(self.theta) + 1))
         m.d.comb += shift_cap.eq(Mux(self.shift > _SHIFT_CAP, _SHIFT_CAP, self.shift))
         m.d.sync += [
             shift_eff.eq(shift_cap),
             half.eq((Const(1, _SHIFT_CAP + 1) << shift_cap) >> 1),
             qmax.eq(qmax_table[self.bits]),
+            mult.eq(self.mult), theta.eq(self.theta), neg_theta.eq(-self.theta),
         ]
 
         # --- control and issue stage (cycle 1 + k reads element k).
@@ -284,29 +306,48 @@ class DeltaEncoder(wiring.Component):
         with m.If(issue_end):
             m.d.sync += issuing.eq(0)
 
-        # --- pipeline: valid / end marker / index travel with the data.
-        v = [Signal(name=f"v{i}") for i in range(1, 7)]
-        e = [Signal(name=f"e{i}") for i in range(1, 7)]
-        idx = [Signal(idx_shape, name=f"idx{i}") for i in range(1, 7)]
+        # --- pipeline: valid / end marker / index travel with the data (a stage more with registered reads).
+        stages = 6 + int(self.registered)
+        v = [Signal(name=f"v{i}") for i in range(1, stages + 1)]
+        e = [Signal(name=f"e{i}") for i in range(1, stages + 1)]
+        idx = [Signal(idx_shape, name=f"idx{i}") for i in range(1, stages + 1)]
         m.d.sync += [v[0].eq(issue_valid), e[0].eq(issue_end), idx[0].eq(k)]
-        for i in range(1, 6):
+        for i in range(1, stages):
             m.d.sync += [v[i].eq(v[i - 1]), e[i].eq(e[i - 1]), idx[i].eq(idx[i - 1])]
+        v, e, idx = v[-6:], e[-6:], idx[-6:]
 
-        # stage 0 (cycle k + 2): the memory data arrives and is registered (the multiplier
-        # sees a register, not the block RAM's output).
-        # (a fed element waits a cycle in feed0, as a read one does in the memory)
+        # stage 0 (cycle k + 2, or k + 3 registered): the memory data arrives and is registered (the
+        # multiplier sees a register, not the block RAM's output); the source word's lane is selected.
+        # (a fed element waits in feed registers, as a read one does in the memory)
+        lane_bits = (self.src_lanes - 1).bit_length()
+        src = self.src_data
+        ref_data = self.ref_rd_data
+        feed = Signal(signed(C.FX_BITS), name="feed0")
+        if self.streams:
+            m.d.sync += feed.eq(self.feed_data)
+        if lane_bits:                           # the lane of the word read, held as the memory holds its data
+            lane = Signal(lane_bits, name="src_lane")
+            with m.If(self.src_en):
+                m.d.sync += lane.eq(self.src_addr[:lane_bits])
+        if self.registered:
+            ref0 = Signal(signed(ab), name="ref0", reset_less=True)     # (the block RAM's output register)
+            feed1 = Signal(signed(C.FX_BITS), name="feed1")
+            m.d.sync += [ref0.eq(self.ref_rd_data), feed1.eq(feed)]
+            ref_data, feed = ref0, feed1
+            if lane_bits:
+                lane_r = Signal(lane_bits, name="src_lane_r")
+                m.d.sync += lane_r.eq(lane)
+                lane = lane_r
+        if lane_bits:
+            src = self.src_data[lane]
         h1 = Signal(signed(C.FX_BITS), reset_less=True)
         ref1 = Signal(signed(ab), reset_less=True)
-        feed0 = Signal(signed(C.FX_BITS))
-        m.d.sync += [h1.eq(Mux(streaming, feed0, self.src_data) if self.streams else self.src_data),
-                     ref1.eq(self.ref_rd_data)]
-        if self.streams:
-            m.d.sync += feed0.eq(self.feed_data)
+        m.d.sync += [h1.eq(Mux(streaming, feed, src) if self.streams else src), ref1.eq(ref_data)]
         # stage 1 (cycle k + 3): full-width signed product.
         prod = Signal(signed(_PROD_MAG_BITS + 1))   # |h * mult| < 2**30
         ref2 = Signal(signed(ab))
         m.d.sync += [
-            prod.eq(h1 * self.mult),
+            prod.eq(h1 * mult),
             ref2.eq(ref1),
         ]
         # stage 2 (cycle k + 4): round half up, arithmetic barrel shift.
@@ -330,10 +371,10 @@ class DeltaEncoder(wiring.Component):
         q5 = Signal(signed(ab))
         d5 = Signal(signed(C.delta_bits(ab)))
         m.d.sync += [q5.eq(q4), d5.eq(q4 - ref4)]
-        # stage 5 (cycle k + 7 = k + LATENCY): threshold, writes.
+        # stage 5 (cycle k + latency): threshold, writes.
         fire = Signal()
         m.d.comb += [
-            fire.eq(v[5] & ((d5 > self.theta) | (d5 < -self.theta))),
+            fire.eq(v[5] & ((d5 > theta) | (d5 < neg_theta))),
             self.ref_wr_addr.eq(self.ref_base + idx[5]),
             self.ref_wr_data.eq(q5),
             self.ref_wr_en.eq(fire),

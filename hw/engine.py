@@ -395,6 +395,9 @@ class CellEngine(wiring.Component):
         ``i`` of a memory in lane ``i mod E`` of word ``i // E``.
     h_wr_addr, h_wr_en, h_wr_data; c_wr_addr, c_wr_en, c_wr_data
         State write ports (whole words: an item's ``E`` neurons).
+    h_rd_word : Out(ArrayLayout(signed(16), E))
+        Above :data:`WIDE_LANES` lanes, the ``h`` read port's data registered in every cycle (the
+        block RAM's output register), which the delta encoder's scans read too; else 0.
     out : Out(stream.Signature(signed(FX_BITS)))
         Outputs of the output programs.
 
@@ -427,7 +430,7 @@ class CellEngine(wiring.Component):
             "mult_addr": Out(range(p.mult_words)), "mult_en": Out(1),
             "mult_data": In(data.ArrayLayout(C.MULT_BITS, e)),
             "vec_addr": Out(range(p.vec_words)), "vec_en": Out(1), "vec_data": In(fx),
-            "h_rd_addr": Out(range(p.state_words)), "h_rd_en": Out(1), "h_rd_data": In(fx),
+            "h_rd_addr": Out(range(p.state_words)), "h_rd_en": Out(1), "h_rd_data": In(fx), "h_rd_word": Out(fx),
             "c_rd_addr": Out(range(p.state_words)), "c_rd_en": Out(1), "c_rd_data": In(fx),
             "ref_addr": Out(range(p.ref_depth)), "ref_en": Out(1), "ref_data": In(signed(p.abits)),
             "h_wr_addr": Out(range(p.state_words)), "h_wr_en": Out(1), "h_wr_data": Out(fx),
@@ -576,8 +579,12 @@ class CellEngine(wiring.Component):
             if p.lanes > WIDE_LANES:     # the word registered as it leaves the memory, then its lane selected
                 word = Signal.like(rd_data, name=f"{port}_word", reset_less=True)
                 at_word = Signal.like(at_data, name=f"{port}_at")
-                with m.If(run):
+                if port == "h_rd":       # in every cycle: the delta encoder's scans read the same register
                     m.d.sync += [word.eq(rd_data), at_word.eq(at_data)]
+                    m.d.comb += self.h_rd_word.eq(word)
+                else:
+                    with m.If(run):
+                        m.d.sync += [word.eq(rd_data), at_word.eq(at_data)]
                 rd_data, at_data = word, at_word
             req[port]["word"] = rd_data
             req[port]["sel"] = rd_data[at_data] if e_log2 else rd_data[0]
@@ -704,9 +711,10 @@ class CellEngine(wiring.Component):
             units[unit] = []
             for u in range(copies(unit)):
                 lanes = []
-                for e in range(width):
-                    act = m.submodules[f"{kind}{u}_{e}"] = Activation(kind, registered=p.lanes > WIDE_LANES)
-                    lanes.append(dict(x=act.x, result=act.y))
+                for e in range(0, width, 2):     # two lanes to a table: a block RAM's two read ports
+                    act = m.submodules[f"{kind}{u}_{e}"] = Activation(kind, registered=p.lanes > WIDE_LANES,
+                                                                      ports=min(2, width - e))
+                    lanes += [dict(x=act.x[i], result=act.y[i]) for i in range(act.ports)]
                 units[unit].append(lanes)
         return units
 

@@ -10,10 +10,11 @@ from deltarnn.spec import contract as C
 from tests.conftest import FULL
 
 
+@pytest.mark.parametrize("ports", [1, 2])
 @pytest.mark.parametrize("registered", [False, True])
 @pytest.mark.parametrize("kind", ["sigmoid", "tanh", "relu"])
-def test_activation_matches_contract_on_every_input(kind, registered):
-    dut = Activation(kind, registered=registered)
+def test_activation_matches_contract_on_every_input(kind, registered, ports):
+    dut = Activation(kind, registered=registered, ports=ports)
     assert dut.latency == (3 if registered else 1)
     if FULL or kind == "relu":
         xs = np.arange(C.FX_MIN, C.FX_MAX + 1, 1 if kind != "relu" else 97)
@@ -21,23 +22,57 @@ def test_activation_matches_contract_on_every_input(kind, registered):
         edges = (np.arange(1 << C.LUT_ADDR_BITS) - (1 << (C.LUT_ADDR_BITS - 1))) << C.LUT_SHIFT[kind]
         xs = np.unique(np.concatenate([edges, edges - 1, [C.FX_MIN, C.FX_MAX, 0]]))
         xs = xs[(xs >= C.FX_MIN) & (xs <= C.FX_MAX)]
-    want = {"sigmoid": C.sigmoid, "tanh": C.tanh, "relu": C.relu}[kind](xs)
-    got = np.empty_like(xs)
+    inputs = [xs, xs[::-1]][:ports]        # the second port reads other entries in the same cycles
+    want = [{"sigmoid": C.sigmoid, "tanh": C.tanh, "relu": C.relu}[kind](v) for v in inputs]
+    got = [np.empty_like(xs) for _ in inputs]
 
     async def tb(ctx):
         # a new input every cycle; each output dut.latency cycles after its input
         for i in range(len(xs) + dut.latency - 1):
-            if i < len(xs):
-                ctx.set(dut.x, int(xs[i]))
+            for j, v in enumerate(inputs):
+                if i < len(xs):
+                    ctx.set(dut.x[j], int(v[i]))
             await ctx.tick()
             if i >= dut.latency - 1:
-                got[i - dut.latency + 1] = ctx.get(dut.y)
+                for j in range(ports):
+                    got[j][i - dut.latency + 1] = ctx.get(dut.y[j])
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    np.testing.assert_array_equal(got, want)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_two_ports_share_one_ecp5_block():
+    """Two engine lanes read one table through an ECP5 block RAM's two ports: one DP16KD, not two."""
+    from amaranth import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from deltarnn.fpga.synth import synth_stats
+
+    class Lanes(wiring.Component):        # plain ports around the unit's arrays
+        def __init__(self, ports):
+            self.ports = ports
+            super().__init__({"a": In(C.FX_BITS * ports), "b": Out(C.FX_BITS * ports)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.act = act = Activation("tanh", registered=True, ports=self.ports)
+            for i in range(self.ports):
+                m.d.comb += [act.x[i].eq(self.a.word_select(i, C.FX_BITS)),
+                             self.b.word_select(i, C.FX_BITS).eq(act.y[i])]
+            return m
+
+    for ports in (1, 2):
+        assert synth_stats(Lanes(ports), "ecp5")["ram_blocks"] == {"DP16KD": 1}
+
+
+def test_bad_port_count():
+    with pytest.raises(ValueError, match="1 or 2 read ports, not 3"):
+        Activation("tanh", ports=3)
 
 
 def test_unknown_kind():

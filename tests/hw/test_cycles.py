@@ -15,8 +15,10 @@ from deltarnn.spec.memory_map import H_BLOCKS
 
 def test_phase_formulas():
     assert encode_cycles(8) == 8 + 7 + 1
-    # an encode fed by the cell update: the encoder's 7 cycles after the update's last write (of h), its last cycle
-    assert [fused_encode_cycles(cell, lanes) for cell in CELL_PROGRAMS for lanes in (4, 32)] == [6] * 8
+    # above 4 lanes the state word reaches the encoder registered: a cycle more
+    assert encode_cycles(8, 4) == 8 + 7 + 1 and encode_cycles(8, 8) == 8 + 8 + 1
+    # an encode fed by the cell update: the encoder's 7 (8) cycles after the update's last write (of h), its last cycle
+    assert [fused_encode_cycles(cell, lanes) for cell in CELL_PROGRAMS for lanes in (4, 32)] == [6, 7] * 4
     # the SRU's highway reads the references a cycle after its request, in another cycle of its ii than the h write
     assert all(fuses_encoder(CELL_PROGRAMS[cell], lanes) for cell in CELL_PROGRAMS for lanes in (1, 4, 32))
     # a highway read and an h write: the schedule puts the read's memory cycle apart from the write's
@@ -86,17 +88,17 @@ def test_documented_example():
     assert phases["head MxV"] == 256 * 2 + 11 == 523 and phases["output"] == 39 * 2 + 10 + 2
     assert mxv_cycles(256, 40, 8) == 256 * 5 + 11 and mxv_cycles(256, 20, 8) == 256 * 4 + 11
     assert phases["0.h encode"] == phases["1.h encode"] == 0      # beside the x paths' MxVs
-    assert phases["1.x encode"] == phases["head encode"] == 6        # fed by the cell updates
-    assert step_cycles("gru", 32, 256, 40, deltas) == 23176
+    assert phases["1.x encode"] == phases["head encode"] == 7        # fed by the cell updates
+    assert step_cycles("gru", 32, 256, 40, deltas) == 23178
     # the default engine of 32 lanes: 4 neurons at once, the fused encodes take the last 4 values in turn
     wide = dict(step_phases("gru", 32, 256, 40, deltas, width=4))
     assert wide["0 cell"] == wide["1 cell"] == 63 * 6 + 25 + 2 == 405
-    assert wide["1.x encode"] == wide["head encode"] == 6 + 3
-    assert step_cycles("gru", 32, 256, 40, deltas, width=4) == 20878
+    assert wide["1.x encode"] == wide["head encode"] == 7 + 3
+    assert step_cycles("gru", 32, 256, 40, deltas, width=4) == 20880
     # 8 engine lanes: an item every 8 cycles
     wide = dict(step_phases("gru", 32, 256, 40, deltas, width=8))
-    assert wide["0 cell"] == 31 * 8 + 25 + 2 == 275 and wide["1.x encode"] == 6 + 7
-    assert step_cycles("gru", 32, 256, 40, deltas, width=8) == 20626
+    assert wide["0 cell"] == 31 * 8 + 25 + 2 == 275 and wide["1.x encode"] == 7 + 7
+    assert step_cycles("gru", 32, 256, 40, deltas, width=8) == 20628
 
 
 @pytest.mark.parametrize("cell", sorted(CELL_PROGRAMS))

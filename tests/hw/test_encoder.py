@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from amaranth import Elaboratable, Module, unsigned
+from amaranth import Elaboratable, Module, Signal, unsigned
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
@@ -17,17 +17,23 @@ from deltarnn.quant.golden import delta_encode
 
 SRC_ADDR_BITS = 6
 REF_ADDR_BITS = 6
+#: (src_lanes, registered): elements per source word, and the word registered behind the memory as a
+#: wide core's (the encoder selects the lane; a stage later with registered reads).
+READS = [(1, False), (4, False), (1, True), (8, True)]
 
 
 class Harness(Elaboratable):
-    """The encoder wired to a source memory, a reference memory and a delta buffer."""
+    """The encoder wired to a source memory (``lanes`` elements a word, its data registered when
+    ``registered``), a reference memory and a delta buffer."""
 
-    def __init__(self, max_length, abits_max, streams=False):
+    def __init__(self, max_length, abits_max, streams=False, lanes=1, registered=False):
         self.dut = DeltaEncoder(
             max_length=max_length, abits_max=abits_max, delta_bits=C.delta_bits(abits_max),
             src_addr_bits=SRC_ADDR_BITS, ref_addr_bits=REF_ADDR_BITS, dbuf_depth=max_length,
-            index_bits=max(1, (max_length - 1).bit_length()), streams=streams)
-        self.src = Memory(shape=self.dut.src_data.shape(), depth=1 << SRC_ADDR_BITS, init=[])
+            index_bits=max(1, (max_length - 1).bit_length()), streams=streams, src_lanes=lanes,
+            registered=registered)
+        self.lanes, self.registered = lanes, registered
+        self.src = Memory(shape=self.dut.src_data.shape(), depth=(1 << SRC_ADDR_BITS) // lanes, init=[])
         self.ref = Memory(shape=self.dut.ref_rd_data.shape(), depth=1 << REF_ADDR_BITS, init=[])
         self.dbuf = Memory(shape=self.dut.dbuf_layout, depth=max_length, init=[])
 
@@ -42,8 +48,13 @@ class Harness(Elaboratable):
         ref_rd = self.ref.read_port()
         ref_wr = self.ref.write_port()
         dbuf_wr = self.dbuf.write_port()
+        src_data = src_rd.data
+        if self.registered:          # every cycle, as the core's register of the state word
+            src_data = Signal.like(src_rd.data)
+            m.d.sync += src_data.eq(src_rd.data)
         m.d.comb += [
-            src_rd.addr.eq(dut.src_addr), src_rd.en.eq(dut.src_en), dut.src_data.eq(src_rd.data),
+            src_rd.addr.eq(dut.src_addr >> (self.lanes - 1).bit_length()), src_rd.en.eq(dut.src_en),
+            dut.src_data.eq(src_data),
             ref_rd.addr.eq(dut.ref_rd_addr), ref_rd.en.eq(dut.ref_rd_en),
             dut.ref_rd_data.eq(ref_rd.data),
             ref_wr.addr.eq(dut.ref_wr_addr), ref_wr.en.eq(dut.ref_wr_en),
@@ -52,6 +63,12 @@ class Harness(Elaboratable):
             dbuf_wr.data.eq(dut.dbuf_wr_data),
         ]
         return m
+
+    def set_src(self, ctx, address, value):
+        """Element ``address`` of the source memory."""
+        address %= 1 << SRC_ADDR_BITS
+        word = self.src.data[address // self.lanes]
+        ctx.set(word[address % self.lanes] if self.lanes > 1 else word, value)
 
 
 def model_scan(h, ref, mult, shift, bits, theta):
@@ -64,7 +81,7 @@ def model_scan(h, ref, mult, shift, bits, theta):
     return new_ref, entries
 
 
-def run_scans(max_length, abits_max, scans, *, back_to_back=False, late_inputs=False):
+def run_scans(max_length, abits_max, scans, *, back_to_back=False, late_inputs=False, reads=(1, False)):
     """Simulate ``scans`` (dicts of h, src_base, ref_base, mult, shift, bits, theta).
 
     All scans use one reference region per ``ref_base``; the model carries each
@@ -72,9 +89,10 @@ def run_scans(max_length, abits_max, scans, *, back_to_back=False, late_inputs=F
     (cycles, count, entries, ref region) observed, after asserting them.
     ``back_to_back``: each start is issued in the previous scan's done cycle.
     ``late_inputs``: the run-time inputs hold garbage in the start cycle and
-    become valid only in the next cycle (the first busy one).
+    become valid only in the next cycle (the first busy one). ``reads``: the harness's
+    ``(lanes, registered)``.
     """
-    hn = Harness(max_length, abits_max)
+    hn = Harness(max_length, abits_max, lanes=reads[0], registered=reads[1])
     dut = hn.dut
     results = []
 
@@ -85,7 +103,7 @@ def run_scans(max_length, abits_max, scans, *, back_to_back=False, late_inputs=F
             h = s["h"]
             n = len(h)
             for j, x in enumerate(h):
-                ctx.set(hn.src.data[(s["src_base"] + j) % (1 << SRC_ADDR_BITS)], int(x))
+                hn.set_src(ctx, s["src_base"] + j, int(x))
             for a in range(max_length):
                 ctx.set(hn.dbuf.data[a], {"index": a % (1 << dut.index_bits),
                                           "delta": -1})
@@ -131,7 +149,7 @@ def run_scans(max_length, abits_max, scans, *, back_to_back=False, late_inputs=F
                        for j in range(max_length)]
             results.append(dict(cycles=cycles, count=count, entries=got_entries[:count],
                                 ref=got_ref))
-            assert cycles == n + DeltaEncoder.LATENCY, (cycles, n)
+            assert cycles == n + DeltaEncoder.latency(reads[1]), (cycles, n)
             assert count == len(entries)
             assert got_entries[:count] == entries, (s, got_entries[:count], entries)
             # nothing written past count
@@ -172,9 +190,10 @@ def random_scan(rng, max_length, abits_max, theta, length=None, ref_base=0):
                 mult=mult, shift=shift, bits=bits, theta=theta)
 
 
+@pytest.mark.parametrize("reads", READS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("abits_max", [2, 4, 8, 16])
-def test_random_scans(abits_max, seed):
+def test_random_scans(abits_max, seed, reads):
     """Several successive scans; references carry over; thresholds 0, 1, 5."""
     rng = np.random.default_rng(1000 * seed + abits_max)
     max_length = 17
@@ -183,7 +202,7 @@ def test_random_scans(abits_max, seed):
         length = [max_length, 0, None, max_length, 1, None, max_length, None, None][i]
         scans.append(random_scan(rng, max_length, abits_max, theta, length,
                                  ref_base=int(rng.choice([3, 40]))))
-    run_scans(max_length, abits_max, scans)
+    run_scans(max_length, abits_max, scans, reads=reads)
 
 
 def test_same_quantizer_sequence_matches_golden_delta_encode():
@@ -225,13 +244,14 @@ def test_extremes():
     assert res[1]["entries"][0] == (0, -1 - (-qm))
 
 
+@pytest.mark.parametrize("reads", READS)
 @pytest.mark.parametrize("back_to_back, late_inputs", [(True, False), (False, True), (True, True)])
-def test_start_timing(back_to_back, late_inputs):
+def test_start_timing(back_to_back, late_inputs, reads):
     """Start in the done cycle; inputs valid only from the first busy cycle."""
     rng = np.random.default_rng(3)
     scans = [random_scan(rng, 9, 8, theta, length=n, ref_base=7)
              for theta, n in [(0, 9), (1, 0), (0, 3), (5, 9), (0, 1), (0, 9)]]
-    run_scans(9, 8, scans, back_to_back=back_to_back, late_inputs=late_inputs)
+    run_scans(9, 8, scans, back_to_back=back_to_back, late_inputs=late_inputs, reads=reads)
 
 
 def test_layout():
@@ -258,6 +278,7 @@ def test_layout():
     (dict(max_length=0), "max_length must be a positive integer, not 0"),
     (dict(src_addr_bits=True), "src_addr_bits must be a positive integer, not True"),
     (dict(index_bits=2.0), "index_bits must be a positive integer, not 2.0"),
+    (dict(src_lanes=3), "src_lanes must be a power of two, not 3"),
 ])
 def test_parameter_checks(kwargs, message):
     args = dict(max_length=10, abits_max=8, delta_bits=9, src_addr_bits=8, ref_addr_bits=8,
@@ -282,8 +303,9 @@ def test_verilog_conversion():
         assert port in text
 
 
+@pytest.mark.parametrize("reads", READS)
 @pytest.mark.parametrize("seed", range(3))
-def test_stream_scan_takes_the_fed_elements(seed):
+def test_stream_scan_takes_the_fed_elements(seed, reads):
     """A stream scan: the elements come from feed, with gaps between them, and never from the source memory;
     the same deltas and references as a scan of them, done LATENCY cycles after the last one is fed."""
     rng = np.random.default_rng(seed)
@@ -292,13 +314,13 @@ def test_stream_scan_takes_the_fed_elements(seed):
     ref = rng.integers(-C.qmax(abits), C.qmax(abits) + 1, n)
     mult, shift, bits, theta = int(rng.integers(1, 1 << 14)), int(rng.integers(10, 18)), abits, int(seed)
     gaps = rng.integers(0, 4, n)
-    hn = Harness(n, abits, streams=True)
+    hn = Harness(n, abits, streams=True, lanes=reads[0], registered=reads[1])
     dut = hn.dut
     seen = {}
 
     async def tb(ctx):
         for j in range(1 << SRC_ADDR_BITS):
-            ctx.set(hn.src.data[j], C.FX_MAX)           # garbage a stream scan must not read
+            hn.set_src(ctx, j, C.FX_MAX)                # garbage a stream scan must not read
         for j, r in enumerate(ref):
             ctx.set(hn.ref.data[ref_base + j], int(r))
         for name, value in (("mult", mult), ("shift", shift), ("bits", bits), ("theta", theta),
@@ -336,6 +358,6 @@ def test_stream_scan_takes_the_fed_elements(seed):
     sim.add_testbench(tb)
     sim.run()
     new_ref, entries = model_scan(h, ref, mult, shift, bits, theta)
-    assert seen["latency"] == DeltaEncoder.LATENCY
+    assert seen["latency"] == DeltaEncoder.latency(reads[1])
     assert seen["entries"] == entries and len(entries) > 0
     assert seen["ref"] == [int(r) for r in new_ref]

@@ -403,6 +403,12 @@ class DeltaMxV(wiring.Component):
                      sl2b.eq(sl2)]
         w_word = Signal.like(self.w_data, reset_less=True)
         m.d.sync += w_word.eq(self.w_data)
+        # the accumulator read's enable, a register (it selects the address of the memory's many blocks
+        # too, in the core): an item that takes its word's sum from a register reads nothing (the memory
+        # may be writing that word)
+        forwarded = one_word | ((self.words == 2) | (self.words == 3) if forward else 0)
+        rd_en = Signal()
+        m.d.sync += rd_en.eq(v2 & ~(forwarded & ~fresh2))
         if self.registered_weights:
             # --- stage 2c: the word, registered outside two cycles after its address, registered again
             # (the multiplexer of the memory's banks behind it); the accumulator read a cycle later
@@ -410,12 +416,11 @@ class DeltaMxV(wiring.Component):
             sl2c = Signal.like(sl0)
             delta2c = Signal(signed(self.delta_bits))
             a_addr2c = Signal(self.aaddr_bits)
+            rd_en2c = Signal()
             m.d.sync += [v2c.eq(v2b), fresh2c.eq(fresh2b), last2c.eq(last2b), delta2c.eq(delta2b),
-                         a_addr2c.eq(a_addr2b), sl2c.eq(sl2b)]
-            v2b, fresh2b, last2b, delta2b, a_addr2b, sl2b = v2c, fresh2c, last2c, delta2c, a_addr2c, sl2c
-        # (an item that takes its word's sum from a register reads nothing: the memory may be writing that word)
-        forwarded = one_word | ((self.words == 2) | (self.words == 3) if forward else 0)
-        m.d.comb += [self.acc_rd_addr.eq(a_addr2b), self.acc_rd_en.eq(v2b & ~(forwarded & ~fresh2b))]
+                         a_addr2c.eq(a_addr2b), sl2c.eq(sl2b), rd_en2c.eq(rd_en)]
+            v2b, fresh2b, last2b, delta2b, a_addr2b, sl2b, rd_en = v2c, fresh2c, last2c, delta2c, a_addr2c, sl2c, rd_en2c
+        m.d.comb += [self.acc_rd_addr.eq(a_addr2b), self.acc_rd_en.eq(rd_en)]
 
         # --- stage 3: products and the accumulator word registered ------------
         v3, fresh3, last3 = Signal(), Signal(), Signal()

@@ -114,6 +114,14 @@ _FAMILY_ALIASES = {"ice40": "ice40", "up5k": "ice40", "icebreaker": "ice40",
 
 #: Yosys' ``stat -json`` output in a build directory.
 STAT_FILE = "stat.json"
+
+#: ``synth_ecp5``'s ``map_luts`` step as run after ``synth_ecp5 -run begin:map_luts``, with the
+#: netlist's unused internal wires purged before ``abc9``: Yosys 0.70's ``abc9`` otherwise fails an
+#: assertion (``GetSize(conn.first) == GetSize(conn.second)`` in ``abc_ops_reintegrate``) on some
+#: builds of the core, the ULX3S's default among them. Then the rest, from ``map_cells``, with the
+#: same options (``{opts}``).
+ECP5_MAP_LUTS = ("check -latchonly -assert", "techmap -map +/lattice/latches_map.v", "opt_clean -purge",
+                 "abc9 -W 300", "clean", "synth_ecp5 {opts} -top {top} -run map_cells:")
 _REPORT_FILE = "report.json"
 
 
@@ -376,8 +384,11 @@ def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/s
     overrides["nextpnr_opts"] = _join_opts(nextpnr, overrides.get("nextpnr_opts"))
     # Yosys' cell counts, written next to its netlist.
     stat_cmd = f"tee -q -o {STAT_FILE} stat -json"
-    overrides["script_after_synth"] = "\n".join(
-        s for s in (overrides.get("script_after_synth"), stat_cmd) if s)
+    after = [overrides.get("script_after_synth"), stat_cmd]
+    if spec.family == "ecp5":    # the LUT mapping by hand (ECP5_MAP_LUTS), before the script after synthesis
+        after.insert(0, "\n".join(ECP5_MAP_LUTS).format(opts=overrides["synth_opts"], top=top_name))
+        overrides["synth_opts"] = _join_opts(overrides["synth_opts"], ["-run", "begin:map_luts"])
+    overrides["script_after_synth"] = "\n".join(s for s in after if s)
     if extra_constraints is not None:
         text = Path(extra_constraints).read_text()
         key = "add_constraints" if spec.family == "ice40" else "add_preferences"

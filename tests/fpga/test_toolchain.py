@@ -147,6 +147,10 @@ def test_synthesize_ulx3s_in_tmp_path(tmp_path):
     assert report.bitstream.suffix == ".bit"
     assert report.capacity["DP16KD"] == 208 and report.capacity["dsps"] == 156
     assert report.constraint_mhz == pytest.approx({"cd_sync.clk": 25.0}, rel=1e-3)
+    # the LUT mapping by hand: unused wires purged before abc9 (synth.ECP5_MAP_LUTS), then the rest of synth_ecp5
+    script = (tmp_path / "ecp5" / "top.ys").read_text()
+    assert "-run begin:map_luts" in script
+    assert script.index("opt_clean -purge") < script.index("abc9 -W 300") < script.index("-run map_cells:")
 
 
 def test_missed_timing_fails_unless_allowed(tmp_path):

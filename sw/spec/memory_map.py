@@ -38,8 +38,8 @@ MAX_ENGINE_LANES = 8
 #: MAC lanes per engine lane in a core of more than 8 lanes built without ``engine_lanes`` (8 or fewer,
 #: an iCE40's: one neuron at a time). At 32 lanes, 4: an ECP5 85F's 2 x 256 GRU with 8 fits (199 of its
 #: 208 block RAMs, two lanes reading each activation table) and its cell updates take 1 cycle a neuron
-#: where 4 lanes take 1.5, but its step only 3 % fewer cycles, and its synthesis record fell from 80.3
-#: to 74.4 MHz (the board's routing congested).
+#: where 4 lanes take 1.5, but its step takes only 3 % fewer cycles, its synthesis record fell from 80.3
+#: to 74.4 MHz, and its board build's placement estimated 52 MHz (its routing congested).
 LANES_PER_ENGINE_LANE = 8
 
 #: Command address: a region (:class:`Region`) above a ``REGION_SHIFT``-bit offset, which must

@@ -114,6 +114,7 @@ _FAMILY_ALIASES = {"ice40": "ice40", "up5k": "ice40", "icebreaker": "ice40",
 
 #: Yosys' ``stat -json`` output in a build directory.
 STAT_FILE = "stat.json"
+_REPORT_FILE = "report.json"
 
 #: ``synth_ecp5``'s ``map_luts`` step as run after ``synth_ecp5 -run begin:map_luts``, with the
 #: netlist's unused internal wires purged before ``abc9``: Yosys 0.70's ``abc9`` otherwise fails an
@@ -122,7 +123,11 @@ STAT_FILE = "stat.json"
 #: same options (``{opts}``).
 ECP5_MAP_LUTS = ("check -latchonly -assert", "techmap -map +/lattice/latches_map.v", "opt_clean -purge",
                  "abc9 -W 300", "clean", "synth_ecp5 {opts} -top {top} -run map_cells:")
-_REPORT_FILE = "report.json"
+
+
+def _ecp5_map_luts(opts: str, top: str) -> str:
+    """:data:`ECP5_MAP_LUTS` as Yosys commands, after ``synth_ecp5 <opts> -run begin:map_luts``."""
+    return "\n".join(ECP5_MAP_LUTS).format(opts=opts, top=top)
 
 
 class SynthesisError(ToolchainError):
@@ -386,7 +391,7 @@ def synthesize(elaboratable, board: str, build_dir: str | os.PathLike = "build/s
     stat_cmd = f"tee -q -o {STAT_FILE} stat -json"
     after = [overrides.get("script_after_synth"), stat_cmd]
     if spec.family == "ecp5":    # the LUT mapping by hand (ECP5_MAP_LUTS), before the script after synthesis
-        after.insert(0, "\n".join(ECP5_MAP_LUTS).format(opts=overrides["synth_opts"], top=top_name))
+        after.insert(0, _ecp5_map_luts(overrides["synth_opts"], top_name))
         overrides["synth_opts"] = _join_opts(overrides["synth_opts"], ["-run", "begin:map_luts"])
     overrides["script_after_synth"] = "\n".join(s for s in after if s)
     if extra_constraints is not None:
@@ -541,9 +546,12 @@ def synth_stats(elaboratable, family: str, *, ports=None, top_name: str = "top",
 
     def run(root: Path) -> dict[str, Any]:
         (root / f"{top_name}.il").write_text(il_text)
+        synth = f"{info['synth']} -top {top_name}"
+        if family == "ecp5":      # the LUT mapping of the board builds (ECP5_MAP_LUTS)
+            synth += f" -run begin:map_luts\n{_ecp5_map_luts('', top_name)}"
         (root / f"{top_name}.ys").write_text(
             f"read_rtlil {top_name}.il\n"
-            f"{info['synth']} -top {top_name}\n"
+            f"{synth}\n"
             f"tee -q -o {STAT_FILE} stat -json\n")
         log = root / f"{top_name}.rpt"
         start = time.monotonic()

@@ -187,6 +187,9 @@ def test_synth_stats(family, dsp_cell, tmp_path):
     assert stats["dsps"] == stats["cells"][dsp_cell] == 1
     assert stats["ffs"] >= 32                            # the product register
     assert stats["log"].is_file()
+    if family == "ecp5":                                  # the board builds' LUT mapping (synth.ECP5_MAP_LUTS)
+        script = (tmp_path / "top.ys").read_text()
+        assert script.index("opt_clean -purge") < script.index("abc9 -W 300") < script.index("-run map_cells:")
     quick = synth_stats(Multiplier(), family)             # temporary work dir
     assert quick["cells"] == stats["cells"] and quick["log"] is None
 

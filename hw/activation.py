@@ -29,9 +29,10 @@ class Activation(wiring.Component):
     ----------
     kind : {"sigmoid", "tanh", "relu"}
     registered : bool
-        Register the inputs before the table's address arithmetic, and the table's outputs as they
-        leave the ROM (latency 3): in a wide core the unit's input multiplexer and the address's clamp in one
-        cycle were an ECP5's critical path, and the output register is the block RAM's own.
+        Register the inputs before the table's address arithmetic, the clamped address before the ROM,
+        and the table's outputs as they leave it (latency 4): in a wide core the unit's input multiplexer,
+        then the address's clamp and its wires to the block RAM, were an ECP5's critical paths; the output
+        register is the block RAM's own.
     ports : {1, 2}
         Inputs, each with its own read port of the one table: an ECP5 block RAM has two ports,
         so two engine lanes share a block (an iCE40 block RAM has one read port: there Yosys
@@ -44,7 +45,7 @@ class Activation(wiring.Component):
     y : Out(ArrayLayout(signed(16), ports))
         ``f(x[i])`` of each input :attr:`latency` cycles earlier.
 
-    Latency :attr:`latency` cycles (1, or 3 when ``registered``), throughput one value per cycle and port.
+    Latency :attr:`latency` cycles (1, or 4 when ``registered``), throughput one value per cycle and port.
     sigmoid and tanh read a 1024-entry ROM (``deltarnn.spec.contract.table(kind)``); ReLU is
     ``max(x, 0)``, registered to keep the same latency.
     """
@@ -57,7 +58,7 @@ class Activation(wiring.Component):
         self.kind = kind
         self.registered = registered
         self.ports = ports
-        self.latency = 3 if registered else 1
+        self.latency = 4 if registered else 1
         fx = data.ArrayLayout(signed(C.FX_BITS), ports)
         super().__init__({"x": In(fx), "y": Out(fx)})
 
@@ -75,8 +76,18 @@ class Activation(wiring.Component):
                 m.d.sync += [x.eq(self.x[i]), y_reg.eq(y)]
                 m.d.comb += self.y[i].eq(y_reg)
             if rom is None:
-                m.d.sync += y.eq(Mux(x < 0, 0, x))
+                relu = Mux(x < 0, 0, x)
+                if self.registered:     # the address register's stage
+                    relu_reg = Signal(signed(C.FX_BITS), name=f"relu{i}")
+                    m.d.sync += relu_reg.eq(relu)
+                    relu = relu_reg
+                m.d.sync += y.eq(relu)
                 continue
             port = rom.read_port()
-            m.d.comb += [port.addr.eq(lut_address(x, self.kind)), port.en.eq(1), y.eq(port.data)]
+            address = lut_address(x, self.kind)
+            if self.registered:
+                address_reg = Signal.like(address, name=f"address{i}", reset_less=True)
+                m.d.sync += address_reg.eq(address)
+                address = address_reg
+            m.d.comb += [port.addr.eq(address), port.en.eq(1), y.eq(port.data)]
         return m

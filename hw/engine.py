@@ -26,8 +26,8 @@ instruction                 latency  effect
 ``("mul", d, a, b)``        2        ``R[d] = fx_mul(R[a], R[b])``
 ``("omin", d, a)``          1        ``R[d] = ONE - R[a]``
 ``("relu", d, a)``          1        ``R[d] = max(R[a], 0)``
-``("sig", d, a)``           2 (4)    ``R[d] = sigmoid(R[a])`` (ROM)
-``("tanh", d, a)``          2 (4)    ``R[d] = tanh(R[a])`` (ROM)
+``("sig", d, a)``           2 (5)    ``R[d] = sigmoid(R[a])`` (ROM)
+``("tanh", d, a)``          2 (5)    ``R[d] = tanh(R[a])`` (ROM)
 ``("st", s, a)``            1        ``state s [k] = R[a]``
 ``("out", a)``              1        emit ``R[a]`` on ``out`` (the engine waits while ``out.ready`` is low)
 ==========================  =======  ==================================================
@@ -236,10 +236,10 @@ def latency_of(lanes: int) -> dict[str, int]:
     registered as it leaves the memory (an ECP5 block RAM's own output register), a cycle more for the
     vector and state loads; the requantizer's product takes two cycles (two multiplier blocks' products,
     then their sum), two more; the activation tables register their input before the address's clamp
-    too, two more."""
+    and the clamped address before the table too, three more."""
     if lanes <= WIDE_LANES:
         return dict(LATENCY_OF)
-    extra = {"rq": 2, "hw": 2, "vec": 1, "ld": 1, "sig": 2, "tanh": 2}
+    extra = {"rq": 2, "hw": 2, "vec": 1, "ld": 1, "sig": 3, "tanh": 3}
     return {op: latency + extra.get(op, 0) for op, latency in LATENCY_OF.items()}
 
 

@@ -15,7 +15,7 @@ from tests.conftest import FULL
 @pytest.mark.parametrize("kind", ["sigmoid", "tanh", "relu"])
 def test_activation_matches_contract_on_every_input(kind, registered, ports):
     dut = Activation(kind, registered=registered, ports=ports)
-    assert dut.latency == (3 if registered else 1)
+    assert dut.latency == (4 if registered else 1)
     if FULL or kind == "relu":
         xs = np.arange(C.FX_MIN, C.FX_MAX + 1, 1 if kind != "relu" else 97)
     else:  # both sides of every table entry's boundary, and the extremes

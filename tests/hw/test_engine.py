@@ -28,7 +28,7 @@ STEPS = cells.STEPS
 #: Cycles between neurons and of one neuron's program, per program (docs/gateware.md), at most WIDE_LANES
 #: lanes and above (the requantizer and the activation tables a cycle longer).
 SCHEDULES = {"lstm": (8, 22), "gru": (6, 20), "ligru": (4, 17), "sru": (4, 18), "head": (2, 8), "h_out": (2, 4)}
-WIDE_SCHEDULES = {"lstm": (8, 28), "gru": (6, 25), "ligru": (4, 21), "sru": (4, 22), "head": (2, 10), "h_out": (2, 5)}
+WIDE_SCHEDULES = {"lstm": (8, 31), "gru": (6, 27), "ligru": (4, 22), "sru": (4, 23), "head": (2, 10), "h_out": (2, 5)}
 
 HIDDEN = 5        # run-time H, below max_hidden: block strides are H, not the maximum
 LAYER = 1         # bases of layer 1, none of them 0

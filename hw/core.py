@@ -93,7 +93,7 @@ class _BankedPort(NamedTuple):
 class _State:
     """The sequencer's own registers."""
 
-    def __init__(self, p: DeviceParams, clear_depth: int, wipe_depth: int):
+    def __init__(self, p: DeviceParams, clear_depth: int, wipe_depth: int, dbuf_layout):
         self.layer = Signal(range(p.max_layers + 1))
         self.path = Signal(Path)
         self.host_count = Signal(range(p.dbuf_depth + 1))    # deltas the host has written
@@ -113,6 +113,11 @@ class _State:
         self.w_wr_data = Signal(p.lanes * p.wmem_bits)
         self.w_wr_en = Signal(p.lanes)
         self.w_wr_any = Signal()      # w_wr_en.any(), without the reduction after the register
+        # a DELTA's entry in the delta buffer, registered: the command's checks stay off the paths into the
+        # buffer's block RAM (the ULX3S board's critical path); written in the DELTA's next cycle
+        self.dbuf_wr_en = Signal()
+        self.dbuf_wr_addr = Signal(range(p.dbuf_depth + 1))
+        self.dbuf_wr_data = Signal(dbuf_layout)
         self.is_h = self.path == Path.H
         self.is_head = self.path == Path.HEAD
         # the encoder runs a layer's h path beside the MxV's x path (XH_WAIT): which path it encodes
@@ -255,7 +260,7 @@ class Core(wiring.Component):
         ports = self.memory_ports = self._memories(m, units.mxv.dbuf_layout)   # (for tests)
         m.submodules.mxv, m.submodules.encoder, m.submodules.engine = units
         regs = self.registers = RegisterFile(self.p, self.init_regs)   # (its signals: for tests)
-        st = _State(self.p, self.clear_depth, self.wipe_depth)
+        st = _State(self.p, self.clear_depth, self.wipe_depth, units.mxv.dbuf_layout)
         self._path_inputs(m, regs, st, units)
         self._port_wiring(m, ports, st, units)
         self._sequencer(m, regs, st, ports, units)
@@ -463,7 +468,7 @@ class Core(wiring.Component):
         # (ECP5 block RAMs with two ports) read and write through ports of their own, and read in every
         # cycle without a write (the MxV needs no held data): their blocks' read enables come from one
         # register, their addresses from the MxV's and the write's registers, without a multiplexer.
-        m.d.sync += [st.w_wr_en.eq(0), st.w_wr_any.eq(0)]
+        m.d.sync += [st.w_wr_en.eq(0), st.w_wr_any.eq(0), st.dbuf_wr_en.eq(0)]
         if self.weight_banks:
             m.d.comb += [w.rd.addr.eq(mxv.w_addr), w.wr.addr.eq(st.w_wr_addr), w.rd.en.eq(~st.w_wr_any)]
         else:
@@ -473,9 +478,10 @@ class Core(wiring.Component):
             w.wr.data.eq(st.w_wr_data), w.wr.en.eq(st.w_wr_en), mxv.w_data.eq(w.rd.data),
             dbuf.rd.addr.eq(self._dbuf_addr(mxv.dbuf_addr, st.is_h)), dbuf.rd.en.eq(mxv.dbuf_en),
             mxv.dbuf_data.eq(dbuf.rd.data),
-            dbuf.wr.addr.eq(Mux(enc.dbuf_wr_en, self._dbuf_addr(enc.dbuf_wr_addr, st.enc_h),
-                                self._dbuf_addr(st.host_count, Const(0, 1)))),
-            dbuf.wr.data.eq(enc.dbuf_wr_data), dbuf.wr.en.eq(enc.dbuf_wr_en),
+            dbuf.wr.addr.eq(Mux(st.dbuf_wr_en, self._dbuf_addr(st.dbuf_wr_addr, Const(0, 1)),
+                                self._dbuf_addr(enc.dbuf_wr_addr, st.enc_h))),
+            dbuf.wr.data.eq(Mux(st.dbuf_wr_en, st.dbuf_wr_data, enc.dbuf_wr_data)),
+            dbuf.wr.en.eq(enc.dbuf_wr_en | st.dbuf_wr_en),
             acc.rd.addr.eq(Mux(mxv.acc_rd_en, mxv.acc_rd_addr, eng.acc_addr)),
             acc.rd.en.eq(mxv.acc_rd_en | eng.acc_en),
             mxv.acc_rd_data.eq(acc.rd.data), eng.acc_data.eq(acc.rd.data),
@@ -656,9 +662,9 @@ class Core(wiring.Component):
                             with m.Elif(st.host_count >= p.dbuf_depth):
                                 m.d.comb += st.errors.eq(Error.OVERFLOW)
                             with m.Else():
-                                m.d.comb += [dbuf.wr.en.eq(1), dbuf.wr.data.index.eq(cmd.addr),
-                                             dbuf.wr.data.delta.eq(delta_in)]
-                                m.d.sync += [st.host_count.eq(st.host_count + 1), st.rmw.eq(not wide),
+                                m.d.sync += [st.dbuf_wr_en.eq(1), st.dbuf_wr_addr.eq(st.host_count),
+                                             st.dbuf_wr_data.index.eq(cmd.addr), st.dbuf_wr_data.delta.eq(delta_in),
+                                             st.host_count.eq(st.host_count + 1), st.rmw.eq(not wide),
                                              st.rmw_addr.eq(self._delta_ref()), st.rmw_delta.eq(delta_in)]
                                 m.next = "DELTA_READ" if wide else "DELTA_RMW"
                         with m.Case(Op.STEP):

@@ -447,8 +447,11 @@ class DeltaMxV(wiring.Component):
         if forward:
             sum6, sum7 = Signal.like(sum5), Signal.like(sum5)
             m.d.sync += [sum6.eq(sum5), sum7.eq(sum6)]
+            # which one, from registers (``words`` holds from the start; the selects reach every lane's adder)
+            one, two = Signal(), Signal()
+            m.d.sync += [one.eq(self.words == 1), two.eq(self.words == 2)]
             earlier = Signal.like(sum5)
-            m.d.comb += earlier.eq(Mux(self.words == 1, sum5, Mux(self.words == 2, sum6, sum7)))
+            m.d.comb += earlier.eq(Mux(one, sum5, Mux(two, sum6, sum7)))
         S = self.max_slices
         for p in range(P):
             slot = w_word[p * WB:(p + 1) * WB]

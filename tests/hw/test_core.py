@@ -202,3 +202,35 @@ def test_collision_free_memories_never_read_a_word_as_it_is_written(cell, lanes,
     assert collisions == {name: 0 for name in COLLISION_FREE}
     # the check saw reads beside writes (the MxV's, in every step)
     assert seen["acc"] > 0
+
+
+@pytest.mark.parametrize("lanes", [4, 8])
+def test_a_delta_is_written_to_the_buffer_in_its_next_cycle(lanes):
+    """The host's delta-buffer write goes through registers (its checks off the paths into the block RAM): no
+    write in the cycle a DELTA is taken, its entry written in the next one, and the step still exact."""
+    from deltarnn.hw.command import Op
+    model = random_model("gru", 7, 8, 1, False, 3, seed=7)
+    x = random_input(1, 3, 7, seed=8)
+    qm = quantize(model, random_input(4, 20, 7, seed=9), 4, 8)
+    params = DeviceParams("gru", **{**PARAMS, "lanes": lanes})
+    core = Core(params, **pack(qm, params).core_init())
+    taken, written, early = [], [], []
+
+    async def monitor(ctx):
+        dbuf, cmd = core.memory_ports["dbuf"].wr, core.cmd
+        async for _, _, valid, ready, op, index, en, entry in ctx.tick().sample(
+                cmd.valid, cmd.ready, cmd.payload.op, cmd.payload.addr, dbuf.en, dbuf.data.index):
+            if taken and taken[-1][0] == "pending":
+                written.append((bool(en), int(entry)))
+                taken[-1] = ("done", taken[-1][1])
+            is_delta = valid and ready and op == Op.DELTA
+            if is_delta:
+                early.append(bool(en))
+                taken.append(("pending", int(index)))
+
+    deltas = input_deltas(qm, x[0])
+    run = run_core(core, deltas, qm.output_size, processes=[monitor])
+    np.testing.assert_array_equal(run.outputs, emulate(qm, x).outputs_fx[0])
+    assert len(taken) == sum(len(s) for s in deltas) > 0
+    assert not any(early)
+    assert written == [(True, index) for _, index in taken]

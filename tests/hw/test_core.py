@@ -214,23 +214,23 @@ def test_a_delta_is_written_to_the_buffer_in_its_next_cycle(lanes):
     qm = quantize(model, random_input(4, 20, 7, seed=9), 4, 8)
     params = DeviceParams("gru", **{**PARAMS, "lanes": lanes})
     core = Core(params, **pack(qm, params).core_init())
-    taken, written, early = [], [], []
+    taken, written, early = [], [], []    # the DELTAs' indices; the buffer's write in their next cycle, and in theirs
 
     async def monitor(ctx):
         dbuf, cmd = core.memory_ports["dbuf"].wr, core.cmd
+        after_delta = False
         async for _, _, valid, ready, op, index, en, entry in ctx.tick().sample(
                 cmd.valid, cmd.ready, cmd.payload.op, cmd.payload.addr, dbuf.en, dbuf.data.index):
-            if taken and taken[-1][0] == "pending":
+            if after_delta:
                 written.append((bool(en), int(entry)))
-                taken[-1] = ("done", taken[-1][1])
-            is_delta = valid and ready and op == Op.DELTA
-            if is_delta:
+            after_delta = bool(valid and ready and op == Op.DELTA)
+            if after_delta:
                 early.append(bool(en))
-                taken.append(("pending", int(index)))
+                taken.append(int(index))
 
     deltas = input_deltas(qm, x[0])
     run = run_core(core, deltas, qm.output_size, processes=[monitor])
     np.testing.assert_array_equal(run.outputs, emulate(qm, x).outputs_fx[0])
     assert len(taken) == sum(len(s) for s in deltas) > 0
     assert not any(early)
-    assert written == [(True, index) for _, index in taken]
+    assert written == [(True, index) for index in taken]

@@ -41,9 +41,11 @@ class Activation(wiring.Component):
     Members
     -------
     x : In(ArrayLayout(signed(16), ports))
-        Inputs, sampled every cycle.
+        Inputs, sampled in every cycle of ``en``.
+    en : In(1, init=1)
+        The pipeline advances (else every register, the table's output too, holds: the engine's stalls).
     y : Out(ArrayLayout(signed(16), ports))
-        ``f(x[i])`` of each input :attr:`latency` cycles earlier.
+        ``f(x[i])`` of each input :attr:`latency` cycles of ``en`` earlier.
 
     Latency :attr:`latency` cycles (1, or 4 when ``registered``), throughput one value per cycle and port.
     sigmoid and tanh read a 1024-entry ROM (``deltarnn.spec.contract.table(kind)``); ReLU is
@@ -60,7 +62,7 @@ class Activation(wiring.Component):
         self.ports = ports
         self.latency = 4 if registered else 1
         fx = data.ArrayLayout(signed(C.FX_BITS), ports)
-        super().__init__({"x": In(fx), "y": Out(fx)})
+        super().__init__({"x": In(fx), "en": In(1, init=1), "y": Out(fx)})
 
     def elaborate(self, platform):
         m = Module()
@@ -73,21 +75,25 @@ class Activation(wiring.Component):
             if self.registered:      # (the output register without a reset: the block RAM's own)
                 x, y = Signal(signed(C.FX_BITS), name=f"x_reg{i}"), Signal(signed(C.FX_BITS), name=f"y_rom{i}")
                 y_reg = Signal(signed(C.FX_BITS), name=f"y_reg{i}", reset_less=True)
-                m.d.sync += [x.eq(self.x[i]), y_reg.eq(y)]
+                with m.If(self.en):
+                    m.d.sync += [x.eq(self.x[i]), y_reg.eq(y)]
                 m.d.comb += self.y[i].eq(y_reg)
             if rom is None:
                 relu = Mux(x < 0, 0, x)
                 if self.registered:     # the address register's stage
                     relu_reg = Signal(signed(C.FX_BITS), name=f"relu{i}")
-                    m.d.sync += relu_reg.eq(relu)
+                    with m.If(self.en):
+                        m.d.sync += relu_reg.eq(relu)
                     relu = relu_reg
-                m.d.sync += y.eq(relu)
+                with m.If(self.en):
+                    m.d.sync += y.eq(relu)
                 continue
             port = rom.read_port()
             address = lut_address(x, self.kind)
             if self.registered:
                 address_reg = Signal.like(address, name=f"address{i}", reset_less=True)
-                m.d.sync += address_reg.eq(address)
+                with m.If(self.en):
+                    m.d.sync += address_reg.eq(address)
                 address = address_reg
-            m.d.comb += [port.addr.eq(address), port.en.eq(1), y.eq(port.data)]
+            m.d.comb += [port.addr.eq(address), port.en.eq(self.en), y.eq(port.data)]
         return m

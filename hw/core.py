@@ -257,7 +257,7 @@ class Core(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         units = self._units()
-        ports = self.memory_ports = self._memories(m, units.mxv.dbuf_layout)   # (for tests)
+        ports = self.memory_ports = self._memories(m, units.mxv.dbuf_layout, units.eng.rq_units)   # (for tests)
         m.submodules.mxv, m.submodules.encoder, m.submodules.engine = units
         regs = self.registers = RegisterFile(self.p, self.init_regs)   # (its signals: for tests)
         st = _State(self.p, self.clear_depth, self.wipe_depth, units.mxv.dbuf_layout)
@@ -279,8 +279,10 @@ class Core(wiring.Component):
                            src_lanes=p.engine_width, registered=self.wide)
         return _Units(mxv, enc, CellEngine(p, broken_lane=self.broken_lane))
 
-    def _memories(self, m, dbuf_layout) -> dict[str, _Ports]:
-        """The memories, submodules of ``m`` itself (the co-simulation and synthesis find them by name)."""
+    def _memories(self, m, dbuf_layout, mult_reads: int) -> dict[str, _Ports]:
+        """The memories, submodules of ``m`` itself (the co-simulation and synthesis find them by name); the
+        multiplier memory with ``mult_reads`` read ports (one per requantizer copy of the engine: the extra
+        ones ``ports["mult1"]``, ... with the write port of the first)."""
         p = self.p
 
         e = p.engine_width
@@ -314,6 +316,8 @@ class Core(wiring.Component):
                 continue
             mem = m.submodules[name] = memory.Memory(shape=shape, depth=depth, init=words)
             ports[name] = _Ports(mem.write_port(granularity=granularity.get(name)), mem.read_port())
+            if name == "mult":
+                ports.update({f"mult{u}": _Ports(ports[name].wr, mem.read_port()) for u in range(1, mult_reads)})
         return ports
 
     def _weight_banks(self, m, shape, depth: int, words) -> _Ports:
@@ -486,6 +490,10 @@ class Core(wiring.Component):
             acc.rd.en.eq(mxv.acc_rd_en | eng.acc_en),
             mxv.acc_rd_data.eq(acc.rd.data), eng.acc_data.eq(acc.rd.data),
             mult.rd.addr.eq(eng.mult_addr), mult.rd.en.eq(eng.mult_en), eng.mult_data.eq(mult.rd.data),
+            *[stmt for u in range(1, eng.rq_units) for stmt in (
+                ports[f"mult{u}"].rd.addr.eq(getattr(eng, f"mult{u}_addr")),
+                ports[f"mult{u}"].rd.en.eq(getattr(eng, f"mult{u}_en")),
+                getattr(eng, f"mult{u}_data").eq(ports[f"mult{u}"].rd.data))],
             vec.rd.addr.eq(eng.vec_addr), vec.rd.en.eq(eng.vec_en), eng.vec_data.eq(vec.rd.data),
             h.rd.addr.eq(Mux(enc.src_en, enc.src_addr >> e_log2, eng.h_rd_addr)),
             h.rd.en.eq(enc.src_en | eng.h_rd_en),

@@ -35,7 +35,10 @@ the path's matrix, ``pass`` :func:`deltarnn.hw.mxv.pass_cycles` (the words, but 
 or 3 at up to 8 lanes), ``S`` its weight slices
 (:func:`deltarnn.spec.memory_map.weight_slices`: 1 unless its weights are wider than the
 core's slots), and :func:`deltarnn.hw.engine.run_cycles` ``(n - 1) * ii + depth``
-for ``n`` items of a program's schedule at ``P`` lanes; the cell update's items are ``E`` neurons each (the
+for ``n`` items of a program's schedule at ``P`` lanes (and, where the GRU's and LSTM's requantizations
+keep items of their accumulator words above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes, the cycles the
+engine stalls for two of their reads in one cycle, :func:`deltarnn.hw.engine.cache_stalls`: none where ``H``
+is a multiple of ``2 E``); the cell update's items are ``E`` neurons each (the
 engine's lanes, :attr:`~deltarnn.spec.memory_map.DeviceParams.engine_width`; the cell program's ``ii`` at
 least ``E``), and a fused encode takes the last item's ``E`` values one per cycle. The output phase assumes
 the response stream is always ready. ``STEP_CYCLES`` (a core register) measures the same quantity.

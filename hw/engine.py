@@ -17,13 +17,13 @@ Instructions (``k`` is the neuron being updated, ``H`` the hidden size):
 ==========================  =======  ==================================================
 instruction                 latency  effect
 ==========================  =======  ==================================================
-``("rq", d, path, blk)``    6 (8)    ``R[d] = requantize(acc[path][blk*H + k], mult, shift[path])``
-``("hw", d)``               6 (8)    SRU highway: identity: ``requantize(ref_x[k], hw_mult, hw_shift)``,
+``("rq", d, path, blk)``    6 (9)    ``R[d] = requantize(acc[path][blk*H + k], mult, shift[path])``
+``("hw", d)``               6 (9)    SRU highway: identity: ``requantize(ref_x[k], hw_mult, hw_shift)``,
                                      projection: ``("rq", d, "x", 3)``
 ``("vec", d, blk)``         3 (4)    ``R[d] = vec[blk*H + k]``
 ``("ld", d, s)``            3 (4)    ``R[d] = state s ("h" or "c") [k]``
 ``("add", d, a, b[, c])``   1        ``R[d] = fx_add(R[a], R[b][, R[c]])``
-``("mul", d, a, b)``        2        ``R[d] = fx_mul(R[a], R[b])``
+``("mul", d, a, b)``        2 (3)    ``R[d] = fx_mul(R[a], R[b])``
 ``("omin", d, a)``          1        ``R[d] = ONE - R[a]``
 ``("relu", d, a)``          1        ``R[d] = max(R[a], 0)``
 ``("sig", d, a)``           2 (5)    ``R[d] = sigmoid(R[a])`` (ROM)
@@ -42,6 +42,19 @@ accumulator word, ``P`` lanes, holds ``P / E`` items). A run of ``H``
 neurons is ``H / E`` items. The output programs run on one element per
 item, the lane of each word selected after its read.
 
+Above :data:`WIDE_LANES` lanes the GRU's and LSTM's requantizations keep
+:data:`CACHE_ITEMS` items of the accumulator word they read, a register of
+``2 E`` accumulators per instruction (:func:`caches_accumulators`): an
+instruction reads the accumulator memory every second item, so the
+accumulator port no longer bounds ``ii`` at 6 and 8 reads per item, and two
+requantizer copies, each with a multiplier port of its own, take an item
+every 4 cycles (the vector memory's 4 reads). The schedule puts the
+instructions' reads in different cycles of two items; where a block's rows
+start in the middle of a word pair (a hidden size that is not a multiple of
+``2 E`` in the word, :func:`cache_reads`) two reads can meet in one cycle all
+the same, and the engine stalls a cycle (:func:`cache_stalls`, which the
+cycle model adds).
+
 Every memory read takes its address from a register (computed in the
 instruction's first cycle, read in the next, data in the one after): no
 address arithmetic lies between a register and the memories' address pins.
@@ -56,7 +69,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -158,11 +171,13 @@ def _ports(ins) -> tuple[str, ...]:
     return ()
 
 
-def _claims(ins) -> tuple[tuple[str, int], ...]:
+def _claims(ins, cached: bool = False) -> tuple[tuple[str, int], ...]:
     """The ports an instruction takes, each with its cycle offset from the instruction's start: its
-    :func:`_ports` in its first cycle, and the reference memory's read: the SRU highway's a cycle after
-    its request, the fused encoder's in the cycle of each ``h`` write (:func:`fuses_encoder`)."""
-    claims = tuple((port, 0) for port in _ports(ins))
+    :func:`_ports` in its first cycle (but not the accumulator port for a requantization of a
+    ``cached`` schedule, which reads it only where its row enters a new word), and the reference
+    memory's read: the SRU highway's a cycle after its request, the fused encoder's in the cycle of
+    each ``h`` write (:func:`fuses_encoder`)."""
+    claims = tuple((port, 0) for port in _ports(ins) if not (cached and port == "acc"))
     if ins[0] == "hw":
         claims += (("ref_read", 1),)
     if ins[:2] == ("st", "h"):
@@ -201,7 +216,9 @@ class Schedule:
     ``ii``: cycles between the starts of successive neurons; ``depth``: cycles
     of one neuron's program from its start to its last write; ``units``:
     copies of each shared unit; ``chain``: per instruction, the registers its
-    result needs (more than one when it lives longer than ``ii`` cycles).
+    result needs (more than one when it lives longer than ``ii`` cycles);
+    ``cached``: the requantizations keep the accumulator word they read
+    (:func:`caches_accumulators`).
     """
 
     slots: tuple
@@ -209,6 +226,7 @@ class Schedule:
     depth: int
     units: dict
     chain: tuple
+    cached: bool = False
 
 
 def _operands(ins) -> tuple[int, ...]:
@@ -235,22 +253,63 @@ def latency_of(lanes: int) -> dict[str, int]:
     """:data:`LATENCY_OF` in a core of ``lanes`` lanes: above :data:`WIDE_LANES` every memory's output is
     registered as it leaves the memory (an ECP5 block RAM's own output register), a cycle more for the
     vector and state loads; the requantizer's product takes two cycles (two multiplier blocks' products,
-    then their sum), two more; the activation tables register their input before the address's clamp
-    and the clamped address before the table too, three more."""
+    then their sum), and its accumulator lanes are selected from a register of the instruction's
+    own (:func:`caches_accumulators`), three more; the multipliers' operands are registered (the
+    multiplier block's input registers), one more; the activation tables register their input before the
+    address's clamp and the clamped address before the table too, three more."""
     if lanes <= WIDE_LANES:
         return dict(LATENCY_OF)
-    extra = {"rq": 2, "hw": 2, "vec": 1, "ld": 1, "sig": 3, "tanh": 3}
+    extra = {"rq": 3, "hw": 3, "vec": 1, "ld": 1, "mul": 1, "sig": 3, "tanh": 3}
     return {op: latency + extra.get(op, 0) for op, latency in LATENCY_OF.items()}
 
 
+#: Cycles from a cached requantization's accumulator read request to the cycle its word register
+#: holds the word (the read, the block RAM's output register, the word register): a cached schedule's
+#: ``ii`` is at least this, so that an item's word never replaces the word the item before still uses.
+CACHE_FILL = 4
+
+#: Items of its accumulator word a cached requantization keeps (its register: ``CACHE_ITEMS * E``
+#: accumulators): it reads the memory every ``CACHE_ITEMS`` items, so that the GRU's 6 and the LSTM's
+#: 8 requantizations share the port at ``ii`` 4 (3 and 4 reads per item), with a register a quarter of
+#: a 32-lane word.
+CACHE_ITEMS = 2
+
+
 def schedule(program, lanes: int, width: int = 1) -> Schedule:
-    """:func:`modulo_schedule` of ``program`` in a core of ``lanes`` lanes, on items of ``width`` neurons,
-    computed once per program (the cycle model asks per step)."""
-    return modulo_schedule(tuple(tuple(ins) for ins in program), lanes, width)
+    """The program's schedule in a core of ``lanes`` lanes, on items of ``width`` neurons: the
+    :func:`modulo_schedule` with cached accumulator words where that lowers ``ii``
+    (:func:`caches_accumulators`), computed once per program (the cycle model asks per step)."""
+    return _best_schedule(tuple(tuple(ins) for ins in program), lanes, width)
 
 
 @lru_cache(maxsize=None)
-def modulo_schedule(program: tuple, lanes: int, width: int = 1) -> Schedule:
+def _best_schedule(program: tuple, lanes: int, width: int) -> Schedule:
+    plain = modulo_schedule(program, lanes, width)
+    if not _caches(program, lanes, width):
+        return plain
+    cached = modulo_schedule(program, lanes, width, cached=True)
+    # (at most two requantizer copies: a collision stalls one cycle, cache_stalls)
+    return cached if cached.ii < plain.ii and cached.units.get("rq", 0) <= 2 else plain
+
+
+def caches_accumulators(program, lanes: int) -> bool:
+    """Whether the program's requantizations may keep :data:`CACHE_ITEMS` items of the accumulator word
+    they read, in a core of ``lanes`` lanes: a word holds ``P / E`` items' accumulators, so an
+    instruction reads the memory only every :data:`CACHE_ITEMS` items (:func:`cache_reads`), and
+    several instructions share the read port's cycles (the engine stalls a cycle where two of them
+    read in the same one, :func:`cache_stalls`). Above :data:`WIDE_LANES` lanes (a register per
+    instruction), in a cell program without the SRU highway (whose reference read shares the
+    requantizer): the output programs wait for ``out.ready``, and the items of a register must not
+    change under the item before."""
+    return lanes > WIDE_LANES and not any(ins[0] in ("out", "hw") for ins in program)
+
+
+def _caches(program, lanes: int, width: int) -> bool:
+    return caches_accumulators(program, lanes) and lanes // width >= CACHE_ITEMS
+
+
+@lru_cache(maxsize=None)
+def modulo_schedule(program: tuple, lanes: int, width: int = 1, cached: bool = False) -> Schedule:
     """Modulo-schedule ``program``: the smallest ``ii`` its ports allow (at least :data:`OUT_II` for an
     output program, and at least ``width``: the delta encoder fused to a cell update takes an item's
     ``width`` new h one per cycle), each instruction as early as possible, memory loads as late as their
@@ -262,19 +321,22 @@ def modulo_schedule(program: tuple, lanes: int, width: int = 1) -> Schedule:
     same state (``ld s``) of the same neuron. Every memory port serves one
     instruction per cycle, so two instructions on one port start in
     different cycles modulo ``ii``; shared units get as many copies as their
-    uses need at that ``ii``.
+    uses need at that ``ii``. ``cached``: the requantizations do not claim
+    the accumulator port (:func:`caches_accumulators`; ``ii`` at least
+    :data:`CACHE_FILL`).
     """
     latency = latency_of(lanes)
     uses: dict[str, int] = {}
     for ins in program:
-        for port, _ in _claims(ins):
+        for port, _ in _claims(ins, cached):
             uses[port] = uses.get(port, 0) + 1
-    ii = max(max(uses.values(), default=1), OUT_II if "out" in uses else 1, width)
+    ii = max(max(uses.values(), default=1), OUT_II if "out" in uses else 1, width, CACHE_FILL if cached else 1)
     unit_uses: dict[str, int] = {}
     for ins in program:
         if ins[0] in SHARED:
             unit_uses[SHARED[ins[0]]] = unit_uses.get(SHARED[ins[0]], 0) + 1
     units = {u: -(-n // ii) for u, n in unit_uses.items()}
+    words = ii * CACHE_ITEMS if cached else ii    # cycles between an instruction's reads
     busy: dict[tuple, set] = {}          # (resource, copy) -> phases taken
     producer: dict[int, int] = {}        # register -> index of the instruction that last wrote it
     loads: dict[str, int] = {}           # state -> index of its ld
@@ -292,10 +354,14 @@ def modulo_schedule(program: tuple, lanes: int, width: int = 1) -> Schedule:
         if op == "st" and ins[1] in loads:    # the read's memory cycle before the write's: no collision
             earliest = max(earliest, placed[loads[ins[1]]][1] + 2)
         unit_name = SHARED.get(op)
+        # a cached requantization reads where its rows start a word, every `words` cycles in step with the
+        # others' where the blocks start whole words: none of them in the same cycle of that period
+        word_read = cached and op == "rq"
         start = earliest
-        for _ in range(ii):
+        for _ in range(words):
             phase = start % ii
-            if all((phase + at) % ii not in busy.get((p, 0), set()) for p, at in _claims(ins)):
+            if all((phase + at) % ii not in busy.get((p, 0), set()) for p, at in _claims(ins, cached)) and \
+                    not (word_read and start % words in busy.get(("acc_word", 0), set())):
                 copies = range(units[unit_name]) if unit_name else [0]
                 free = [u for u in copies if phase not in busy.get((unit_name, u), set())]
                 if free:
@@ -304,8 +370,10 @@ def modulo_schedule(program: tuple, lanes: int, width: int = 1) -> Schedule:
         else:
             raise ValueError(f"instruction {i} {ins!r}: no cycle of ii = {ii} has its ports free")
         unit = free[0]
-        for p, at in _claims(ins):
+        for p, at in _claims(ins, cached):
             busy.setdefault((p, 0), set()).add((start + at) % ii)
+        if word_read:
+            busy.setdefault(("acc_word", 0), set()).add(start % words)
         if unit_name:
             busy.setdefault((unit_name, unit), set()).add(start % ii)
         placed.append((ins, start, latency[op], unit, tuple(srcs)))
@@ -341,16 +409,49 @@ def modulo_schedule(program: tuple, lanes: int, width: int = 1) -> Schedule:
             sources.append((j, pos))
         slots.append(Slot(ins, start, lat, unit, tuple(sources)))
     depth = max(sl.start + sl.latency for sl in slots)
-    return Schedule(tuple(slots), ii, depth, units, tuple(chain))
+    return Schedule(tuple(slots), ii, depth, units, tuple(chain), cached)
+
+
+def cache_reads(block: int, count: int, hidden: int, lanes: int, width: int) -> list[int]:
+    """The items of a run of ``count`` over ``hidden`` neurons for which a cached requantization of row block
+    ``block`` reads the accumulator memory: the first, then each after the items the last read keeps, its
+    item and the next up to :data:`CACHE_ITEMS` in the same word of ``lanes`` accumulators (a block's
+    rows start at ``block * hidden``; items never straddle words, as ``width`` divides ``hidden`` and
+    ``lanes``)."""
+    items, per_word, k = [], lanes // width, 0
+    while k < count:
+        items.append(k)
+        k += min(CACHE_ITEMS, per_word - (block * hidden // width + k) % per_word)
+    return items
+
+
+@lru_cache(maxsize=None)
+def cache_stalls(program: tuple, count: int, lanes: int, width: int) -> int:
+    """Cycles a run of ``count`` items of a cached schedule stalls: in each cycle of the pipeline,
+    the requantizations (on different units) that read the accumulator memory take its port one per
+    cycle, the pipeline waiting for all but the first (:func:`cache_reads`). 0 for a schedule that is
+    not cached."""
+    sch = _best_schedule(program, lanes, width)
+    if not sch.cached or count == 0:
+        return 0
+    hidden = count * width
+    reads: dict[int, int] = {}          # pipeline cycle -> reads requested in it
+    for sl in (sl for sl in sch.slots if sl.ins[0] == "rq"):
+        for k in cache_reads(sl.ins[3], count, hidden, lanes, width):
+            t = sl.start + k * sch.ii
+            reads[t] = reads.get(t, 0) + 1
+    return sum(n - 1 for n in reads.values())
 
 
 def run_cycles(program, count: int, lanes: int, width: int = 1) -> int:
     """Cycles of a run of ``count`` items of ``width`` neurons, in a core of ``lanes`` lanes, from the cycle
-    after ``start`` to the last write (0 for no items)."""
+    after ``start`` to the last write (0 for no items): ``(count - 1) * ii + depth``, and the
+    :func:`cache_stalls` of a cached schedule."""
     if count == 0:
         return 0
-    sch = schedule(program, lanes, width)
-    return (count - 1) * sch.ii + sch.depth
+    program = tuple(tuple(ins) for ins in program)
+    sch = _best_schedule(program, lanes, width)
+    return (count - 1) * sch.ii + sch.depth + cache_stalls(program, count, lanes, width)
 
 
 # --- hardware -----------------------------------------------------------------------------------
@@ -393,6 +494,9 @@ class CellEngine(wiring.Component):
         whose enable is low holds its data). The multiplier, vector and
         state ports' words hold ``E`` elements (``ArrayLayout``), element
         ``i`` of a memory in lane ``i mod E`` of word ``i // E``.
+    mult1_addr, mult1_en, mult1_data
+        Where the engine has two requantizer copies (:attr:`rq_units`; a cached GRU or LSTM schedule), the
+        second copy's read port of the multiplier memory.
     h_wr_addr, h_wr_en, h_wr_data; c_wr_addr, c_wr_en, c_wr_data
         State write ports (whole words: an item's ``E`` neurons).
     h_rd_word : Out(ArrayLayout(signed(16), E))
@@ -403,9 +507,10 @@ class CellEngine(wiring.Component):
 
     Latency and throughput: a run of ``count`` items takes exactly
     ``run_cycles(program, count, lanes, w) + LATENCY`` cycles from ``start`` to
-    ``done`` (``w``: ``E`` for the cell program, else 1), plus one for every cycle ``out`` is valid and
-    not ready (the whole pipeline waits); one item every ``schedule(program, lanes, w).ii`` cycles (at
-    least ``E`` for the cell program: the fused encoder takes an item's new h one per cycle).
+    ``done`` (``w``: ``E`` for the cell program, else 1; with a cached schedule's :func:`cache_stalls`),
+    plus one for every cycle ``out`` is valid and not ready (the whole pipeline waits); one item every
+    ``schedule(program, lanes, w).ii`` cycles (at least ``E`` for the cell program: the fused encoder takes
+    an item's new h one per cycle).
     """
 
     LATENCY = 1
@@ -416,8 +521,20 @@ class CellEngine(wiring.Component):
         p = params
         self.cell_program = CELL_PROGRAMS[p.cell]
         self.width = e = p.engine_width
+        self.schedules = {code: schedule(prog, p.lanes, e if code == Program.CELL else 1)
+                          for code, prog in self.programs().items()}
+        #: Requantizer copies: each reads the multiplier memory through a port of its own.
+        self.rq_units = max(s.units.get("rq", 0) for s in self.schedules.values())
+        cell = self.schedules[Program.CELL]
+        #: Per requantization of a cached cell schedule (:func:`caches_accumulators`), its word register.
+        self.caches = {i: n for n, i in enumerate(i for i, sl in enumerate(cell.slots) if sl.ins[0] == "rq")} \
+            if cell.cached else {}
         fx = data.ArrayLayout(signed(C.FX_BITS), e)
-        super().__init__({
+        more_mult = {}
+        for u in range(1, self.rq_units):
+            more_mult.update({f"mult{u}_addr": Out(range(p.mult_words)), f"mult{u}_en": Out(1),
+                              f"mult{u}_data": In(data.ArrayLayout(C.MULT_BITS, e))})
+        super().__init__({**more_mult, 
             "start": In(1), "program": In(Program),
             "count": In(range(p.max_hidden + 1)), "hidden": In(range(p.max_hidden + 1)),
             "acc_base_x": In(range(p.acc_depth)), "acc_base_h": In(range(p.acc_depth)),
@@ -445,8 +562,7 @@ class CellEngine(wiring.Component):
         m = Module()
         p = self.p
         programs = self.programs()
-        schedules = {code: schedule(prog, p.lanes, self.width if code == Program.CELL else 1)
-                     for code, prog in programs.items()}
+        schedules = self.schedules
         max_ii = max(s.ii for s in schedules.values())
         max_depth = max(s.depth for s in schedules.values())
         n = Signal(range(p.max_hidden + 1))
@@ -456,7 +572,13 @@ class CellEngine(wiring.Component):
         stall = Signal()
         run = Signal()        # the pipeline advances this cycle
         m.d.comb += [self.busy.eq(0), run.eq(~stall)]
-        units = self._units(m, schedules, run)
+        cell_running = Signal()
+        m.d.comb += cell_running.eq(program == Program.CELL)
+        # two requantizations' accumulator reads in the next cycle (a cached cell schedule): the engine stalls a
+        # cycle, its memory reads and activation tables too (set a cycle ahead: a register, not the output
+        # stream's ready, drives their enables)
+        collision = Signal()
+        units = self._units(m, schedules, run, cell_running, collision)
 
         # the neuron an instruction works on depends only on how many ii its offset spans, back: it is
         # issued - back, and it exists while live[back] (shifted in as each neuron starts)
@@ -472,7 +594,18 @@ class CellEngine(wiring.Component):
         pool = [[[Signal(signed(C.FX_BITS), name=f"v{i}_{j}_{e}") for e in range(self.width)]
                  for j in range(max((s.chain[i] for s in schedules.values() if i < len(s.slots)), default=1))]
                 for i in range(pool_size)]
-        ports = self._ports(m, run)
+        ports = self._ports(m, run, cell_running, units, collision)
+        # a cached requantization's next row's lane in its word, whether it has read at all this run, and the
+        # items its register still holds after the next: it reads the accumulator memory where it holds none
+        # (cache_reads)
+        cache_rows = {}
+        for i in self.caches:
+            block = schedules[Program.CELL].slots[i].ins[3]
+            row, first = Signal(range(p.lanes), name=f"rq_row{i}"), Signal(name=f"rq_first{i}")
+            left = Signal(range(CACHE_ITEMS), name=f"rq_left{i}")
+            cache_rows[i] = (row, first, left)
+            with m.If(~self.busy):
+                m.d.sync += [row.eq(self.hidden * block), first.eq(1), left.eq(0)]
 
         # the phase and the program of the next cycle: above WIDE_LANES lanes the shared units' inputs
         # select their operand with registers of their own, set a cycle ahead (not through the state, the
@@ -496,12 +629,14 @@ class CellEngine(wiring.Component):
                     for code, sch in schedules.items():
                         with m.Case(code):
                             self._pipeline(m, sch, self.width if code == Program.CELL else 1, units, ports,
-                                           neuron, pool, phase, phase_next, issued, live, n, run, stall,
+                                           neuron, pool, phase, phase_next, issued, live, n, run, stall, cache_rows,
                                            lambda unit_in, bit, value, code=code: unit_inputs.setdefault(
                                                id(unit_in), (unit_in, []))[1].append((code, bit, value)))
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
+        with m.If(ports["collision"]):       # two requantizations read the accumulator memory in one cycle
+            m.d.comb += stall.eq(1)
         for i, (unit_in, uses) in enumerate(unit_inputs.values()):
             select = Signal(len(uses), name=f"unit_select{i}")
             # a unit only one program uses takes its operands whatever program runs (the others ignore it)
@@ -516,7 +651,7 @@ class CellEngine(wiring.Component):
             m.d.comb += unit_in.eq(value)
         return m
 
-    def _ports(self, m, run) -> dict:
+    def _ports(self, m, run, cell_running, units: dict, collision) -> dict:
         """The memory ports' requests (set by the running program's instructions) and their address arithmetic.
 
         Every port computes its address once, from the request of the
@@ -527,6 +662,13 @@ class CellEngine(wiring.Component):
         port's ``sel`` is the data's element ``k mod E`` (an output program's
         element; 0 in a cell program's items): its lane registered with the
         address and again with the read, as the memory holds its data.
+
+        Each requantizer copy ``u`` has an accumulator request of its own (``acc``, ``acc1``, ...)
+        and its own multiplier port. In a cached cell schedule a request reads the accumulator
+        memory only where its row starts a word (:func:`cache_reads`), into the instruction's word
+        register (:data:`CACHE_FILL` cycles later, whatever the pipeline does meanwhile); where two
+        copies read in one cycle the lowest reads, the pipeline stalls a cycle (``collision``) and
+        the next reads in it, the one served waiting.
         """
         p = self.p
         lanes_log2 = (p.lanes - 1).bit_length()
@@ -542,38 +684,100 @@ class CellEngine(wiring.Component):
         def low(value, bits):
             return value[:bits] if bits else Const(0, 1)
 
+        acc_ports = [f"acc{u}" if u else "acc" for u in range(max(1, self.rq_units))]
         req = {}
-        for port in ("acc", "vec", "ref", "h_rd", "c_rd", "h_wr", "c_wr"):
+        for port in (*acc_ports, "vec", "ref", "h_rd", "c_rd", "h_wr", "c_wr"):
             req[port] = dict(en=Signal(name=f"{port}_req"), k=Signal(range(p.max_hidden + 1), name=f"{port}_k"))
-        for port in ("acc", "vec"):
+        for port in (*acc_ports, "vec"):
             req[port]["block"] = Signal(2, name=f"{port}_block")
-        req["acc"]["h"] = Signal(name="acc_h")
         req["h_wr"]["data"] = [Signal(signed(C.FX_BITS), name=f"h_wr_req_data{e}") for e in range(self.width)]
         req["c_wr"]["data"] = [Signal(signed(C.FX_BITS), name=f"c_wr_req_data{e}") for e in range(self.width)]
 
-        acc = req["acc"]
-        row = Signal(range(4 * p.max_hidden + 1))
-        base = Signal(range(p.acc_depth))
-        m.d.comb += [row.eq(block_rows(acc["block"]) + acc["k"]),
-                     base.eq(Mux(acc["h"], self.acc_base_h, self.acc_base_x))]
-        req["acc"]["lane"] = low(row, lanes_log2)
+        def registered_read(addr_out, en_out, addr, en, also=()):
+            """A read's address and enable (and ``also``: (register, value) pairs) registered for the next
+            cycle. Where the engine stalls (a cached cell program) the registers hold while it does and the
+            read waits: the word read before it stays at the memory's output until the pipeline takes it (the
+            output programs' stalls need none of it: they read every second cycle, ii 2)."""
+            if not self.caches:
+                m.d.sync += [addr_out.eq(addr), en_out.eq(en), *[a.eq(b) for a, b in also]]
+                return
+            en_reg = Signal(name=f"{en_out.name}_reg")
+            with m.If(~collision):
+                m.d.sync += [addr_out.eq(addr), en_reg.eq(en), *[a.eq(b) for a, b in also]]
+            m.d.comb += en_out.eq(en_reg & ~collision)
+
+        reads = []            # per copy: (wants to read, accumulator word address, cache index)
+        for u, port in enumerate(acc_ports):
+            acc = req[port]
+            acc.update(h=Signal(name=f"{port}_h"), live=Signal(name=f"{port}_live"),
+                       miss=Signal(name=f"{port}_miss"), pos=Signal(range(p.lanes // self.width), name=f"{port}_pos"),
+                       cache=Signal(range(max(1, len(self.caches))), name=f"{port}_cache"))
+            row = Signal(range(4 * p.max_hidden + 1), name=f"{port}_row")
+            base = Signal(range(p.acc_depth), name=f"{port}_base")
+            m.d.comb += [row.eq(block_rows(acc["block"]) + acc["k"]),
+                         base.eq(Mux(acc["h"], self.acc_base_h, self.acc_base_x))]
+            acc["lane"] = low(row, lanes_log2)
+            mult_addr, mult_en = (self.mult_addr, self.mult_en) if u == 0 else \
+                (getattr(self, f"mult{u}_addr"), getattr(self, f"mult{u}_en"))
+            registered_read(mult_addr, mult_en, ((base << lanes_log2) + row) >> e_log2, acc["en"])
+            addr = Signal(range(p.acc_depth), name=f"{port}_addr")
+            m.d.comb += addr.eq(base + (row >> lanes_log2))
+            want = acc["en"]
+            if self.caches:       # (a cell program's request reads where its row starts a word, stalled or not)
+                served = acc["served"] = Signal(name=f"{port}_served")
+                want = Mux(cell_running, acc["live"] & acc["miss"] & ~served, acc["en"])
+            reads.append((want, addr, acc["cache"]))
+        # two copies' reads in one cycle: a register, set a cycle ahead by the cell program (_pipeline)
+        collision_next = Signal()
+        m.d.sync += collision.eq(collision_next)
+        grants = []
+        for u, (want, addr, cache) in enumerate(reads):
+            grant = Signal(name=f"{acc_ports[u]}_grant")
+            m.d.comb += grant.eq(want & ~Cat(*[w for w, _, _ in reads[:u]]).any() if u else want)
+            grants.append(grant)
+        if self.caches:
+            for port, grant in zip(acc_ports, grants):
+                m.d.sync += req[port]["served"].eq(grant & collision)
+            # the granted read's word register, CACHE_FILL cycles on: the read, the block RAM's output
+            # register (rq_word), the word register
+            fill_en = [Signal(name=f"fill{i}_en") for i in range(CACHE_FILL - 1)]
+            fill_at = [Signal(range(len(self.caches)), name=f"fill{i}_at") for i in range(CACHE_FILL - 1)]
+            fill_pos = [Signal(range(p.lanes // self.width), name=f"fill{i}_pos") for i in range(CACHE_FILL - 1)]
+            granted_at, granted_pos = reads[-1][2], req[acc_ports[-1]]["pos"]
+            for (_, _, cache), grant, port in reversed(list(zip(reads[:-1], grants, acc_ports))):
+                granted_at, granted_pos = Mux(grant, cache, granted_at), Mux(grant, req[port]["pos"], granted_pos)
+            m.d.sync += [fill_en[0].eq(cell_running & Cat(*grants).any()), fill_at[0].eq(granted_at),
+                         fill_pos[0].eq(granted_pos)]
+            for stage in (fill_en, fill_at, fill_pos):
+                m.d.sync += [f.eq(g) for f, g in zip(stage[1:], stage)]
+            # the item the read is for and the next CACHE_ITEMS - 1 of the word (those beyond it unused)
+            item_bits = self.width * p.acc_bits
+            items = [units["rq_word"].word_select(j, item_bits) for j in range(p.lanes // self.width)]
+            items += [Const(0, item_bits)] * (CACHE_ITEMS - 1)
+            window = Cat(*[Array(items)[fill_pos[-1] + w] for w in range(CACHE_ITEMS)])
+            with m.If(fill_en[-1]):
+                with m.Switch(fill_at[-1]):
+                    for i, cache in enumerate(units["rq_caches"]):
+                        with m.Case(i):
+                            m.d.sync += cache.eq(window)
+        acc_addr = reads[-1][1]
+        for (_, addr, _), grant in reversed(list(zip(reads[:-1], grants))):
+            acc_addr = Mux(grant, addr, acc_addr)
         vec = req["vec"]
         vec_el = Signal(range(p.vec_depth + 4 * p.max_hidden))
         m.d.comb += vec_el.eq(self.vec_base + block_rows(vec["block"]) + vec["k"])
-        m.d.sync += [self.acc_addr.eq(base + (row >> lanes_log2)), self.acc_en.eq(acc["en"]),
-                     self.mult_addr.eq(((base << lanes_log2) + row) >> e_log2), self.mult_en.eq(acc["en"]),
-                     self.vec_addr.eq(vec_el >> e_log2), self.vec_en.eq(vec["en"]),
+        m.d.sync += [self.acc_addr.eq(acc_addr), self.acc_en.eq(Cat(*grants).any()),
                      self.ref_addr.eq(self.ref_base + req["ref"]["k"]), self.ref_en.eq(req["ref"]["en"])]
-        reads = {"vec": (vec_el, self.vec_en, self.vec_data)}
+        req["collision"], req["collision_next"] = collision, collision_next
+        reads = {"vec": (vec_el, self.vec_addr, self.vec_en, self.vec_data, vec["en"])}
         for port in ("h_rd", "c_rd"):
             el = Signal(range(p.state_depth + p.max_hidden + 1), name=f"{port}_el")
             m.d.comb += el.eq(self.state_base + req[port]["k"])
-            m.d.sync += [getattr(self, f"{port}_addr").eq(el >> e_log2),
-                         getattr(self, f"{port}_en").eq(req[port]["en"])]
-            reads[port] = (el, getattr(self, f"{port}_en"), getattr(self, f"{port}_data"))
-        for port, (el, en, rd_data) in reads.items():
+            reads[port] = (el, getattr(self, f"{port}_addr"), getattr(self, f"{port}_en"),
+                           getattr(self, f"{port}_data"), req[port]["en"])
+        for port, (el, addr_out, en, rd_data, request) in reads.items():
             at_addr, at_data = Signal(max(1, e_log2), name=f"{port}_lane"), Signal(max(1, e_log2), name=f"{port}_sel")
-            m.d.sync += at_addr.eq(low(el, e_log2))
+            registered_read(addr_out, en, el >> e_log2, request, also=[(at_addr, low(el, e_log2))])
             with m.If(en):
                 m.d.sync += at_data.eq(at_addr)
             if p.lanes > WIDE_LANES:     # the word registered as it leaves the memory, then its lane selected
@@ -594,7 +798,7 @@ class CellEngine(wiring.Component):
                          getattr(self, f"{port}_data").as_value().eq(Cat(*req[port]["data"]))]
         return req
 
-    def _units(self, m, schedules: dict, run) -> dict:
+    def _units(self, m, schedules: dict, run, cell_running, collision) -> dict:
         """The shared units, as many copies as the most demanding program needs, each in ``E`` lanes
         (``units[unit][copy][lane]``; the output programs use lane 0).
 
@@ -619,82 +823,26 @@ class CellEngine(wiring.Component):
             return Mux(v > C.FX_MAX, C.FX_MAX, Mux(v < C.FX_MIN, C.FX_MIN, v))
 
         units = {}
-        if copies("rq"):
-            lane = Signal(range(p.lanes), name="rq_lane")          # stage 0 inputs (comb)
-            shift = Signal(SHIFT_BITS, name="rq_shift")
-            ref = Signal(name="rq_ref")
-            lane0, shift0, ref0 = Signal.like(lane), Signal.like(shift), Signal()   # the read's cycle
-            lane1, shift1, ref1 = Signal.like(lane), Signal.like(shift), Signal()
-            with m.If(run):
-                m.d.sync += [lane0.eq(lane), shift0.eq(shift), ref0.eq(ref),
-                             lane1.eq(lane0), shift1.eq(shift0), ref1.eq(ref0)]
-            # Above WIDE_LANES lanes the memories' outputs are registered as they are, and the lane
-            # selected a cycle later: no logic follows the block RAM's slow output. A narrow core
-            # selects its lane at once (a LUT level): the stage would cost logic cells for nothing.
-            wide = p.lanes > WIDE_LANES
-            word, refd, mults = self.acc_data, self.ref_data, self.mult_data
-            lane_s, shift_s, ref_s = lane1, shift1, ref1
-            if wide:
-                word = Signal.like(self.acc_data, name="rq_word", reset_less=True)
-                refd = Signal.like(self.ref_data, name="rq_refd", reset_less=True)
-                mults = Signal(self.mult_data.shape(), name="rq_mults", reset_less=True)
-                lane_s, shift_s, ref_s = Signal.like(lane), Signal.like(shift), Signal()
-                # (the accumulator word and the reference in every cycle: the MxV's and the encoder's registers
-                # of the same words, merged into the block RAMs' output registers with them; only an output
-                # program stalls, and it reads neither memory again until the item advances)
-                m.d.sync += [word.eq(self.acc_data), refd.eq(self.ref_data)]
-                with m.If(run):
-                    m.d.sync += [mults.eq(self.mult_data), lane_s.eq(lane1), shift_s.eq(shift1), ref_s.eq(ref1)]
-            shift_o = Signal.like(shift)
-            less, zero = Signal.like(shift), Signal()             # shift - 1, shift == 0
-            shift_p = shift_o
-            if wide:                              # (the product a stage longer)
-                shift_p = Signal.like(shift, name="rq_shift_p")
-                with m.If(run):
-                    m.d.sync += shift_p.eq(shift_o)
-            with m.If(run):
-                m.d.sync += [shift_o.eq(shift_s), less.eq(shift_p - 1), zero.eq(shift_p == 0)]
-            lanes = []
-            for e in range(width):
-                operand = Signal(signed(max(p.acc_bits, p.abits + 1)), name=f"rq{e}_operand")  # the lane, or the ref
-                mult = Signal(C.MULT_BITS, name=f"rq{e}_mult")
-                prod = Signal(signed(p.acc_bits + C.MULT_BITS + 1), name=f"rq{e}_prod")
-                half = Signal(signed(p.acc_bits + C.MULT_BITS + 2), name=f"rq{e}_half")  # prod / 2**(shift-1), floored
-                if e == 0:      # any accumulator lane (an output program's element), or the reference
-                    acc_e = word.word_select(lane_s, p.acc_bits).as_signed()
-                    operand_e = Mux(ref_s, refd, acc_e)
-                    mult_e = Mux(ref_s, self.hw_mult, mults[lane_s[:e_log2]] if e_log2 else mults[0])
-                else:           # lane e of the item at lane_s (a multiple of E)
-                    operand_e = word.word_select(lane_s[e_log2:], width * p.acc_bits) \
-                        .word_select(e, p.acc_bits).as_signed()
-                    mult_e = mults[e]
-                # round half up: floor((v + 2**(s-1)) / 2**s) == (floor(v / 2**(s-1)) + 1) >> 1, and v itself for
-                # s = 0 (as (2v + 1) >> 1): no adder or constant as wide as the shift range
-                with m.If(run):
-                    m.d.sync += [operand.eq(operand_e), mult.eq(mult_e), half.eq(Mux(zero, prod << 1, prod >> less))]
-                    if not wide:
-                        m.d.sync += prod.eq(operand * mult)
-                    elif len(operand) > 18:      # two multiplier blocks' products registered, then their sum
-                        low = Signal(unsigned(17 + C.MULT_BITS), name=f"rq{e}_low")
-                        high = Signal(signed(len(operand) - 17 + C.MULT_BITS + 1), name=f"rq{e}_high")
-                        m.d.sync += [low.eq(operand[:17] * mult), high.eq(operand[17:].as_signed() * mult),
-                                     prod.eq((high << 17) + low)]
-                    else:                        # the product of one block registered, then again
-                        block = Signal.like(prod, name=f"rq{e}_block")
-                        m.d.sync += [block.eq(operand * mult), prod.eq(block)]
-                up = Const(1)
-                if self.broken_lane is not None:  # test-only fault: floor instead of round half up in one lane
-                    floor = ~ref1 & (lane1 + e == self.broken_lane)
-                    for i in range(3 + 2 * wide):     # from the cycle after the read to the half's register
-                        delayed = Signal(name=f"rq{e}_floor{i}")
-                        with m.If(run):
-                            m.d.sync += delayed.eq(floor)
-                        floor = delayed
-                    up = ~floor
-                result = Signal(signed(C.FX_BITS), name=f"rq{e}_result")
-                m.d.comb += result.eq(sat16((half + up) >> 1))
-                lanes.append(dict(result=result))
-            units["rq"] = [dict(lane=lane, shift=shift, ref=ref, lanes=lanes)]
+        wide = p.lanes > WIDE_LANES
+        # Above WIDE_LANES lanes the memories' outputs are registered as they are, and the lane
+        # selected a cycle later: no logic follows the block RAM's slow output. A narrow core
+        # selects its lane at once (a LUT level): the stage would cost logic cells for nothing.
+        # (The accumulator word and the reference in every cycle: the MxV's and the encoder's registers
+        # of the same words, merged into the block RAMs' output registers with them; only an output
+        # program stalls, and it reads neither memory again until the item advances.)
+        word, refd = self.acc_data, self.ref_data
+        if wide:
+            word = Signal.like(self.acc_data, name="rq_word", reset_less=True)
+            refd = Signal.like(self.ref_data, name="rq_refd", reset_less=True)
+            m.d.sync += [word.eq(self.acc_data), refd.eq(self.ref_data)]
+        units["rq_word"] = word
+        units["rq_caches"] = [Signal(CACHE_ITEMS * width * p.acc_bits, name=f"rq_cache{i}", reset_less=True)
+                              for i in range(len(self.caches))]
+        cell = schedules[Program.CELL]
+        units["rq"] = [self._requantizer(m, u, word, refd, run, cell_running,
+                                         [self.caches[i] for i, sl in enumerate(cell.slots) if i in self.caches
+                                          and sl.unit == u], units["rq_caches"])
+                       for u in range(copies("rq"))]
         units["mul"] = []
         for u in range(copies("mul")):
             lanes = []
@@ -702,7 +850,11 @@ class CellEngine(wiring.Component):
                 a, b = Signal(signed(C.FX_BITS), name=f"mul{u}_{e}_a"), Signal(signed(C.FX_BITS), name=f"mul{u}_{e}_b")
                 prod = Signal(signed(2 * C.FX_BITS), name=f"mul{u}_{e}_prod")
                 with m.If(run):
-                    m.d.sync += prod.eq(a * b)
+                    if p.lanes > WIDE_LANES:      # the operands registered first: the multiplier block's own
+                        a_reg, b_reg = Signal.like(a, name=f"mul{u}_{e}_a_reg"), Signal.like(b, name=f"mul{u}_{e}_b_reg")
+                        m.d.sync += [a_reg.eq(a), b_reg.eq(b), prod.eq(a_reg * b_reg)]
+                    else:
+                        m.d.sync += prod.eq(a * b)
                 result = Signal(signed(C.FX_BITS), name=f"mul{u}_{e}_result")
                 m.d.comb += result.eq(sat16((prod + (1 << (C.FX_FRAC - 1))) >> C.FX_FRAC))
                 lanes.append(dict(a=a, b=b, result=result))
@@ -714,17 +866,149 @@ class CellEngine(wiring.Component):
                 for e in range(0, width, 2):     # two lanes to a table: a block RAM's two read ports
                     act = m.submodules[f"{kind}{u}_{e}"] = Activation(kind, registered=p.lanes > WIDE_LANES,
                                                                       ports=min(2, width - e))
+                    if self.caches:       # (only a cached cell program stalls while the tables work)
+                        m.d.comb += act.en.eq(~collision)
                     lanes += [dict(x=act.x[i], result=act.y[i]) for i in range(act.ports)]
                 units[unit].append(lanes)
         return units
 
+    def _requantizer(self, m, u: int, word, refd, run, cell_running, own: list, caches: list) -> dict:
+        """Requantizer copy ``u`` in ``E`` lanes (:meth:`_units`), its multipliers from multiplier port ``u``.
+
+        Its operand is an accumulator word's lanes: above :data:`WIDE_LANES` lanes, in a cell program
+        whose requantizations keep their words, those of the word register of the instruction (``src``,
+        one of ``own``), else those of the read word (``word``, or the reference ``refd``) registered."""
+        p = self.p
+        width, e_log2 = self.width, p.engine_bits
+        wide = p.lanes > WIDE_LANES
+        name = f"rq{u}" if u else "rq"
+        mult_data = self.mult_data if u == 0 else getattr(self, f"mult{u}_data")
+
+        def sat16(v):
+            return Mux(v > C.FX_MAX, C.FX_MAX, Mux(v < C.FX_MIN, C.FX_MIN, v))
+
+        lane = Signal(range(p.lanes), name=f"{name}_lane")          # stage 0 inputs (comb)
+        shift = Signal(SHIFT_BITS, name=f"{name}_shift")
+        ref = Signal(name=f"{name}_ref")
+        src = Signal(range(max(1, len(caches))), name=f"{name}_src")       # the instruction's register
+        idx = Signal(range(CACHE_ITEMS), name=f"{name}_idx")              # and the item's place in it
+        lane0, shift0, ref0, src0 = Signal.like(lane), Signal.like(shift), Signal(), Signal.like(src)  # the read's cycle
+        lane1, shift1, ref1, src1 = Signal.like(lane), Signal.like(shift), Signal(), Signal.like(src)
+        idx0, idx1, idx_s, idx_c = (Signal.like(idx) for _ in range(4))
+        with m.If(run):
+            m.d.sync += [lane0.eq(lane), shift0.eq(shift), ref0.eq(ref), src0.eq(src),
+                         lane1.eq(lane0), shift1.eq(shift0), ref1.eq(ref0), src1.eq(src0),
+                         idx0.eq(idx), idx1.eq(idx0), idx_s.eq(idx1), idx_c.eq(idx_s)]
+        mults = mult_data
+        lane_s, shift_s, ref_s = lane1, shift1, ref1
+        if wide:
+            mults = Signal(mult_data.shape(), name=f"{name}_mults", reset_less=True)
+            lane_s, shift_s, ref_s = Signal.like(lane), Signal.like(shift), Signal()
+            src_s, src_c, shift_c = Signal.like(src), Signal.like(src), Signal.like(shift)
+            with m.If(run):
+                m.d.sync += [mults.eq(mult_data), lane_s.eq(lane1), shift_s.eq(shift1), ref_s.eq(ref1), src_s.eq(src1),
+                             src_c.eq(src_s), shift_c.eq(shift_s)]
+            shift_s = shift_c         # (the operand a stage later: the instruction's word register's)
+        shift_o = Signal.like(shift)
+        less, zero = Signal.like(shift), Signal()             # shift - 1, shift == 0
+        shift_p = shift_o
+        if wide:                              # (the product a stage longer)
+            shift_p = Signal.like(shift, name=f"{name}_shift_p")
+            with m.If(run):
+                m.d.sync += shift_p.eq(shift_o)
+        with m.If(run):
+            m.d.sync += [shift_o.eq(shift_s), less.eq(shift_p - 1), zero.eq(shift_p == 0)]
+        lanes = []
+        for e in range(width):
+            operand = Signal(signed(max(p.acc_bits, p.abits + 1)), name=f"{name}{e}_operand")  # the lane, or the ref
+            mult = Signal(C.MULT_BITS, name=f"{name}{e}_mult")
+            prod = Signal(signed(p.acc_bits + C.MULT_BITS + 1), name=f"{name}{e}_prod")
+            half = Signal(signed(p.acc_bits + C.MULT_BITS + 2), name=f"{name}{e}_half")  # prod / 2**(shift-1), floored
+            if e == 0:      # any accumulator lane (an output program's element), or the reference
+                acc_e = word.word_select(lane_s, p.acc_bits).as_signed()
+                operand_e = Mux(ref_s, refd, acc_e)
+                mult_e = Mux(ref_s, self.hw_mult, mults[lane_s[:e_log2]] if e_log2 else mults[0])
+            else:           # lane e of the item at lane_s (a multiple of E)
+                operand_e = word.word_select(lane_s[e_log2:], width * p.acc_bits) \
+                    .word_select(e, p.acc_bits).as_signed()
+                mult_e = mults[e]
+            if wide:        # a stage more: the lanes of the read word registered, or of the instruction's own word
+                pre, pre_mult = Signal.like(operand, name=f"{name}{e}_pre"), Signal.like(mult, name=f"{name}{e}_pre_mult")
+                with m.If(run):
+                    m.d.sync += [pre.eq(operand_e), pre_mult.eq(mult_e)]
+                operand_e, mult_e = pre, pre_mult
+                if own:
+                    kept = caches[own[-1]]
+                    for i in reversed(own[:-1]):
+                        kept = Mux(src_c == i, caches[i], kept)
+                    item = kept.word_select(idx_c, width * p.acc_bits).word_select(e, p.acc_bits).as_signed()
+                    # (only the cell program runs on the copies after the first)
+                    operand_e = Mux(cell_running, item, pre) if u == 0 else item
+            # round half up: floor((v + 2**(s-1)) / 2**s) == (floor(v / 2**(s-1)) + 1) >> 1, and v itself for
+            # s = 0 (as (2v + 1) >> 1): no adder or constant as wide as the shift range
+            with m.If(run):
+                m.d.sync += [operand.eq(operand_e), mult.eq(mult_e), half.eq(Mux(zero, prod << 1, prod >> less))]
+                if not wide:
+                    m.d.sync += prod.eq(operand * mult)
+                elif len(operand) > 18:      # two multiplier blocks' products registered, then their sum
+                    low = Signal(unsigned(17 + C.MULT_BITS), name=f"{name}{e}_low")
+                    high = Signal(signed(len(operand) - 17 + C.MULT_BITS + 1), name=f"{name}{e}_high")
+                    m.d.sync += [low.eq(operand[:17] * mult), high.eq(operand[17:].as_signed() * mult),
+                                 prod.eq((high << 17) + low)]
+                else:                        # the product of one block registered, then again
+                    block = Signal.like(prod, name=f"{name}{e}_block")
+                    m.d.sync += [block.eq(operand * mult), prod.eq(block)]
+            up = Const(1)
+            if self.broken_lane is not None:  # test-only fault: floor instead of round half up in one lane
+                floor = ~ref1 & (lane1 + e == self.broken_lane)
+                for i in range(3 + 3 * wide):     # from the cycle after the read to the half's register
+                    delayed = Signal(name=f"{name}{e}_floor{i}")
+                    with m.If(run):
+                        m.d.sync += delayed.eq(floor)
+                    floor = delayed
+                up = ~floor
+            result = Signal(signed(C.FX_BITS), name=f"{name}{e}_result")
+            m.d.comb += result.eq(sat16((half + up) >> 1))
+            lanes.append(dict(result=result))
+        return dict(lane=lane, shift=shift, ref=ref, src=src, idx=idx, lanes=lanes)
+
+    def _collisions(self, m, sch: Schedule, ports: dict, phase, issued, live, n, cache_rows) -> None:
+        """``collision_next``: in the pipeline's next cycle (this one advancing) two requantizations of the cached
+        schedule ``sch``, in one phase on two copies, both read the accumulator memory (:func:`cache_reads`):
+        the engine then stalls a cycle, the lower copy reading in it, the other in the next. Computed a cycle
+        ahead from registers (the stall holds every register of the engine)."""
+        ii = sch.ii
+        more = Signal()
+        m.d.comb += more.eq(issued + 1 < n)
+
+        def valid_next(sl):
+            back = sl.start // ii
+            if sl.start % ii:
+                return live[back]
+            return more if back == 0 else live[back - 1]    # (the next cycle starts the next item)
+
+        def reads(i):
+            _, first, left = cache_rows[i]
+            return first | (left == 0)
+
+        pairs = []
+        for i in self.caches:
+            for j in self.caches:
+                a, b = sch.slots[i], sch.slots[j]
+                if i < j and a.unit != b.unit and a.start % ii == b.start % ii:
+                    pairs.append(phase[(a.start - 1) % ii] & valid_next(a) & valid_next(b) & reads(i) & reads(j))
+        m.d.comb += ports["collision_next"].eq(~ports["collision"] & Cat(*pairs).any())
+
     def _pipeline(self, m, sch: Schedule, width: int, units: dict, ports: dict, neuron: dict, pool: list, phase,
-                  phase_next, issued, live, n, run, stall, unit_input) -> None:
+                  phase_next, issued, live, n, run, stall, cache_rows, unit_input) -> None:
         """One program's schedule in hardware, in ``width`` lanes (the cell program's ``E``, an output
         program's 1); elaborated inside its case of the running program. ``unit_input(input, phase bit,
-        value)``: a shared unit's input takes ``value`` in that phase of this program."""
+        value)``: a shared unit's input takes ``value`` in that phase of this program. ``cache_rows``: per
+        requantization of a cached schedule, its row's lane register and first-read flag."""
         ii = sch.ii
         e_log2 = (width - 1).bit_length()
+        if sch.cached:
+            self._collisions(m, sch, ports, phase, issued, live, n, cache_rows)
         with m.If(run):
             with m.If(phase[ii - 1]):
                 m.d.comb += phase_next.eq(1)
@@ -764,14 +1048,28 @@ class CellEngine(wiring.Component):
 
             if op in ("rq", "hw"):
                 unit = units["rq"][sl.unit]
+                port = f"acc{sl.unit}" if sl.unit else "acc"
                 path = "x" if op == "hw" else sl.ins[2]
-                request("acc", block=3 if op == "hw" else sl.ins[3], h=int(path == "h"))
+                request(port, block=3 if op == "hw" else sl.ins[3], h=int(path == "h"))
                 with m.If(start):
-                    m.d.comb += [unit["lane"].eq(ports["acc"]["lane"]),
+                    m.d.comb += [unit["lane"].eq(ports[port]["lane"]),
                                  unit["shift"].eq(self.shift_h if path == "h" else self.shift_x)]
                     if op == "hw":
                         with m.If(self.hw_identity):
                             m.d.comb += [unit["ref"].eq(1), unit["shift"].eq(self.hw_shift)]
+                    if sch.cached:
+                        row, first, left = cache_rows[i]
+                        miss = first | (left == 0)
+                        m.d.comb += [ports[port]["live"].eq(valid), ports[port]["miss"].eq(miss),
+                                     ports[port]["pos"].eq(row[e_log2:]), ports[port]["cache"].eq(self.caches[i]),
+                                     unit["src"].eq(self.caches[i]), unit["idx"].eq(Mux(miss, 0, CACHE_ITEMS - left))]
+                if sch.cached:
+                    row, first, left = cache_rows[i]
+                    with m.If(issue):     # a read keeps its item and the next of the word, up to CACHE_ITEMS
+                        last = self.p.lanes // width - 1
+                        kept = Mux(row[e_log2:] + CACHE_ITEMS - 1 > last, last - row[e_log2:], CACHE_ITEMS - 1)
+                        m.d.sync += [row.eq(row + width), first.eq(0),
+                                     left.eq(Mux(first | (left == 0), kept, left - 1))]
                 if op == "hw":
                     request("ref")
                 results = [unit["lanes"][e]["result"] for e in range(width)]

@@ -45,6 +45,37 @@ def test_activation_matches_contract_on_every_input(kind, registered, ports):
         np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("registered", [False, True])
+@pytest.mark.parametrize("kind", ["sigmoid", "relu"])
+def test_activation_holds_while_en_is_low(kind, registered):
+    """The engine's stalls: with ``en`` low no register moves, the table's output included, so every value comes
+    out ``latency`` cycles of ``en`` after its input, whatever cycles without ``en`` lie between."""
+    dut = Activation(kind, registered=registered)
+    rng = np.random.default_rng(3)
+    xs = rng.integers(C.FX_MIN, C.FX_MAX + 1, 60)
+    en = rng.random(200) < 0.5
+    f = {"sigmoid": C.sigmoid, "relu": C.relu}[kind]
+    got = []
+
+    async def tb(ctx):
+        fed = 0             # inputs taken (one per cycle of en)
+        for cycle in range(len(en)):
+            ctx.set(dut.en, int(en[cycle]))
+            ctx.set(dut.x[0], int(xs[min(fed, len(xs) - 1)]))
+            await ctx.tick()
+            if en[cycle]:
+                fed += 1
+                if fed >= dut.latency:
+                    got.append(ctx.get(dut.y[0]))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert len(got) > 40
+    np.testing.assert_array_equal(got, f(xs[np.minimum(np.arange(len(got)), len(xs) - 1)]))
+
+
 def test_two_ports_share_one_ecp5_block():
     """Two engine lanes read one table through an ECP5 block RAM's two ports: one DP16KD, not two."""
     from amaranth import Module

@@ -38,10 +38,15 @@ def test_phase_formulas():
     assert engine_cycles(6, H_OUT, 4) == 5 * 2 + 4 + 2
     assert engine_cycles(0, HEAD_OUT, 4) == 2
     # above WIDE_LANES lanes every memory's output is registered (a cycle more for the loads), the requantizer
-    # two cycles more, the activation tables three (GRU: its last rq, then the tanh of n on its critical path)
-    assert engine_cycles(8, CELL_PROGRAMS["gru"], 8) == 7 * 6 + 27 + 2
-    assert engine_cycles(3, HEAD_OUT, 8) == 2 * 2 + 10 + 2
+    # three cycles more, the multipliers one (their operands registered), the activation tables three (GRU: its last rq, then the tanh of n on its critical path);
+    # the GRU's and LSTM's requantizations keep their accumulator words: ii 4, not 6 and 8 (two requantizers)
+    assert engine_cycles(8, CELL_PROGRAMS["gru"], 8) == 7 * 4 + 30 + 2
+    assert engine_cycles(8, CELL_PROGRAMS["lstm"], 8) == 7 * 4 + 33 + 2
+    assert engine_cycles(3, HEAD_OUT, 8) == 2 * 2 + 11 + 2
     assert engine_cycles(6, H_OUT, 8) == 5 * 2 + 5 + 2
+    # and stall a cycle where two of them read in one cycle: the LSTM at H = 7, P = 8, four times
+    assert engine_cycles(7, CELL_PROGRAMS["lstm"], 8) == 6 * 4 + 33 + 2 + 4
+    assert engine_cycles(64, CELL_PROGRAMS["gru"], 32, 4) == 63 * 4 + 30 + 2     # H = 256: whole words, no stall
 
 
 def test_gru_with_head_by_hand():
@@ -77,28 +82,43 @@ def test_sru_without_head_by_hand():
     assert step_cycles("sru", 2, 3, 0, deltas) == 119 + 3 * (6 - 5)     # default: projections everywhere
 
 
+def test_cached_schedules_stall_only_where_blocks_start_at_odd_items():
+    """The GRU's and LSTM's requantizations read every second item: with H a multiple of 2 E every block's
+    reads fall in the schedule's own cycles (no stall); an LSTM of H = 20 at P = 32 (its second block at item 5
+    of a word) stalls."""
+    from deltarnn.hw.engine import cache_stalls
+    for cell in ("gru", "lstm"):
+        program = tuple(tuple(ins) for ins in CELL_PROGRAMS[cell])
+        for lanes, e in ((8, 1), (16, 2), (32, 4)):
+            assert schedule(program, lanes, e).cached
+            assert all(cache_stalls(program, h // e, lanes, e) == 0 for h in range(2 * e, 257, 2 * e))
+    assert cache_stalls(tuple(tuple(ins) for ins in CELL_PROGRAMS["lstm"]), 5, 32, 4) == 2
+
+
 def test_documented_example():
     """docs/gateware.md: 2 x 256 GRU, 40 classes, P = 32, 40 input deltas, every hidden delta firing."""
     deltas = {"0.x": 40, "0.h": 256, "1.x": 256, "1.h": 256, "head.x": 256}
     phases = dict(step_phases("gru", 32, 256, 40, deltas))
     assert phases["0.x MxV"] == 40 * 24 + 11 == 971     # L = 10 above WIDE_LANES lanes
     assert phases["0.h MxV"] == phases["1.x MxV"] == phases["1.h MxV"] == 256 * 24 + 11 == 6155
-    assert phases["0 cell"] == phases["1 cell"] == 255 * 6 + 27 + 2 == 1559
+    # the requantizations keep their accumulator words: an item every 4 cycles (not 6)
+    assert phases["0 cell"] == phases["1 cell"] == 255 * 4 + 30 + 2 == 1052
     # 40 classes are two words of 32 lanes: their sums forwarded, no bubbles (4 cycles a pass at up to 8 lanes)
-    assert phases["head MxV"] == 256 * 2 + 11 == 523 and phases["output"] == 39 * 2 + 10 + 2
+    assert phases["head MxV"] == 256 * 2 + 11 == 523 and phases["output"] == 39 * 2 + 11 + 2
     assert mxv_cycles(256, 40, 8) == 256 * 5 + 11 and mxv_cycles(256, 20, 8) == 256 * 4 + 11
     assert phases["0.h encode"] == phases["1.h encode"] == 0      # beside the x paths' MxVs
     assert phases["1.x encode"] == phases["head encode"] == 7        # fed by the cell updates
-    assert step_cycles("gru", 32, 256, 40, deltas) == 23182
+    assert step_cycles("gru", 32, 256, 40, deltas) == 22169
     # the default engine of 32 lanes: 4 neurons at once, the fused encodes take the last 4 values in turn
     wide = dict(step_phases("gru", 32, 256, 40, deltas, width=4))
-    assert wide["0 cell"] == wide["1 cell"] == 63 * 6 + 27 + 2 == 407
+    assert wide["0 cell"] == wide["1 cell"] == 63 * 4 + 30 + 2 == 284
     assert wide["1.x encode"] == wide["head encode"] == 7 + 3
-    assert step_cycles("gru", 32, 256, 40, deltas, width=4) == 20884
-    # 8 engine lanes: an item every 8 cycles
+    assert step_cycles("gru", 32, 256, 40, deltas, width=4) == 20639
+    # 8 engine lanes: an item every 8 cycles (the fused encoder takes one value a cycle; the accumulator words not
+    # kept, as that would not lower ii)
     wide = dict(step_phases("gru", 32, 256, 40, deltas, width=8))
-    assert wide["0 cell"] == 31 * 8 + 28 + 2 == 278 and wide["1.x encode"] == 7 + 7
-    assert step_cycles("gru", 32, 256, 40, deltas, width=8) == 20634
+    assert wide["0 cell"] == 31 * 8 + 30 + 2 == 280 and wide["1.x encode"] == 7 + 7
+    assert step_cycles("gru", 32, 256, 40, deltas, width=8) == 20639
 
 
 @pytest.mark.parametrize("cell", sorted(CELL_PROGRAMS))

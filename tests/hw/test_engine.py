@@ -15,7 +15,8 @@ from amaranth import Elaboratable, Module
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from deltarnn.hw.engine import CELL_PROGRAMS, H_OUT, HEAD_OUT, WIDE_LANES, CellEngine, Program, run_cycles, schedule
+from deltarnn.hw.engine import (CELL_PROGRAMS, H_OUT, HEAD_OUT, WIDE_LANES, CellEngine, Program, cache_stalls,
+                                run_cycles, schedule)
 from deltarnn.spec import contract as C
 from deltarnn.spec.memory_map import H_BLOCKS, VEC_BLOCKS, VECTOR_ORDER, X_BLOCKS, DeviceParams
 
@@ -28,7 +29,7 @@ STEPS = cells.STEPS
 #: Cycles between neurons and of one neuron's program, per program (docs/gateware.md), at most WIDE_LANES
 #: lanes and above (the requantizer and the activation tables a cycle longer).
 SCHEDULES = {"lstm": (8, 22), "gru": (6, 20), "ligru": (4, 17), "sru": (4, 18), "head": (2, 8), "h_out": (2, 4)}
-WIDE_SCHEDULES = {"lstm": (8, 31), "gru": (6, 27), "ligru": (4, 22), "sru": (4, 23), "head": (2, 10), "h_out": (2, 5)}
+WIDE_SCHEDULES = {"lstm": (4, 33), "gru": (4, 30), "ligru": (4, 24), "sru": (4, 26), "head": (2, 11), "h_out": (2, 5)}
 
 HIDDEN = 5        # run-time H, below max_hidden: block strides are H, not the maximum
 LAYER = 1         # bases of layer 1, none of them 0
@@ -67,8 +68,9 @@ class Harness(Elaboratable):
             m.submodules[name] = mem
         rd = {name: mem.read_port() for name, mem in self.mems.items()}
         wr = {name: self.mems[name].write_port() for name in ("h", "c")}
+        rd.update({f"mult{u}": self.mems["mult"].read_port() for u in range(1, dut.rq_units)})   # one per requantizer
         for name, prefix in (("acc", "acc_"), ("mult", "mult_"), ("vec", "vec_"), ("ref", "ref_"),
-                             ("h", "h_rd_"), ("c", "c_rd_")):
+                             ("h", "h_rd_"), ("c", "c_rd_"), *[(f"mult{u}", f"mult{u}_") for u in range(1, dut.rq_units)]):
             m.d.comb += [rd[name].addr.eq(getattr(dut, prefix + "addr")),
                          rd[name].en.eq(getattr(dut, prefix + "en")),
                          getattr(dut, prefix + "data").eq(rd[name].data)]
@@ -209,15 +211,21 @@ def test_schedules_are_the_documented_ones(lanes):
 
 @pytest.mark.parametrize("lanes", [WIDE_LANES, WIDE_LANES + 1])
 def test_schedule_respects_ports_and_dependences(lanes):
-    """No port serves two instructions in one cycle (modulo ii); no operand is read before it is written."""
+    """No port serves two instructions in one cycle (modulo ii; a cached schedule's accumulator reads modulo the
+    ``P`` items of a word, one requantizer copy each per cycle); no operand is read before it is written."""
     from deltarnn.hw.engine import _ports
     for program in [*CELL_PROGRAMS.values(), HEAD_OUT, H_OUT]:
         sch = schedule(program, lanes)
         taken = set()
         for sl in sch.slots:
             for port in _ports(sl.ins):
-                assert (port, sl.start % sch.ii) not in taken
-                taken.add((port, sl.start % sch.ii))
+                use = (port, sl.start % sch.ii)
+                if sch.cached and port == "acc":
+                    use = ("acc word", sl.start % (sch.ii * lanes))
+                    assert ("rq", sl.unit, sl.start % sch.ii) not in taken
+                    taken.add(("rq", sl.unit, sl.start % sch.ii))
+                assert use not in taken
+                taken.add(use)
             for src, pos in sl.sources:
                 producer = sch.slots[src]
                 assert sl.start >= producer.start + producer.latency
@@ -261,6 +269,29 @@ def test_cell_program_equals_golden_step(cell, lanes, identity, engine_lanes):
     assert res["cycles"] == run_cycles(CELL_PROGRAMS[cell], hidden // engine_lanes, lanes, engine_lanes) \
         + CellEngine.LATENCY
     assert schedule(CELL_PROGRAMS[cell], lanes, engine_lanes).ii >= engine_lanes
+
+
+@pytest.mark.parametrize("lanes, engine_lanes, hidden", [(8, 1, 7), (8, 2, 6)])
+def test_cached_requantizations_stall_where_two_read_in_one_cycle(monkeypatch, lanes, engine_lanes, hidden):
+    """Above WIDE_LANES lanes the LSTM's requantizations keep their accumulator words (ii 4, not 8), two
+    copies of the requantizer; at these H the rows of two of them start words in the same cycle, twice:
+    the engine stalls a cycle each time (as the cycle model counts) and stays exact."""
+    import sys
+    monkeypatch.setattr(sys.modules[__name__], "hidden_of", lambda p: hidden)
+    p = params("lstm", lanes, engine_lanes)
+    program = CELL_PROGRAMS["lstm"]
+    sch = schedule(program, lanes, engine_lanes)
+    assert sch.cached and sch.ii == 4 and sch.units["rq"] == 2
+    stalls = cache_stalls(tuple(program), hidden // engine_lanes, lanes, engine_lanes)
+    assert stalls > 0
+    contents = random_contents(np.random.default_rng(7), p)
+    inputs = layer_inputs(p)
+    res = run(p, contents, Program.CELL, hidden // engine_lanes, inputs)
+    h, c = expected_cell(p, contents, inputs)
+    base = inputs["state_base"]
+    np.testing.assert_array_equal(res["mems"]["h"][base:base + hidden], h)
+    np.testing.assert_array_equal(res["mems"]["c"][base:base + hidden], c)
+    assert res["cycles"] == (hidden // engine_lanes - 1) * sch.ii + sch.depth + stalls + CellEngine.LATENCY
 
 
 @pytest.mark.parametrize("lanes, engine_lanes", [(4, 1), (8, 1), (16, 4)])

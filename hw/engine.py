@@ -263,8 +263,8 @@ def latency_of(lanes: int) -> dict[str, int]:
     return {op: latency + extra.get(op, 0) for op, latency in LATENCY_OF.items()}
 
 
-#: Cycles from a cached requantization's accumulator read request to the cycle its word register
-#: holds the word (the read, the block RAM's output register, the word register): a cached schedule's
+#: Cycles from a cached requantization's accumulator read request to the cycle its register holds the
+#: read's items (the read, the block RAM's output register, the instruction's register): a cached schedule's
 #: ``ii`` is at least this, so that an item's word never replaces the word the item before still uses.
 CACHE_FILL = 4
 
@@ -526,7 +526,7 @@ class CellEngine(wiring.Component):
         #: Requantizer copies: each reads the multiplier memory through a port of its own.
         self.rq_units = max(s.units.get("rq", 0) for s in self.schedules.values())
         cell = self.schedules[Program.CELL]
-        #: Per requantization of a cached cell schedule (:func:`caches_accumulators`), its word register.
+        #: Per requantization of a cached cell schedule (:func:`caches_accumulators`), its register's index.
         self.caches = {i: n for n, i in enumerate(i for i, sl in enumerate(cell.slots) if sl.ins[0] == "rq")} \
             if cell.cached else {}
         fx = data.ArrayLayout(signed(C.FX_BITS), e)
@@ -738,8 +738,8 @@ class CellEngine(wiring.Component):
         if self.caches:
             for port, grant in zip(acc_ports, grants):
                 m.d.sync += req[port]["served"].eq(grant & collision)
-            # the granted read's word register, CACHE_FILL cycles on: the read, the block RAM's output
-            # register (rq_word), the word register
+            # the granted read's items into the instruction's register, CACHE_FILL cycles on: the read, the block
+            # RAM's output register (rq_word), the instruction's register
             fill_en = [Signal(name=f"fill{i}_en") for i in range(CACHE_FILL - 1)]
             fill_at = [Signal(range(len(self.caches)), name=f"fill{i}_at") for i in range(CACHE_FILL - 1)]
             fill_pos = [Signal(range(p.lanes // self.width), name=f"fill{i}_pos") for i in range(CACHE_FILL - 1)]
@@ -876,8 +876,9 @@ class CellEngine(wiring.Component):
         """Requantizer copy ``u`` in ``E`` lanes (:meth:`_units`), its multipliers from multiplier port ``u``.
 
         Its operand is an accumulator word's lanes: above :data:`WIDE_LANES` lanes, in a cell program
-        whose requantizations keep their words, those of the word register of the instruction (``src``,
-        one of ``own``), else those of the read word (``word``, or the reference ``refd``) registered."""
+        whose requantizations keep items of their words, those of the item ``idx`` in the register of the
+        instruction (``src``, one of ``own``), else those of the read word (``word``, or the reference
+        ``refd``) registered."""
         p = self.p
         width, e_log2 = self.width, p.engine_bits
         wide = p.lanes > WIDE_LANES
@@ -908,7 +909,7 @@ class CellEngine(wiring.Component):
             with m.If(run):
                 m.d.sync += [mults.eq(mult_data), lane_s.eq(lane1), shift_s.eq(shift1), ref_s.eq(ref1), src_s.eq(src1),
                              src_c.eq(src_s), shift_c.eq(shift_s)]
-            shift_s = shift_c         # (the operand a stage later: the instruction's word register's)
+            shift_s = shift_c         # (the operand a stage later: the instruction's register's)
         shift_o = Signal.like(shift)
         less, zero = Signal.like(shift), Signal()             # shift - 1, shift == 0
         shift_p = shift_o
@@ -932,7 +933,7 @@ class CellEngine(wiring.Component):
                 operand_e = word.word_select(lane_s[e_log2:], width * p.acc_bits) \
                     .word_select(e, p.acc_bits).as_signed()
                 mult_e = mults[e]
-            if wide:        # a stage more: the lanes of the read word registered, or of the instruction's own word
+            if wide:        # a stage more: the lanes of the read word registered, or the instruction's register's
                 pre, pre_mult = Signal.like(operand, name=f"{name}{e}_pre"), Signal.like(mult, name=f"{name}{e}_pre_mult")
                 with m.If(run):
                     m.d.sync += [pre.eq(operand_e), pre_mult.eq(mult_e)]

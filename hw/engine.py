@@ -174,7 +174,7 @@ def _ports(ins) -> tuple[str, ...]:
 def _claims(ins, cached: bool = False) -> tuple[tuple[str, int], ...]:
     """The ports an instruction takes, each with its cycle offset from the instruction's start: its
     :func:`_ports` in its first cycle (but not the accumulator port for a requantization of a
-    ``cached`` schedule, which reads it only where its row enters a new word), and the reference
+    ``cached`` schedule, which reads it every :data:`CACHE_ITEMS` items, :func:`cache_reads`), and the reference
     memory's read: the SRU highway's a cycle after its request, the fused encoder's in the cycle of
     each ``h`` write (:func:`fuses_encoder`)."""
     claims = tuple((port, 0) for port in _ports(ins) if not (cached and port == "acc"))
@@ -217,8 +217,8 @@ class Schedule:
     of one neuron's program from its start to its last write; ``units``:
     copies of each shared unit; ``chain``: per instruction, the registers its
     result needs (more than one when it lives longer than ``ii`` cycles);
-    ``cached``: the requantizations keep the accumulator word they read
-    (:func:`caches_accumulators`).
+    ``cached``: the requantizations keep items of the accumulator word they
+    read (:func:`caches_accumulators`).
     """
 
     slots: tuple
@@ -285,27 +285,24 @@ def schedule(program, lanes: int, width: int = 1) -> Schedule:
 @lru_cache(maxsize=None)
 def _best_schedule(program: tuple, lanes: int, width: int) -> Schedule:
     plain = modulo_schedule(program, lanes, width)
-    if not _caches(program, lanes, width):
+    if not caches_accumulators(program, lanes, width):
         return plain
     cached = modulo_schedule(program, lanes, width, cached=True)
     # (at most two requantizer copies: a collision stalls one cycle, cache_stalls)
     return cached if cached.ii < plain.ii and cached.units.get("rq", 0) <= 2 else plain
 
 
-def caches_accumulators(program, lanes: int) -> bool:
+def caches_accumulators(program, lanes: int, width: int) -> bool:
     """Whether the program's requantizations may keep :data:`CACHE_ITEMS` items of the accumulator word
-    they read, in a core of ``lanes`` lanes: a word holds ``P / E`` items' accumulators, so an
+    they read, in a core of ``lanes`` lanes on items of ``width`` neurons: a word holds ``P / E`` items'
+    accumulators (at least :data:`CACHE_ITEMS`), so an
     instruction reads the memory only every :data:`CACHE_ITEMS` items (:func:`cache_reads`), and
     several instructions share the read port's cycles (the engine stalls a cycle where two of them
     read in the same one, :func:`cache_stalls`). Above :data:`WIDE_LANES` lanes (a register per
     instruction), in a cell program without the SRU highway (whose reference read shares the
     requantizer): the output programs wait for ``out.ready``, and the items of a register must not
     change under the item before."""
-    return lanes > WIDE_LANES and not any(ins[0] in ("out", "hw") for ins in program)
-
-
-def _caches(program, lanes: int, width: int) -> bool:
-    return caches_accumulators(program, lanes) and lanes // width >= CACHE_ITEMS
+    return lanes > WIDE_LANES and lanes // width >= CACHE_ITEMS and not any(ins[0] in ("out", "hw") for ins in program)
 
 
 @lru_cache(maxsize=None)
@@ -354,8 +351,8 @@ def modulo_schedule(program: tuple, lanes: int, width: int = 1, cached: bool = F
         if op == "st" and ins[1] in loads:    # the read's memory cycle before the write's: no collision
             earliest = max(earliest, placed[loads[ins[1]]][1] + 2)
         unit_name = SHARED.get(op)
-        # a cached requantization reads where its rows start a word, every `words` cycles in step with the
-        # others' where the blocks start whole words: none of them in the same cycle of that period
+        # a cached requantization reads every CACHE_ITEMS items, every `words` cycles in step with the others'
+        # where the blocks start at even items: none of them in the same cycle of that period
         word_read = cached and op == "rq"
         start = earliest
         for _ in range(words):
@@ -455,6 +452,10 @@ def run_cycles(program, count: int, lanes: int, width: int = 1) -> int:
 
 
 # --- hardware -----------------------------------------------------------------------------------
+
+def _sat16(v):
+    return Mux(v > C.FX_MAX, C.FX_MAX, Mux(v < C.FX_MIN, C.FX_MIN, v))
+
 
 class CellEngine(wiring.Component):
     """Runs a cell's micro-program for ``count`` neurons (or an output program), software-pipelined.
@@ -602,8 +603,9 @@ class CellEngine(wiring.Component):
         for i in self.caches:
             block = schedules[Program.CELL].slots[i].ins[3]
             row, first = Signal(range(p.lanes), name=f"rq_row{i}"), Signal(name=f"rq_first{i}")
-            left = Signal(range(CACHE_ITEMS), name=f"rq_left{i}")
-            cache_rows[i] = (row, first, left)
+            left, reads = Signal(range(CACHE_ITEMS), name=f"rq_left{i}"), Signal(name=f"rq_reads{i}")
+            m.d.comb += reads.eq(first | (left == 0))
+            cache_rows[i] = (row, first, left, reads)
             with m.If(~self.busy):
                 m.d.sync += [row.eq(self.hidden * block), first.eq(1), left.eq(0)]
 
@@ -665,8 +667,8 @@ class CellEngine(wiring.Component):
 
         Each requantizer copy ``u`` has an accumulator request of its own (``acc``, ``acc1``, ...)
         and its own multiplier port. In a cached cell schedule a request reads the accumulator
-        memory only where its row starts a word (:func:`cache_reads`), into the instruction's word
-        register (:data:`CACHE_FILL` cycles later, whatever the pipeline does meanwhile); where two
+        memory only where the instruction's register holds no more items (:func:`cache_reads`), into
+        that register (:data:`CACHE_FILL` cycles later, whatever the pipeline does meanwhile); where two
         copies read in one cycle the lowest reads, the pipeline stalls a cycle (``collision``) and
         the next reads in it, the one served waiting.
         """
@@ -723,7 +725,7 @@ class CellEngine(wiring.Component):
             addr = Signal(range(p.acc_depth), name=f"{port}_addr")
             m.d.comb += addr.eq(base + (row >> lanes_log2))
             want = acc["en"]
-            if self.caches:       # (a cell program's request reads where its row starts a word, stalled or not)
+            if self.caches:       # (a cell program's request reads where its register is spent, stalled or not)
                 served = acc["served"] = Signal(name=f"{port}_served")
                 want = Mux(cell_running, acc["live"] & acc["miss"] & ~served, acc["en"])
             reads.append((want, addr, acc["cache"]))
@@ -819,17 +821,15 @@ class CellEngine(wiring.Component):
         def copies(unit):
             return max((s.units.get(unit, 0) for s in schedules.values()), default=0)
 
-        def sat16(v):
-            return Mux(v > C.FX_MAX, C.FX_MAX, Mux(v < C.FX_MIN, C.FX_MIN, v))
-
         units = {}
         wide = p.lanes > WIDE_LANES
         # Above WIDE_LANES lanes the memories' outputs are registered as they are, and the lane
         # selected a cycle later: no logic follows the block RAM's slow output. A narrow core
         # selects its lane at once (a LUT level): the stage would cost logic cells for nothing.
         # (The accumulator word and the reference in every cycle: the MxV's and the encoder's registers
-        # of the same words, merged into the block RAMs' output registers with them; only an output
-        # program stalls, and it reads neither memory again until the item advances.)
+        # of the same words, merged into the block RAMs' output registers with them; an output program
+        # stalls, and reads neither memory again until the item advances; a cached cell program's reads
+        # fill the instructions' registers a fixed number of cycles after their requests, stall or not.)
         word, refd = self.acc_data, self.ref_data
         if wide:
             word = Signal.like(self.acc_data, name="rq_word", reset_less=True)
@@ -856,7 +856,7 @@ class CellEngine(wiring.Component):
                     else:
                         m.d.sync += prod.eq(a * b)
                 result = Signal(signed(C.FX_BITS), name=f"mul{u}_{e}_result")
-                m.d.comb += result.eq(sat16((prod + (1 << (C.FX_FRAC - 1))) >> C.FX_FRAC))
+                m.d.comb += result.eq(_sat16((prod + (1 << (C.FX_FRAC - 1))) >> C.FX_FRAC))
                 lanes.append(dict(a=a, b=b, result=result))
             units["mul"].append(lanes)
         for unit, kind in (("sig", "sigmoid"), ("tanh", "tanh")):
@@ -884,9 +884,6 @@ class CellEngine(wiring.Component):
         wide = p.lanes > WIDE_LANES
         name = f"rq{u}" if u else "rq"
         mult_data = self.mult_data if u == 0 else getattr(self, f"mult{u}_data")
-
-        def sat16(v):
-            return Mux(v > C.FX_MAX, C.FX_MAX, Mux(v < C.FX_MIN, C.FX_MIN, v))
 
         lane = Signal(range(p.lanes), name=f"{name}_lane")          # stage 0 inputs (comb)
         shift = Signal(SHIFT_BITS, name=f"{name}_shift")
@@ -969,7 +966,7 @@ class CellEngine(wiring.Component):
                     floor = delayed
                 up = ~floor
             result = Signal(signed(C.FX_BITS), name=f"{name}{e}_result")
-            m.d.comb += result.eq(sat16((half + up) >> 1))
+            m.d.comb += result.eq(_sat16((half + up) >> 1))
             lanes.append(dict(result=result))
         return dict(lane=lane, shift=shift, ref=ref, src=src, idx=idx, lanes=lanes)
 
@@ -988,16 +985,13 @@ class CellEngine(wiring.Component):
                 return live[back]
             return more if back == 0 else live[back - 1]    # (the next cycle starts the next item)
 
-        def reads(i):
-            _, first, left = cache_rows[i]
-            return first | (left == 0)
-
         pairs = []
         for i in self.caches:
             for j in self.caches:
                 a, b = sch.slots[i], sch.slots[j]
                 if i < j and a.unit != b.unit and a.start % ii == b.start % ii:
-                    pairs.append(phase[(a.start - 1) % ii] & valid_next(a) & valid_next(b) & reads(i) & reads(j))
+                    pairs.append(phase[(a.start - 1) % ii] & valid_next(a) & valid_next(b) &
+                                 cache_rows[i][3] & cache_rows[j][3])
         m.d.comb += ports["collision_next"].eq(~ports["collision"] & Cat(*pairs).any())
 
     def _pipeline(self, m, sch: Schedule, width: int, units: dict, ports: dict, neuron: dict, pool: list, phase,
@@ -1005,7 +999,8 @@ class CellEngine(wiring.Component):
         """One program's schedule in hardware, in ``width`` lanes (the cell program's ``E``, an output
         program's 1); elaborated inside its case of the running program. ``unit_input(input, phase bit,
         value)``: a shared unit's input takes ``value`` in that phase of this program. ``cache_rows``: per
-        requantization of a cached schedule, its row's lane register and first-read flag."""
+        requantization of a cached schedule, its row's lane register, first-read flag, items left in its
+        register, and whether it reads the accumulator memory."""
         ii = sch.ii
         e_log2 = (width - 1).bit_length()
         if sch.cached:
@@ -1059,18 +1054,14 @@ class CellEngine(wiring.Component):
                         with m.If(self.hw_identity):
                             m.d.comb += [unit["ref"].eq(1), unit["shift"].eq(self.hw_shift)]
                     if sch.cached:
-                        row, first, left = cache_rows[i]
-                        miss = first | (left == 0)
-                        m.d.comb += [ports[port]["live"].eq(valid), ports[port]["miss"].eq(miss),
+                        row, first, left, reads = cache_rows[i]
+                        m.d.comb += [ports[port]["live"].eq(valid), ports[port]["miss"].eq(reads),
                                      ports[port]["pos"].eq(row[e_log2:]), ports[port]["cache"].eq(self.caches[i]),
-                                     unit["src"].eq(self.caches[i]), unit["idx"].eq(Mux(miss, 0, CACHE_ITEMS - left))]
-                if sch.cached:
-                    row, first, left = cache_rows[i]
-                    with m.If(issue):     # a read keeps its item and the next of the word, up to CACHE_ITEMS
-                        last = self.p.lanes // width - 1
-                        kept = Mux(row[e_log2:] + CACHE_ITEMS - 1 > last, last - row[e_log2:], CACHE_ITEMS - 1)
-                        m.d.sync += [row.eq(row + width), first.eq(0),
-                                     left.eq(Mux(first | (left == 0), kept, left - 1))]
+                                     unit["src"].eq(self.caches[i]), unit["idx"].eq(Mux(reads, 0, CACHE_ITEMS - left))]
+                        with m.If(issue):     # a read keeps its item and the next of the word, up to CACHE_ITEMS
+                            last = self.p.lanes // width - 1
+                            kept = Mux(row[e_log2:] + CACHE_ITEMS - 1 > last, last - row[e_log2:], CACHE_ITEMS - 1)
+                            m.d.sync += [row.eq(row + width), first.eq(0), left.eq(Mux(reads, kept, left - 1))]
                 if op == "hw":
                     request("ref")
                 results = [unit["lanes"][e]["result"] for e in range(width)]

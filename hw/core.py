@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from deltarnn.spec import contract as C
@@ -181,11 +181,14 @@ class Core(wiring.Component):
     rsp : Out(stream.Signature(DATA_BITS))
         Responses: one word per READ; per STEP, the outputs of the time step
         (fixed point, sign-extended), ``classes`` of them with a head, else
-        ``hidden``.
+        ``hidden``. Above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes through a FIFO with room
+        for a step's every output (:attr:`response_depth`): a STEP's output program starts when it is
+        empty, and then never waits for ``rsp.ready``.
 
     Latency and throughput: WRITE and DELTA take one command per cycle
     (DELTA two, three above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes; a READ's response
-    is valid two cycles after it is taken, the register's value registered first); a STEP takes the cycles given by :func:`deltarnn.hw.cycles.step_cycles`
+    is valid two cycles after it is taken, the register's value registered first, and two more
+    above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes, through the FIFO); a STEP takes the cycles given by :func:`deltarnn.hw.cycles.step_cycles`
     (rsp always ready); RESET takes ``clear_depth + 1`` cycles, CLEAR ``wipe_depth + 1``.
     """
 
@@ -239,6 +242,11 @@ class Core(wiring.Component):
         """Above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes: every memory read registered before any logic
         (the weight banks, the DELTA's reference, the responses' FIFO, the engine's and MxV's registers)."""
         return self.p.lanes > WIDE_LANES
+
+    @property
+    def response_depth(self) -> int:
+        """Entries of a wide core's response FIFO: an output program's outputs (a head's classes, or h)."""
+        return max(self.p.max_classes, self.p.max_hidden, 2)
 
     @property
     def weight_banks(self) -> int:
@@ -621,11 +629,14 @@ class Core(wiring.Component):
         overlap, fused = self.overlaps_encodes, self.feeds_encoder
         wide = self.wide
         rsp = self.rsp
+        room = Const(1)      # for an output program's outputs
         if wide:
-            # the responses through a 2-word FIFO: its readiness comes from its level register, not from the
-            # consumer, and the engine's stall (which enables every stage of its pipeline) with it
-            m.submodules.responses = responses = SyncFIFO(width=DATA_BITS, depth=2)
+            # the responses through a FIFO with room for an output program's every output (in a block RAM):
+            # an output program starts only when it is empty (OUT_GO), and never waits for the consumer, so
+            # no ready signal reaches the engine's stall, which enables every stage of its pipeline (out_ii)
+            m.submodules.responses = responses = SyncFIFOBuffered(width=DATA_BITS, depth=self.response_depth)
             rsp = responses.w_stream
+            room = responses.level == 0
             m.d.comb += [self.rsp.valid.eq(responses.r_stream.valid),
                          self.rsp.payload.eq(responses.r_stream.payload),
                          responses.r_stream.ready.eq(self.rsp.ready)]
@@ -788,9 +799,10 @@ class Core(wiring.Component):
                     with m.Else():
                         m.next = after_cell
             with m.State("OUT_GO"):
-                m.d.comb += [eng.start.eq(1), eng.program.eq(Mux(out_head, Program.HEAD_OUT, Program.H_OUT)),
-                             eng.count.eq(Mux(out_head, regs.classes, regs.hidden))]
-                m.next = "OUT_WAIT"
+                with m.If(room):
+                    m.d.comb += [eng.start.eq(1), eng.program.eq(Mux(out_head, Program.HEAD_OUT, Program.H_OUT)),
+                                 eng.count.eq(Mux(out_head, regs.classes, regs.hidden))]
+                    m.next = "OUT_WAIT"
             with m.State("OUT_WAIT"):
                 m.d.comb += [rsp.valid.eq(eng.out.valid), rsp.payload.eq(eng.out.payload.as_signed())]
                 with m.If(eng.done):

@@ -29,7 +29,8 @@ instruction                 latency  effect
 ``("sig", d, a)``           2 (5)    ``R[d] = sigmoid(R[a])`` (ROM)
 ``("tanh", d, a)``          2 (5)    ``R[d] = tanh(R[a])`` (ROM)
 ``("st", s, a)``            1        ``state s [k] = R[a]``
-``("out", a)``              1        emit ``R[a]`` on ``out`` (the engine waits while ``out.ready`` is low)
+``("out", a)``              1        emit ``R[a]`` on ``out`` (at most :data:`WIDE_LANES` lanes the engine
+                                     waits while ``out.ready`` is low; above, never: :func:`out_ii`)
 ==========================  =======  ==================================================
 
 (in brackets: above :data:`WIDE_LANES` lanes, :func:`latency_of`)
@@ -185,9 +186,19 @@ def _claims(ins, cached: bool = False) -> tuple[tuple[str, int], ...]:
     return claims
 
 
-#: Output programs start an item at most every OUT_II cycles: fewer items in flight, less logic, and
-#: still far faster than any host link takes the outputs.
+#: Output programs of a core of at most :data:`WIDE_LANES` lanes start an item at most every OUT_II
+#: cycles: fewer items in flight, less logic (an iCE40's logic cells), and still far faster than any
+#: host link takes the outputs.
 OUT_II = 2
+
+
+def out_ii(lanes: int) -> int:
+    """The least ``ii`` of an output program in a core of ``lanes`` lanes: :data:`OUT_II` at most
+    :data:`WIDE_LANES` lanes, where the engine waits while ``out.ready`` is low (its reads every
+    second cycle: a read's data waits at the memory's output, :meth:`CellEngine._ports`); 1 above,
+    where it never waits: the core starts an output program only when its response FIFO has room
+    for all of the run's outputs, so no ready signal reaches the engine's enables."""
+    return OUT_II if lanes <= WIDE_LANES else 1
 
 #: Instructions that run on a shared unit (the others have logic of their own).
 SHARED = {"rq": "rq", "hw": "rq", "mul": "mul", "sig": "sig", "tanh": "tanh"}
@@ -300,14 +311,13 @@ def caches_accumulators(program, lanes: int, width: int) -> bool:
     several instructions share the read port's cycles (the engine stalls a cycle where two of them
     read in the same one, :func:`cache_stalls`). Above :data:`WIDE_LANES` lanes (a register per
     instruction), in a cell program without the SRU highway (whose reference read shares the
-    requantizer): the output programs wait for ``out.ready``, and the items of a register must not
-    change under the item before."""
+    requantizer); not the output programs (one read per item, of one element: nothing to keep)."""
     return lanes > WIDE_LANES and lanes // width >= CACHE_ITEMS and not any(ins[0] in ("out", "hw") for ins in program)
 
 
 @lru_cache(maxsize=None)
 def modulo_schedule(program: tuple, lanes: int, width: int = 1, cached: bool = False) -> Schedule:
-    """Modulo-schedule ``program``: the smallest ``ii`` its ports allow (at least :data:`OUT_II` for an
+    """Modulo-schedule ``program``: the smallest ``ii`` its ports allow (at least :func:`out_ii` for an
     output program, and at least ``width``: the delta encoder fused to a cell update takes an item's
     ``width`` new h one per cycle), each instruction as early as possible, memory loads as late as their
     users allow.
@@ -327,7 +337,7 @@ def modulo_schedule(program: tuple, lanes: int, width: int = 1, cached: bool = F
     for ins in program:
         for port, _ in _claims(ins, cached):
             uses[port] = uses.get(port, 0) + 1
-    ii = max(max(uses.values(), default=1), OUT_II if "out" in uses else 1, width, CACHE_FILL if cached else 1)
+    ii = max(max(uses.values(), default=1), out_ii(lanes) if "out" in uses else 1, width, CACHE_FILL if cached else 1)
     unit_uses: dict[str, int] = {}
     for ins in program:
         if ins[0] in SHARED:
@@ -509,7 +519,8 @@ class CellEngine(wiring.Component):
     Latency and throughput: a run of ``count`` items takes exactly
     ``run_cycles(program, count, lanes, w) + LATENCY`` cycles from ``start`` to
     ``done`` (``w``: ``E`` for the cell program, else 1; with a cached schedule's :func:`cache_stalls`),
-    plus one for every cycle ``out`` is valid and not ready (the whole pipeline waits); one item every
+    plus, at most :data:`WIDE_LANES` lanes, one for every cycle ``out`` is valid and not ready (the
+    whole pipeline waits; above, the engine ignores ``out.ready``: :func:`out_ii`); one item every
     ``schedule(program, lanes, w).ii`` cycles (at least ``E`` for the cell program: the fused encoder takes
     an item's new h one per cycle).
     """
@@ -699,7 +710,7 @@ class CellEngine(wiring.Component):
             """A read's address and enable (and ``also``: (register, value) pairs) registered for the next
             cycle. Where the engine stalls (a cached cell program) the registers hold while it does and the
             read waits: the word read before it stays at the memory's output until the pipeline takes it (the
-            output programs' stalls need none of it: they read every second cycle, ii 2)."""
+            output programs never stall above WIDE_LANES lanes, and read every second cycle at or below it)."""
             if not self.caches:
                 m.d.sync += [addr_out.eq(addr), en_out.eq(en), *[a.eq(b) for a, b in also]]
                 return
@@ -1098,8 +1109,9 @@ class CellEngine(wiring.Component):
                 request("h_wr" if sl.ins[1] == "h" else "c_wr", data=[operand(sl, 0, e) for e in range(width)])
             elif op == "out":
                 with m.If(start & valid):
-                    m.d.comb += [self.out.valid.eq(1), self.out.payload.eq(operand(sl, 0, 0)),
-                                 stall.eq(~self.out.ready)]
+                    m.d.comb += [self.out.valid.eq(1), self.out.payload.eq(operand(sl, 0, 0))]
+                    if self.p.lanes <= WIDE_LANES:      # (above, the core's FIFO has room: out_ii)
+                        m.d.comb += stall.eq(~self.out.ready)
 
             if results is not None:
                 with m.If(run & stage(sl, sl.latency - 1)):

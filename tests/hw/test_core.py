@@ -234,3 +234,66 @@ def test_a_delta_is_written_to_the_buffer_in_its_next_cycle(lanes):
     assert len(taken) == sum(len(s) for s in deltas) > 0
     assert not any(early)
     assert written == [(True, index) for index in taken]
+
+
+@pytest.mark.parametrize("classes", [5, 0])
+def test_outputs_wait_in_the_response_fifo_of_a_wide_core(classes):
+    """Above WIDE_LANES lanes the output program never waits for the host (ii 1): its outputs wait in the
+    core's response FIFO. With ``rsp.ready`` low through two steps, the first step's STEP_CYCLES is the cycle
+    model's (no stall), the second step's output program waits until the FIFO is empty (the core takes no
+    command meanwhile), and then every output of both steps comes out, in order, equal to the golden model's."""
+    from amaranth.sim import Simulator
+
+    from deltarnn.hw.drive import _send, _to_signed
+    from deltarnn.spec.memory_map import Op, Region, addr
+    model = random_model("gru", 7, 8, 2, False, classes, seed=17)
+    x = random_input(1, 2, 7, seed=18)
+    qm = quantize(model, random_input(4, 20, 7, seed=19), 4, 8)
+    params = DeviceParams("gru", **{**PARAMS, "lanes": 8})
+    core = Core(params, **pack(qm, params).core_init())
+    gold = emulate(qm, x)
+    deltas = input_deltas(qm, x[0])
+    n_out = qm.output_size
+    seen = {}
+
+    async def tb(ctx):
+        ctx.set(core.rsp.ready, 0)
+        await _send(ctx, core, Op.RESET, 0, 0, 10_000)
+        for t in range(2):
+            for j, d in deltas[t]:
+                await _send(ctx, core, Op.DELTA, j, d, 10_000)
+            await _send(ctx, core, Op.STEP, 0, 0, 100_000)
+            if t == 0:        # the first step ends with its outputs in the FIFO
+                for _ in range(100_000):
+                    if ctx.get(core.cmd.ready):
+                        break
+                    await ctx.tick()
+                else:
+                    raise AssertionError("the first step waits for the host")
+                seen["first"] = ctx.get(core.registers.step_cycles)
+        for _ in range(2_000):        # step 1 waits for room: the core takes no command
+            assert not ctx.get(core.cmd.ready)
+            await ctx.tick()
+        ctx.set(core.rsp.ready, 1)
+        outs = []
+        for _ in range(100_000):
+            if ctx.get(core.rsp.valid):
+                outs.append(_to_signed(ctx.get(core.rsp.payload)))
+            await ctx.tick()
+            if len(outs) == 2 * n_out:
+                break
+        seen["outs"] = outs
+        assert not ctx.get(core.rsp.valid)
+        await _send(ctx, core, Op.READ, addr(Region.REG, Reg.STEP_CYCLES), 0, 10_000)
+        while not ctx.get(core.rsp.valid):
+            await ctx.tick()
+        seen["second"] = ctx.get(core.rsp.payload)
+
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    np.testing.assert_array_equal(np.array(seen["outs"]).reshape(2, n_out), gold.outputs_fx[0][:2])
+    model_cycles = model_step_cycles(qm, params, gold.step_deltas)
+    assert seen["first"] == model_cycles[0]
+    assert seen["second"] > max(model_cycles[1], 2_000)

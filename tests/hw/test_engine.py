@@ -16,7 +16,7 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from deltarnn.hw.engine import (CELL_PROGRAMS, H_OUT, HEAD_OUT, WIDE_LANES, CellEngine, Program, cache_stalls,
-                                run_cycles, schedule)
+                                out_ii, run_cycles, schedule)
 from deltarnn.spec import contract as C
 from deltarnn.spec.memory_map import H_BLOCKS, VEC_BLOCKS, VECTOR_ORDER, X_BLOCKS, DeviceParams
 
@@ -29,7 +29,7 @@ STEPS = cells.STEPS
 #: Cycles between neurons and of one neuron's program, per program (docs/gateware.md), at most WIDE_LANES
 #: lanes and above (the requantizer and the activation tables a cycle longer).
 SCHEDULES = {"lstm": (8, 22), "gru": (6, 20), "ligru": (4, 17), "sru": (4, 18), "head": (2, 8), "h_out": (2, 4)}
-WIDE_SCHEDULES = {"lstm": (4, 33), "gru": (4, 30), "ligru": (4, 24), "sru": (4, 26), "head": (2, 11), "h_out": (2, 5)}
+WIDE_SCHEDULES = {"lstm": (4, 33), "gru": (4, 30), "ligru": (4, 24), "sru": (4, 26), "head": (1, 11), "h_out": (1, 5)}
 
 HIDDEN = 5        # run-time H, below max_hidden: block strides are H, not the maximum
 LAYER = 1         # bases of layer 1, none of them 0
@@ -123,13 +123,14 @@ def run(p, contents, program, count, inputs, ready_prob=1.0, broken_lane=None, s
         ctx.set(dut.program, program)
         ctx.set(dut.count, count)
         ctx.set(dut.start, 1)
-        outs, stalls, cycles = [], 0, 0
+        outs, valid, stalls, cycles = [], [], 0, 0
         while True:
             ready = int(rng.random() < ready_prob)
             ctx.set(dut.out.ready, ready)
             if cycles and ctx.get(dut.done):
                 break
             if ctx.get(dut.out.valid):
+                valid.append(ctx.get(dut.out.payload))
                 if ready:
                     outs.append(ctx.get(dut.out.payload))
                 else:
@@ -143,7 +144,7 @@ def run(p, contents, program, count, inputs, ready_prob=1.0, broken_lane=None, s
         assert not ctx.get(dut.done), "done is a one-cycle pulse"
         result["mems"] = {name: [int(ctx.get(mem.data[i])[e]) for i in range(mem.depth)
                                  for e in range(p.engine_width)] for name, mem in hn.mems.items() if name in ("h", "c")}
-        result.update(outs=outs, cycles=cycles, stalls=stalls)
+        result.update(outs=outs, valid=valid, cycles=cycles, stalls=stalls)
 
     sim = Simulator(hn)
     sim.add_clock(1e-6)
@@ -206,7 +207,7 @@ def test_schedules_are_the_documented_ones(lanes):
     programs = {**CELL_PROGRAMS, "head": HEAD_OUT, "h_out": H_OUT}
     want = WIDE_SCHEDULES if lanes > WIDE_LANES else SCHEDULES
     assert {name: (schedule(p, lanes).ii, schedule(p, lanes).depth) for name, p in programs.items()} == want
-    assert run_cycles(HEAD_OUT, 0, lanes) == 0 and run_cycles(HEAD_OUT, 5, lanes) == 4 * 2 + want["head"][1]
+    assert run_cycles(HEAD_OUT, 0, lanes) == 0 and run_cycles(HEAD_OUT, 5, lanes) == 4 * out_ii(lanes) + want["head"][1]
 
 
 @pytest.mark.parametrize("lanes", [WIDE_LANES, WIDE_LANES + 1])
@@ -294,12 +295,24 @@ def test_cached_requantizations_stall_where_two_read_in_one_cycle(monkeypatch, l
     assert res["cycles"] == (hidden // engine_lanes - 1) * sch.ii + sch.depth + stalls + CellEngine.LATENCY
 
 
+def assert_outputs(res, want, ready_prob, lanes):
+    """An output program's outputs: taken as ``out`` is ready, at most WIDE_LANES lanes (the engine stalls
+    where it is not); above, each valid for exactly one cycle whatever ``out.ready`` says."""
+    if lanes <= WIDE_LANES:
+        assert res["outs"] == want
+        assert (res["stalls"] > 0) == (ready_prob < 1)
+    else:
+        assert res["valid"] == want
+        assert (res["outs"] != want) == (ready_prob < 1)      # (the harness's not-ready cycles missed some)
+
+
 @pytest.mark.parametrize("lanes, engine_lanes", [(4, 1), (8, 1), (16, 4)])
 @pytest.mark.parametrize("ready_prob", [1.0, 0.4])
 def test_head_output_program(ready_prob, lanes, engine_lanes):
-    """HEAD_OUT: requantized head accumulators plus the head bias, one output per class; stalls hold
-    both forms of the requantizer's first stages (lanes <= WIDE_LANES and above); in a wide engine
-    every output its word's lane."""
+    """HEAD_OUT: requantized head accumulators plus the head bias, one output per class; at most WIDE_LANES
+    lanes stalls hold the requantizer's first stages; above, the engine never waits for ``out.ready``
+    (each output valid for one cycle, ii 1: the core's FIFO has room for them all) and every output is
+    its word's lane."""
     p = params("gru", lanes, engine_lanes)
     classes = 5
     contents = random_contents(np.random.default_rng(11), p)
@@ -308,9 +321,9 @@ def test_head_output_program(ready_prob, lanes, engine_lanes):
     res = run(p, contents, Program.HEAD_OUT, classes, inputs, ready_prob=ready_prob, seed=3)
     bias = contents["vec"][inputs["vec_base"]:inputs["vec_base"] + classes]
     want = C.fx_add(requantized(p, contents, base, 0, inputs["shift_x"], rows=classes), bias)
-    assert res["outs"] == [int(v) for v in want]
-    assert res["cycles"] == run_cycles(HEAD_OUT, classes, lanes) + CellEngine.LATENCY + res["stalls"]
-    assert (res["stalls"] > 0) == (ready_prob < 1)
+    assert_outputs(res, [int(v) for v in want], ready_prob, lanes)
+    assert res["cycles"] == run_cycles(HEAD_OUT, classes, lanes) + CellEngine.LATENCY + res["stalls"] * (lanes <= WIDE_LANES)
+    assert schedule(HEAD_OUT, lanes).ii == out_ii(lanes) == (2 if lanes <= WIDE_LANES else 1)
     np.testing.assert_array_equal(res["mems"]["h"], contents["h"])
 
 
@@ -325,8 +338,8 @@ def test_h_output_program(ready_prob, lanes, engine_lanes):
     inputs = layer_inputs(p)
     res = run(p, contents, Program.H_OUT, hidden, inputs, ready_prob=ready_prob, seed=4)
     base = inputs["state_base"]
-    assert res["outs"] == [int(v) for v in contents["h"][base:base + hidden]]
-    assert res["cycles"] == run_cycles(H_OUT, hidden, p.lanes) + CellEngine.LATENCY + res["stalls"]
+    assert_outputs(res, [int(v) for v in contents["h"][base:base + hidden]], ready_prob, lanes)
+    assert res["cycles"] == run_cycles(H_OUT, hidden, p.lanes) + CellEngine.LATENCY + res["stalls"] * (lanes <= WIDE_LANES)
 
 
 @pytest.mark.parametrize("program", list(Program))

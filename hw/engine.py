@@ -200,6 +200,7 @@ def out_ii(lanes: int) -> int:
     for all of the run's outputs, so no ready signal reaches the engine's enables."""
     return OUT_II if lanes <= WIDE_LANES else 1
 
+
 #: Instructions that run on a shared unit (the others have logic of their own).
 SHARED = {"rq": "rq", "hw": "rq", "mul": "mul", "sig": "sig", "tanh": "tanh"}
 

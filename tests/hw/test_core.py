@@ -285,8 +285,12 @@ def test_outputs_wait_in_the_response_fifo_of_a_wide_core(classes):
         seen["outs"] = outs
         assert not ctx.get(core.rsp.valid)
         await _send(ctx, core, Op.READ, addr(Region.REG, Reg.STEP_CYCLES), 0, 10_000)
-        while not ctx.get(core.rsp.valid):
+        for _ in range(100):
+            if ctx.get(core.rsp.valid):
+                break
             await ctx.tick()
+        else:
+            raise AssertionError("no response to READ")
         seen["second"] = ctx.get(core.rsp.payload)
 
     sim = Simulator(core)

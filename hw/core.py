@@ -23,6 +23,7 @@ from deltarnn.hw.command import Op, Region, address_layout, command_layout
 from deltarnn.hw.encoder import CONCURRENT_LANES, DeltaEncoder
 from deltarnn.hw.engine import CELL_PROGRAMS, WIDE_LANES, CellEngine, Program, fuses_encoder
 from deltarnn.hw.mxv import DeltaMxV
+from deltarnn.hw.pipe import StreamRegister
 from deltarnn.hw.registers import RegisterFile
 
 __all__ = ["COLLISION_FREE", "Core", "Path", "command_layout", "feeds_encoder", "overlaps_encodes",
@@ -84,7 +85,9 @@ def weight_bank_depth(wmem_bits: int) -> int:
     return depths[next(w for w in depths if w >= wmem_bits)]
 
 
-class _BankedPort(NamedTuple):
+class _PortSignals(NamedTuple):
+    """A memory port's signals of the core's own (a banked memory's, a registered write's)."""
+
     addr: Signal
     en: Signal
     data: Signal
@@ -187,8 +190,8 @@ class Core(wiring.Component):
 
     Latency and throughput: WRITE and DELTA take one command per cycle
     (DELTA two, three above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes; a READ's response
-    is valid two cycles after it is taken, the register's value registered first, and two more
-    above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes, through the FIFO); a STEP takes the cycles given by :func:`deltarnn.hw.cycles.step_cycles`
+    is valid two cycles after it is taken, the register's value registered first, and three more
+    above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes, through the FIFO and its output register); a STEP takes the cycles given by :func:`deltarnn.hw.cycles.step_cycles`
     (rsp always ready); RESET takes ``clear_depth + 1`` cycles, CLEAR ``wipe_depth + 1``.
     """
 
@@ -257,6 +260,23 @@ class Core(wiring.Component):
         p = self.p
         return -(-p.weight_depth // self.bank_words) if self.wide else 0
 
+    def _registered_writes(self, m, ports: dict[str, _Ports]) -> dict[str, _Ports]:
+        """The ports the sequencer drives: above :data:`~deltarnn.hw.engine.WIDE_LANES` lanes the multiplier
+        and vector memories' writes (the host's, CLEAR's) through registers, a cycle later, so that no
+        decoding of a command or of CLEAR's counter lies before the write pins of their blocks (the ULX3S
+        board's critical path was CLEAR's counter through its comparison into the multipliers' write
+        address, 11.63 ns). Neither memory is read before a STEP's cell update, long after the last write."""
+        if not self.wide:
+            return ports
+        ports = dict(ports)
+        for name in ("mult", "vec"):
+            wr = ports[name].wr
+            staged = _PortSignals(Signal.like(wr.addr, name=f"{name}_wr_addr"), Signal.like(wr.en, name=f"{name}_wr_en"),
+                                 Signal(wr.data.shape(), name=f"{name}_wr_data"))
+            m.d.sync += [wr.addr.eq(staged.addr), wr.en.eq(staged.en), wr.data.eq(staged.data)]
+            ports[name] = _Ports(staged, ports[name].rd)
+        return ports
+
     @property
     def index_bits(self) -> int:
         """Width of a delta's element index (in the delta buffer and in a DELTA's ``addr``)."""
@@ -266,6 +286,7 @@ class Core(wiring.Component):
         m = Module()
         units = self._units()
         ports = self.memory_ports = self._memories(m, units.mxv.dbuf_layout, units.eng.rq_units)   # (for tests)
+        ports = self._registered_writes(m, ports)
         m.submodules.mxv, m.submodules.encoder, m.submodules.engine = units
         regs = self.registers = RegisterFile(self.p, self.init_regs)   # (its signals: for tests)
         st = _State(self.p, self.clear_depth, self.wipe_depth, units.mxv.dbuf_layout)
@@ -334,8 +355,8 @@ class Core(wiring.Component):
         selected: the read data comes two cycles after the address. The ports are those of one memory."""
         p = self.p
         bank_bits = (self.bank_words - 1).bit_length()
-        rd = _BankedPort(Signal(range(depth), name="w_rd_addr"), Signal(name="w_rd_en"), Signal(shape, name="w_rd_data"))
-        wr = _BankedPort(Signal(range(depth), name="w_wr_addr"), Signal(p.lanes, name="w_wr_en"),
+        rd = _PortSignals(Signal(range(depth), name="w_rd_addr"), Signal(name="w_rd_en"), Signal(shape, name="w_rd_data"))
+        wr = _PortSignals(Signal(range(depth), name="w_wr_addr"), Signal(p.lanes, name="w_wr_en"),
                          Signal(shape, name="w_wr_data"))
         read_bank, bank = Signal(range(max(2, self.weight_banks))), Signal(range(max(2, self.weight_banks)))
         with m.If(rd.en):
@@ -634,12 +655,13 @@ class Core(wiring.Component):
             # the responses through a FIFO with room for an output program's every output (in a block RAM):
             # an output program starts only when it is empty (OUT_GO), and never waits for the consumer, so
             # no ready signal reaches the engine's stall, which enables every stage of its pipeline (out_ii)
+            # read through a register of its own, which the ECP5 flow makes the block's output register
             m.submodules.responses = responses = SyncFIFOBuffered(width=DATA_BITS, depth=self.response_depth)
+            m.submodules.response_reg = response_reg = StreamRegister(DATA_BITS)
             rsp = responses.w_stream
             room = responses.level == 0
-            m.d.comb += [self.rsp.valid.eq(responses.r_stream.valid),
-                         self.rsp.payload.eq(responses.r_stream.payload),
-                         responses.r_stream.ready.eq(self.rsp.ready)]
+            wiring.connect(m, responses.r_stream, response_reg.i)
+            wiring.connect(m, response_reg.o, wiring.flipped(self.rsp))
         if not overlap:
             m.d.comb += st.enc_h.eq(st.is_h)       # the h path is encoded in its own phase
         delta_in = Signal(signed(p.delta_bits))

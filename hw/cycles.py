@@ -83,15 +83,15 @@ def output_timing(classes: int, hidden: int, lanes: int) -> tuple[int, int]:
     step ends (``step_cycles - tail`` cycles after the STEP is accepted, as
     the co-simulation's testbench counts), each next one ``gap`` cycles after
     the previous one is taken (the response stream always ready). Above
-    :data:`~deltarnn.hw.engine.WIDE_LANES` lanes the responses pass a FIFO in a block RAM, two cycles
-    later, and wait in it (the next one valid as soon as the previous is taken).
+    :data:`~deltarnn.hw.engine.WIDE_LANES` lanes the responses pass a FIFO in a block RAM and its
+    output register, three cycles later, and wait there (the next one valid as soon as the previous is taken).
     """
     program, items = (HEAD_OUT, classes) if classes else (H_OUT, hidden)
     sch = schedule(program, lanes)
     out = next(sl for sl in sch.slots if sl.ins[0] == "out")
     phase = engine_cycles(items, program, lanes)
     # the output phase: the GO cycle, then the engine's run, whose first output is at the out slot's offset
-    return phase - (1 + out.start) + 1 - 2 * int(lanes > WIDE_LANES), sch.ii - 1
+    return phase - (1 + out.start) + 1 - 3 * int(lanes > WIDE_LANES), sch.ii - 1
 
 
 def x_rows(cell: str, hidden: int, sru_identity: bool) -> int:

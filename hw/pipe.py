@@ -3,12 +3,14 @@
 The board's command executor decodes its state into a command, and the
 core decodes that command into memory writes and checks: in one cycle the two
 decoders were an ECP5 board build's critical path. This stage holds the
-command in between.
+command in between. Behind a FIFO in a block RAM it is the block's output
+register (the payload register has no reset, so :mod:`deltarnn.fpga.outreg`
+moves it into an ECP5 block).
 """
 
 from __future__ import annotations
 
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,9 +42,10 @@ class StreamRegister(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        payload = Signal.like(self.i.payload, reset_less=True)   # only read while o.valid
+        m.d.comb += [self.i.ready.eq(~self.o.valid | self.o.ready), self.o.payload.eq(payload)]
         with m.If(self.i.ready):
             m.d.sync += self.o.valid.eq(self.i.valid)
             with m.If(self.i.valid):
-                m.d.sync += self.o.payload.eq(self.i.payload)
+                m.d.sync += payload.eq(self.i.payload)
         return m

@@ -236,6 +236,49 @@ def test_a_delta_is_written_to_the_buffer_in_its_next_cycle(lanes):
     assert written == [(True, index) for index in taken]
 
 
+@pytest.mark.parametrize("lanes", [4, 8])
+def test_multiplier_and_vector_writes_are_registered_in_a_wide_core(lanes):
+    """Above WIDE_LANES lanes the host's writes of the multiplier and vector memories reach them through
+    registers (no decoding before their blocks' write pins): each WRITE's element (its word, its lane's
+    enable alone) is written in the cycle after the WRITE is taken; at 4 lanes in the same cycle. The model
+    loaded so runs exactly."""
+    from deltarnn.hw.command import Op
+    from deltarnn.spec.memory_map import REGION_SHIFT, Region
+    model = random_model("gru", 7, 8, 2, False, 3, seed=27)
+    x = random_input(1, 3, 7, seed=28)
+    qm = quantize(model, random_input(4, 20, 7, seed=29), 4, 8)
+    params = DeviceParams("gru", **{**PARAMS, "lanes": lanes})
+    core = Core(params)
+    e = params.engine_width
+    late = lanes > 4
+    wanted, got = [], []      # per WRITE of either memory: (memory, word, lane); what its port wrote, when due
+
+    async def monitor(ctx):
+        ports, cmd = core.memory_ports, core.cmd
+        pending = None
+        async for _, _, valid, ready, op, a, *pins in ctx.tick().sample(
+                cmd.valid, cmd.ready, cmd.payload.op, cmd.payload.addr,
+                *(s for n in ("mult", "vec") for s in (ports[n].wr.en, ports[n].wr.addr))):
+            written = {n: (int(pins[2 * i]), int(pins[2 * i + 1])) for i, n in enumerate(("mult", "vec"))}
+            taken = None
+            region = Region(a >> REGION_SHIFT) if (a >> REGION_SHIFT) in iter(Region) else None
+            if valid and ready and op == Op.WRITE and region in (Region.MULT, Region.VEC):
+                offset = a & ((1 << REGION_SHIFT) - 1)
+                taken = ("mult" if region == Region.MULT else "vec", offset // e, offset % e)
+                wanted.append(taken)
+            due = pending if late else taken
+            if due is not None:
+                en, word = written[due[0]]
+                got.append((due[0], word, en.bit_length() - 1 if en and not en & (en - 1) else None))
+            pending = taken
+
+    run = run_core(core, input_deltas(qm, x[0]), qm.output_size, writes=pack(qm, params).writes(),
+                   processes=[monitor])
+    np.testing.assert_array_equal(run.outputs, emulate(qm, x).outputs_fx[0])
+    assert {w[0] for w in wanted} == {"mult", "vec"}
+    assert got == wanted
+
+
 @pytest.mark.parametrize("classes", [5, 0])
 def test_outputs_wait_in_the_response_fifo_of_a_wide_core(classes):
     """Above WIDE_LANES lanes the output program never waits for the host (ii 1): its outputs wait in the
@@ -301,3 +344,57 @@ def test_outputs_wait_in_the_response_fifo_of_a_wide_core(classes):
     model_cycles = model_step_cycles(qm, params, gold.step_deltas)
     assert seen["first"] == model_cycles[0]
     assert seen["second"] > max(model_cycles[1], 2_000)
+
+
+@pytest.mark.parametrize("lanes", [4, 8])
+@pytest.mark.parametrize("classes", [5, 0])
+def test_outputs_appear_when_the_cycle_model_says(lanes, classes):
+    """``cycles.output_timing`` is exact (the co-simulation's testbench sleeps by it): with ``rsp.ready``
+    high, a STEP's first output is valid ``step_cycles - tail`` cycles after the STEP is taken, each next
+    one ``gap`` cycles after the previous is taken; narrow (``rsp`` straight from the engine) and wide
+    (through the response FIFO and its output register) cores."""
+    from amaranth.sim import Simulator
+
+    from deltarnn.hw.cycles import output_timing
+    from deltarnn.hw.drive import _send, _to_signed
+    from deltarnn.spec.memory_map import Op
+    model = random_model("gru", 7, 8, 2, False, classes, seed=21)
+    x = random_input(1, 2, 7, seed=22)
+    qm = quantize(model, random_input(4, 20, 7, seed=23), 4, 8)
+    params = DeviceParams("gru", **{**PARAMS, "lanes": lanes})
+    core = Core(params, **pack(qm, params).core_init())
+    gold = emulate(qm, x)
+    deltas = input_deltas(qm, x[0])
+    n_out = qm.output_size
+    tail, gap = output_timing(qm.num_classes, qm.hidden_size, lanes)
+    model_cycles = model_step_cycles(qm, params, gold.step_deltas)
+    seen = {"outs": [], "waits": []}
+
+    async def tb(ctx):
+        ctx.set(core.rsp.ready, 1)
+        await _send(ctx, core, Op.RESET, 0, 0, 10_000)
+        for t in range(2):
+            for j, d in deltas[t]:
+                await _send(ctx, core, Op.DELTA, j, d, 10_000)
+            await _send(ctx, core, Op.STEP, 0, 0, 100_000)
+            waited = 0
+            for _ in range(n_out):
+                while not ctx.get(core.rsp.valid):
+                    await ctx.tick()
+                    waited += 1
+                    assert waited < 100_000, "no output"
+                seen["outs"].append(_to_signed(ctx.get(core.rsp.payload)))
+                seen["waits"].append(waited)
+                await ctx.tick()            # taken
+                waited = 0
+            while not ctx.get(core.cmd.ready):
+                await ctx.tick()
+
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    np.testing.assert_array_equal(np.array(seen["outs"]).reshape(2, n_out), gold.outputs_fx[0][:2])
+    for t in range(2):
+        waits = seen["waits"][t * n_out:(t + 1) * n_out]
+        assert waits == [model_cycles[t] - tail] + [gap] * (n_out - 1), (t, waits, model_cycles[t], tail, gap)

@@ -236,6 +236,15 @@ def test_a_delta_is_written_to_the_buffer_in_its_next_cycle(lanes):
     assert written == [(True, index) for index in taken]
 
 
+async def _send_step(ctx, core, deltas):
+    """A step's DELTA commands, then its STEP."""
+    from deltarnn.hw.drive import _send
+    from deltarnn.spec.memory_map import Op
+    for j, d in deltas:
+        await _send(ctx, core, Op.DELTA, j, d, 10_000)
+    await _send(ctx, core, Op.STEP, 0, 0, 100_000)
+
+
 @pytest.mark.parametrize("lanes", [4, 8])
 def test_multiplier_and_vector_writes_are_registered_in_a_wide_core(lanes):
     """Above WIDE_LANES lanes the host's writes of the multiplier and vector memories reach them through
@@ -303,9 +312,7 @@ def test_outputs_wait_in_the_response_fifo_of_a_wide_core(classes):
         ctx.set(core.rsp.ready, 0)
         await _send(ctx, core, Op.RESET, 0, 0, 10_000)
         for t in range(2):
-            for j, d in deltas[t]:
-                await _send(ctx, core, Op.DELTA, j, d, 10_000)
-            await _send(ctx, core, Op.STEP, 0, 0, 100_000)
+            await _send_step(ctx, core, deltas[t])
             if t == 0:        # the first step ends with its outputs in the FIFO
                 for _ in range(100_000):
                     if ctx.get(core.cmd.ready):
@@ -374,9 +381,7 @@ def test_outputs_appear_when_the_cycle_model_says(lanes, classes):
         ctx.set(core.rsp.ready, 1)
         await _send(ctx, core, Op.RESET, 0, 0, 10_000)
         for t in range(2):
-            for j, d in deltas[t]:
-                await _send(ctx, core, Op.DELTA, j, d, 10_000)
-            await _send(ctx, core, Op.STEP, 0, 0, 100_000)
+            await _send_step(ctx, core, deltas[t])
             waited = 0
             for _ in range(n_out):
                 while not ctx.get(core.rsp.valid):

@@ -203,7 +203,9 @@ class SynthReport:
     output_registers : dict of str to int
         ECP5: the block RAM read ports whose following flip-flops became the
         blocks' output registers (:mod:`deltarnn.fpga.outreg`): ``ports``,
-        ``flops`` removed, read ports ``kept`` as they were.
+        ``flops`` removed, read ports ``kept`` as they were; the multiplier
+        blocks' register groups (inputs, output) moved into the blocks,
+        ``multipliers``, and ``multiplier_flops`` removed.
     """
 
     board: str

@@ -860,10 +860,12 @@ class CellEngine(wiring.Component):
             lanes = []
             for e in range(width):
                 a, b = Signal(signed(C.FX_BITS), name=f"mul{u}_{e}_a"), Signal(signed(C.FX_BITS), name=f"mul{u}_{e}_b")
-                prod = Signal(signed(2 * C.FX_BITS), name=f"mul{u}_{e}_prod")
+                # (the product and operand registers without a reset: the multiplier block's own, deltarnn.fpga.outreg)
+                prod = Signal(signed(2 * C.FX_BITS), name=f"mul{u}_{e}_prod", reset_less=True)
                 with m.If(run):
                     if p.lanes > WIDE_LANES:      # the operands registered first: the multiplier block's own
-                        a_reg, b_reg = Signal.like(a, name=f"mul{u}_{e}_a_reg"), Signal.like(b, name=f"mul{u}_{e}_b_reg")
+                        a_reg = Signal.like(a, name=f"mul{u}_{e}_a_reg", reset_less=True)
+                        b_reg = Signal.like(b, name=f"mul{u}_{e}_b_reg", reset_less=True)
                         m.d.sync += [a_reg.eq(a), b_reg.eq(b), prod.eq(a_reg * b_reg)]
                     else:
                         m.d.sync += prod.eq(a * b)
@@ -930,9 +932,12 @@ class CellEngine(wiring.Component):
             m.d.sync += [shift_o.eq(shift_s), less.eq(shift_p - 1), zero.eq(shift_p == 0)]
         lanes = []
         for e in range(width):
-            operand = Signal(signed(max(p.acc_bits, p.abits + 1)), name=f"{name}{e}_operand")  # the lane, or the ref
-            mult = Signal(C.MULT_BITS, name=f"{name}{e}_mult")
-            prod = Signal(signed(p.acc_bits + C.MULT_BITS + 1), name=f"{name}{e}_prod")
+            # (the multiplier blocks' operand and product registers without a reset: the ECP5 flow moves them
+            # into the blocks, deltarnn.fpga.outreg; only the valid items' values are ever used)
+            operand = Signal(signed(max(p.acc_bits, p.abits + 1)), name=f"{name}{e}_operand",  # the lane, or the ref
+                             reset_less=True)
+            mult = Signal(C.MULT_BITS, name=f"{name}{e}_mult", reset_less=True)
+            prod = Signal(signed(p.acc_bits + C.MULT_BITS + 1), name=f"{name}{e}_prod", reset_less=True)
             half = Signal(signed(p.acc_bits + C.MULT_BITS + 2), name=f"{name}{e}_half")  # prod / 2**(shift-1), floored
             if e == 0:      # any accumulator lane (an output program's element), or the reference
                 acc_e = word.word_select(lane_s, p.acc_bits).as_signed()
@@ -961,12 +966,12 @@ class CellEngine(wiring.Component):
                 if not wide:
                     m.d.sync += prod.eq(operand * mult)
                 elif len(operand) > 18:      # two multiplier blocks' products registered, then their sum
-                    low = Signal(unsigned(17 + C.MULT_BITS), name=f"{name}{e}_low")
-                    high = Signal(signed(len(operand) - 17 + C.MULT_BITS + 1), name=f"{name}{e}_high")
+                    low = Signal(unsigned(17 + C.MULT_BITS), name=f"{name}{e}_low", reset_less=True)
+                    high = Signal(signed(len(operand) - 17 + C.MULT_BITS + 1), name=f"{name}{e}_high", reset_less=True)
                     m.d.sync += [low.eq(operand[:17] * mult), high.eq(operand[17:].as_signed() * mult),
                                  prod.eq((high << 17) + low)]
                 else:                        # the product of one block registered, then again
-                    block = Signal.like(prod, name=f"{name}{e}_block")
+                    block = Signal.like(prod, name=f"{name}{e}_block", reset_less=True)
                     m.d.sync += [block.eq(operand * mult), prod.eq(block)]
             up = Const(1)
             if self.broken_lane is not None:  # test-only fault: floor instead of round half up in one lane

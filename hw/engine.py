@@ -585,8 +585,8 @@ class CellEngine(wiring.Component):
         stall = Signal()
         run = Signal()        # the pipeline advances this cycle
         m.d.comb += [self.busy.eq(0), run.eq(~stall)]
-        cell_running = Signal()
-        m.d.comb += cell_running.eq(program == Program.CELL)
+        # program == CELL (program's reset value), a register of its own: it reaches the read requests
+        cell_running = Signal(init=1)
         # two requantizations' accumulator reads in the next cycle (a cached cell schedule): the engine stalls a
         # cycle, its memory reads and activation tables too (set a cycle ahead: a register, not the output
         # stream's ready, drives their enables)
@@ -626,7 +626,7 @@ class CellEngine(wiring.Component):
         # program and the phase, which reach every unit)
         phase_next, program_next = Signal.like(phase), Signal.like(program)
         m.d.comb += [phase_next.eq(phase), program_next.eq(program)]
-        m.d.sync += [phase.eq(phase_next), program.eq(program_next)]
+        m.d.sync += [phase.eq(phase_next), program.eq(program_next), cell_running.eq(program_next == Program.CELL)]
         unit_inputs = {}      # id(unit input) -> (unit input, [(program, phase bit, value)])
         with m.FSM():
             with m.State("IDLE"):

@@ -103,6 +103,8 @@ class _State:
         self.dcount = Signal(range(p.dbuf_depth + 1))        # deltas of the path being run
         self.clr = Signal(range(max(clear_depth, wipe_depth) + 1))
         self.clearing = Signal()    # RESET and CLEAR: accumulators, references, state
+        # clearing & (clr < depth) per cleared memory's depth, registers (no comparison before the write enables)
+        self.clears = {d: Signal(name=f"clears_below_{d}") for d in sorted({p.acc_depth, p.state_words, p.ref_depth})}
         self.wiping = Signal()      # CLEAR: also the weights, multipliers and vectors
         self.errors = Signal(len(Error))   # refused in this cycle
         self.in_step = Signal()
@@ -530,13 +532,16 @@ class Core(wiring.Component):
             c.rd.addr.eq(eng.c_rd_addr), c.rd.en.eq(eng.c_rd_en), eng.c_rd_data.eq(c.rd.data),
             enc.ref_rd_data.eq(ref.rd.data), eng.ref_data.eq(ref.rd.data),
         ]
+        for depth, below in st.clears.items():
+            with m.If(clearing & (clr == depth - 1)):
+                m.d.sync += below.eq(0)
         for port, depth, (addr, wdata, en) in (
                 (acc, p.acc_depth, (mxv.acc_wr_addr, mxv.acc_wr_data, mxv.acc_wr_en)),
                 (h, p.state_words, (eng.h_wr_addr, eng.h_wr_data.as_value(), eng.h_wr_en)),
                 (c, p.state_words, (eng.c_wr_addr, eng.c_wr_data.as_value(), eng.c_wr_en))):
             m.d.comb += [port.wr.addr.eq(Mux(clearing, clr, addr)),
                          Value.cast(port.wr.data).eq(Mux(clearing, 0, wdata)),
-                         port.wr.en.eq(en | (clearing & (clr < depth)))]
+                         port.wr.en.eq(en | st.clears[depth])]
 
         with m.If(st.wiping):
             lanes = (1 << p.lanes) - 1
@@ -561,7 +566,7 @@ class Core(wiring.Component):
             ref_word = Signal.like(ref.rd.data, name="ref_word", reset_less=True)
             m.d.sync += ref_word.eq(ref.rd.data)
         with m.If(clearing):
-            m.d.comb += [ref.wr.addr.eq(clr), ref.wr.data.eq(0), ref.wr.en.eq(clr < p.ref_depth)]
+            m.d.comb += [ref.wr.addr.eq(clr), ref.wr.data.eq(0), ref.wr.en.eq(st.clears[p.ref_depth])]
         with m.Elif(st.rmw):
             m.d.comb += [ref.wr.addr.eq(st.rmw_addr), ref.wr.data.eq(ref_word + st.rmw_delta), ref.wr.en.eq(1)]
         with m.Else():
@@ -716,10 +721,11 @@ class Core(wiring.Component):
                                              st.in_step.eq(1), st.step_counter.eq(1)]
                                 m.next = "MXV_GO"
                         with m.Case(Op.RESET):
-                            m.d.sync += [st.clr.eq(0), st.clearing.eq(1)]
+                            m.d.sync += [st.clr.eq(0), st.clearing.eq(1), *[b.eq(1) for b in st.clears.values()]]
                             m.next = "CLEAR"
                         with m.Case(Op.CLEAR):
-                            m.d.sync += [st.clr.eq(0), st.clearing.eq(1), st.wiping.eq(1)]
+                            m.d.sync += [st.clr.eq(0), st.clearing.eq(1), st.wiping.eq(1),
+                                         *[b.eq(1) for b in st.clears.values()]]
                             m.next = "WIPE"
                         with m.Default():
                             m.d.comb += st.errors.eq(Error.BAD_OP)

@@ -246,6 +246,47 @@ async def _send_step(ctx, core, deltas):
 
 
 @pytest.mark.parametrize("lanes", [4, 8])
+def test_reset_writes_every_word_of_the_cleared_memories_once(lanes):
+    """RESET zeroes each word of the accumulator, state and reference memories exactly once (their write
+    enables from registers set with its counter, not from comparisons of it) and nothing beyond their depths."""
+    from amaranth import Value
+    from amaranth.sim import Simulator
+
+    from deltarnn.hw.drive import _send
+    from deltarnn.spec.memory_map import Op
+    params = DeviceParams("gru", **{**PARAMS, "lanes": lanes})
+    core = Core(params)
+    depths = {"acc": params.acc_depth, "h": params.state_words, "c": params.state_words, "ref": params.ref_depth}
+    written = {name: [] for name in depths}
+
+    async def monitor(ctx):
+        ports = core.memory_ports
+        signals = [s for name in depths for s in (ports[name].wr.en, ports[name].wr.addr,
+                                                  Value.cast(ports[name].wr.data))]
+        async for _, _, *values in ctx.tick().sample(*signals):
+            for i, name in enumerate(depths):
+                en, address, data = values[3 * i:3 * i + 3]
+                if en:
+                    written[name].append((int(address), int(data)))
+
+    async def tb(ctx):
+        await _send(ctx, core, Op.RESET, 0, 0, 10_000)
+        for _ in range(10_000):
+            if ctx.get(core.cmd.ready):
+                break
+            await ctx.tick()
+        await ctx.tick()
+
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    sim.add_process(monitor)
+    sim.add_testbench(tb)
+    sim.run()
+    for name, depth in depths.items():
+        assert written[name] == [(i, 0) for i in range(depth)], name
+
+
+@pytest.mark.parametrize("lanes", [4, 8])
 def test_multiplier_and_vector_writes_are_registered_in_a_wide_core(lanes):
     """Above WIDE_LANES lanes the host's writes of the multiplier and vector memories reach them through
     registers (no decoding before their blocks' write pins): each WRITE's element (its word, its lane's

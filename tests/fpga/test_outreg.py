@@ -91,17 +91,22 @@ def test_registers_move_into_the_block_rams(tmp_path):
     assert rams["mixed"]["parameters"]["REGMODE_A"] == rams["mixed"]["parameters"]["REGMODE_B"] == "NOREG"
 
 
-def test_nextpnr_takes_the_rewritten_netlist(tmp_path):
-    """Place and route the rewritten netlist: the registered blocks' clock to output is the output register's."""
-    path = _netlist(tmp_path)
-    assert absorb_in_file(path).flops == 32
-    assert absorb_in_file(path).ports == []      # a second pass finds nothing more
+def _place_and_route(tmp_path) -> str:
+    """nextpnr on ``tmp_path/top.json``; its text configuration."""
     tools = require_tools("NEXTPNR_ECP5")
     run = subprocess.run([tools["NEXTPNR_ECP5"], "--85k", "--package", "CABGA381", "--json", "top.json",
                           "--textcfg", "top.config", "--freq", "200", "--timing-allow-fail"],
                          cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
-    config = (tmp_path / "top.config").read_text()
+    return (tmp_path / "top.config").read_text()
+
+
+def test_nextpnr_takes_the_rewritten_netlist(tmp_path):
+    """Place and route the rewritten netlist: the registered blocks' clock to output is the output register's."""
+    path = _netlist(tmp_path)
+    assert absorb_in_file(path).flops == 32
+    assert absorb_in_file(path).ports == []      # a second pass finds nothing more
+    config = _place_and_route(tmp_path)
     assert len(re.findall(r"REGMODE_[AB] OUTREG", config)) == 2       # the two registered read ports
 
 
@@ -212,12 +217,7 @@ def test_nextpnr_takes_the_registered_multipliers(tmp_path):
     path = _products_netlist(tmp_path)
     assert absorb_in_file(path).multipliers
     assert absorb_in_file(path).multipliers == []      # a second pass finds nothing more
-    tools = require_tools("NEXTPNR_ECP5")
-    run = subprocess.run([tools["NEXTPNR_ECP5"], "--85k", "--package", "CABGA381", "--json", "top.json",
-                          "--textcfg", "top.config", "--freq", "200", "--timing-allow-fail"],
-                         cwd=tmp_path, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    config = (tmp_path / "top.config").read_text()
+    config = _place_and_route(tmp_path)
     assert len(re.findall(r"REG_INPUTA_CLK CLK0", config)) == 6        # every block but reset_held
     assert len(re.findall(r"REG_OUTPUT_CLK CLK0", config)) == 5        # and but logic
 

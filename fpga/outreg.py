@@ -74,6 +74,25 @@ def _net(cell, port):
     return bits[0] if bits else None
 
 
+def _enable(ff):
+    """A flip-flop's clock enable: ``"1"`` (none), ``(net, active_low)``, or None (a mode no block register has)."""
+    cemux = _param(ff, "CEMUX", "1")
+    return "1" if cemux == "1" else (_net(ff, "CE"), cemux == "INV") if cemux in ("CE", "INV") else None
+
+
+def _enable_net(module: dict, inverted: dict, enable):
+    """The net of an :func:`_enable` active high (``"1"`` for none): an active-low one through an inverter,
+    one per net (``inverted``: net -> its inverter's output)."""
+    if enable == "1" or not enable[1]:
+        return enable if enable == "1" else enable[0]
+    return inverted.setdefault(enable[0], _inverter(module, enable[0]))
+
+
+def _outputs(module: dict) -> set:
+    """Net bits of the module's output ports."""
+    return {bit for port in module.get("ports", {}).values() if port["direction"] != "input" for bit in port["bits"]}
+
+
 def _inverter(module: dict, bit) -> int:
     """Add a LUT4 that drives a new net with ``not bit``; return the net."""
     nets = [b for c in module["cells"].values() for bits in c["connections"].values() for b in bits]
@@ -98,9 +117,7 @@ def absorb_output_registers(netlist: dict) -> Absorbed:
         return result
     cells = top["cells"]
     sinks = _sinks(cells)
-    outputs = {bit for port in top.get("ports", {}).values() if port["direction"] != "input"
-               for bit in port["bits"]}
-
+    outputs = _outputs(top)
     inverted = {}                        # an active-low enable -> its inverter's output
     for name, cell in list(cells.items()):
         if cell["type"] != _RAM:
@@ -132,8 +149,7 @@ def absorb_output_registers(netlist: dict) -> Absorbed:
                 if _net(ff, "LSR") not in (None, "0") or _param(ff, "REGSET", "RESET") != "RESET":
                     reason = f"{pin}'s register has a set or reset"
                     break
-                cemux = _param(ff, "CEMUX", "1")
-                ce = "1" if cemux == "1" else (_net(ff, "CE"), cemux == "INV") if cemux in ("CE", "INV") else None
+                ce = _enable(ff)
                 if ce is None or (enable is not None and ce != enable):
                     reason = f"{pin}'s register has another enable"
                     break
@@ -145,8 +161,7 @@ def absorb_output_registers(netlist: dict) -> Absorbed:
             for pin, ff_name in flops:
                 cell["connections"][pin] = cells[ff_name]["connections"]["Q"]
                 del cells[ff_name]
-            if enable != "1":
-                enable = enable[0] if not enable[1] else inverted.setdefault(enable[0], _inverter(top, enable[0]))
+            enable = _enable_net(top, inverted, enable)
             cell["parameters"][f"REGMODE_{side}"] = "OUTREG"
             cell["connections"][f"OCE{side}"] = [enable]
             if label == "AB":        # the 36-bit read's high half: registered by port A's mode as well
@@ -164,8 +179,7 @@ def _control(ff):
     of reset and enable in the block)."""
     if _param(ff, "CLKMUX", "CLK") != "CLK" or _param(ff, "REGSET", "RESET") != "RESET":
         return None
-    cemux = _param(ff, "CEMUX", "1")
-    enable = "1" if cemux == "1" else (_net(ff, "CE"), cemux == "INV") if cemux in ("CE", "INV") else None
+    enable = _enable(ff)
     reset = _net(ff, "LSR")
     if reset in (None, "0"):
         reset = "0"
@@ -194,17 +208,16 @@ def absorb_multiplier_registers(netlist: dict, result: Absorbed | None = None) -
     sinks = _sinks(cells)
     drivers = {bit: (name, port) for name, cell in cells.items() for port, bits in cell["connections"].items()
                if cell.get("port_directions", {}).get(port) == "output" for bit in bits if isinstance(bit, int)}
-    outputs = {bit for port in top.get("ports", {}).values() if port["direction"] != "input" for bit in port["bits"]}
+    outputs = _outputs(top)
 
     def multiplier_input(sink) -> bool:
         name, port = sink
         return cells[name]["type"] == _MULT and port[:1] in ("A", "B") and port[1:].isdigit()
 
     def from_multiplier(bit) -> bool:
+        """(a flip-flop between two blocks moves into neither: it is one register, not one in each)"""
         driver = drivers.get(bit)
         return driver is not None and cells[driver[0]]["type"] == _MULT
-
-    # (a flip-flop between two blocks moves into neither: it is one register, not one in each)
 
     def inputs(cell):
         """``({pin: the flip-flop's DI}, {side: control}, flip-flops)`` of the input registers, or None."""
@@ -297,9 +310,7 @@ def absorb_multiplier_registers(netlist: dict, result: Absorbed | None = None) -
             candidates |= flops
             result.multipliers.append(f"{name}.in")
         for k, (enable, reset) in enumerate(slots):
-            if enable != "1" and enable[1]:
-                enable = (inverted.setdefault(enable[0], _inverter(top, enable[0])), False)
-            connect(cell, f"CE{k}", "1" if enable == "1" else enable[0])
+            connect(cell, f"CE{k}", _enable_net(top, inverted, enable))
             connect(cell, f"RST{k}", reset)
         if slots:
             cell["parameters"]["RESETMODE"] = "SYNC"

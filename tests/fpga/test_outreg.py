@@ -45,10 +45,11 @@ class Reads(wiring.Component):
         return m
 
 
-def _netlist(tmp_path):
+def _netlist(tmp_path, design=None):
+    """Yosys' ECP5 netlist of ``design`` (default :class:`Reads`): ``tmp_path/top.json``."""
     setup_environment()
     tools = require_tools("YOSYS")
-    (tmp_path / "top.il").write_text(rtlil.convert(Reads(), name="top"))
+    (tmp_path / "top.il").write_text(rtlil.convert(design or Reads(), name="top"))
     # (collisions left undefined as the core's builds do: no old-data emulation behind the blocks)
     (tmp_path / "top.ys").write_text("read_rtlil top.il\nsetparam -set COLLISION_X_MASK 1 t:$memrd_v2\n"
                                      "synth_ecp5 -top top\nwrite_json top.json\n")
@@ -156,18 +157,9 @@ class Chain(wiring.Component):
         return m
 
 
-def _products_netlist(tmp_path, design=None):
-    setup_environment()
-    tools = require_tools("YOSYS")
-    (tmp_path / "top.il").write_text(rtlil.convert(design or Products(), name="top"))
-    (tmp_path / "top.ys").write_text("read_rtlil top.il\nsynth_ecp5 -top top\nwrite_json top.json\n")
-    subprocess.run([tools["YOSYS"], "-q", "top.ys"], cwd=tmp_path, check=True, capture_output=True)
-    return tmp_path / "top.json"
-
-
 def test_registers_move_into_the_multiplier_blocks(tmp_path):
     from deltarnn.fpga.outreg import absorb_multiplier_registers
-    path = _products_netlist(tmp_path)
+    path = _netlist(tmp_path, Products())
     netlist = json.loads(path.read_text())
     top = next(m for m in netlist["modules"].values() if m["attributes"].get("top"))
     flops = sum(c["type"] == "TRELLIS_FF" for c in top["cells"].values())
@@ -214,7 +206,7 @@ def test_registers_move_into_the_multiplier_blocks(tmp_path):
 
 def test_nextpnr_takes_the_registered_multipliers(tmp_path):
     """Place and route the rewritten netlist: nextpnr packs the registered blocks and configures their registers."""
-    path = _products_netlist(tmp_path)
+    path = _netlist(tmp_path, Products())
     assert absorb_in_file(path).multipliers
     assert absorb_in_file(path).multipliers == []      # a second pass finds nothing more
     config = _place_and_route(tmp_path)
@@ -224,7 +216,7 @@ def test_nextpnr_takes_the_registered_multipliers(tmp_path):
 
 def test_a_register_between_two_multipliers_moves_into_neither(tmp_path):
     from deltarnn.fpga.outreg import absorb_multiplier_registers
-    netlist = json.loads(_products_netlist(tmp_path, Chain()).read_text())
+    netlist = json.loads(_netlist(tmp_path, Chain()).read_text())
     result = absorb_multiplier_registers(netlist)
     top = next(m for m in netlist["modules"].values() if m["attributes"].get("top"))
     left = [name for name, c in top["cells"].items() if c["type"] == "TRELLIS_FF"]
